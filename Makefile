@@ -1,0 +1,25 @@
+# The README's two commands: `make demo` and `make test`. Everything else is a helper.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+export TF_CPP_MIN_LOG_LEVEL := 2
+export PYTHONHASHSEED := 0
+
+.PHONY: install demo test test-fast bench clean
+
+install:
+	bash scripts/install.sh
+
+demo: install
+	$(VENV)/bin/demandcast run-all --conf conf/demo.yaml
+
+# The full suite, slow end-to-end tests included (CI runs exactly this).
+test: install
+	bash scripts/run_tests.sh
+
+# Without the slow-marked tests, for quick local iterations.
+test-fast: install
+	bash scripts/run_tests.sh -m "not slow"
+
+clean:
+	rm -rf warehouse runs data bench/out

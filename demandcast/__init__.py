@@ -1,0 +1,1 @@
+"""demandcast: the shared core every stage imports (config, session, tables, logging)."""

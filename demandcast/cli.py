@@ -1,0 +1,98 @@
+"""`demandcast STAGE [--conf FILE] [--set KEY=VALUE ...]`: one console script for every stage.
+
+Also the `__main__` of jobs/<stage>.py under spark-submit. Exit codes: 0 success, 2 usage or
+configuration error, 3 a data-quality gate refused the data, 1 anything else.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+import traceback
+from typing import Sequence
+
+from demandcast.config import DEFAULT_CONF, PipelineConfig, load_config
+from demandcast.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, DemandcastError
+from demandcast.logs import configure_logging, get_logger, stage_timer
+
+# Stage name -> module in jobs/. Each module has `run(cfg: PipelineConfig) -> dict`.
+STAGES = {
+    "generate": "jobs.generate",
+    "ingest": "jobs.ingest",
+    "features": "jobs.features",
+    "train": "jobs.train",
+    "evaluate": "jobs.evaluate",
+    "score": "jobs.score",
+    "run-all": "jobs.run_all",
+}
+
+# Flags that are shorthands for a config key, so `--resume` reads as the issue asks.
+FLAG_KEYS = {"resume": "train.resume", "force": "run_all.force"}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # exit 2 with one line, as for config errors
+        self.print_usage(sys.stderr)
+        print(f"demandcast: error: {message}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="demandcast", description=__doc__.splitlines()[0])
+    parser.add_argument("stage", choices=sorted(STAGES), help="pipeline stage to run")
+    parser.add_argument("--conf", default=DEFAULT_CONF,
+                        help=f"YAML config (layered on what it `extends`); default {DEFAULT_CONF}")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="override one config key, e.g. spark.master=local[1]")
+    parser.add_argument("--resume", action="store_true", help="train: continue from the last checkpoint")
+    parser.add_argument("--force", action="store_true", help="run-all: rerun stages whose outputs exist")
+    return parser
+
+
+def parse(argv: Sequence[str]) -> tuple[str, PipelineConfig]:
+    args = build_parser().parse_args(list(argv))
+    overrides = list(args.overrides)
+    for flag, key in FLAG_KEYS.items():
+        if getattr(args, flag):
+            overrides.append(f"{key}=true")
+    return args.stage, load_config(args.conf, overrides)
+
+
+def run_stage(stage: str, cfg: PipelineConfig) -> dict:
+    module = importlib.import_module(STAGES[stage])
+    with stage_timer(stage):
+        return module.run(cfg)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    configure_logging()
+    log = get_logger("cli")
+    try:
+        stage, cfg = parse(argv)
+        configure_logging(cfg.log_level)
+        summary = run_stage(stage, cfg)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    except DemandcastError as exc:
+        print(f"demandcast: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("demandcast: interrupted", file=sys.stderr)
+        return EXIT_FAILURE
+    except Exception:  # the last resort keeps the traceback: this is a bug, not a user error
+        traceback.print_exc()
+        return EXIT_FAILURE
+    if summary:
+        log.info("summary: %s", json.dumps(summary, sort_keys=True, default=str))
+    return EXIT_OK
+
+
+def job_main(stage: str) -> None:
+    """Entry for `spark-submit jobs/<stage>.py --conf ...`."""
+    sys.exit(main([stage, *sys.argv[1:]]))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,97 @@
+"""The one factory for every SparkSession: Delta, jars, UTC, Arrow, local defaults, quiet logs."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from pyspark.sql import SparkSession
+
+from demandcast.errors import ConfigError
+from demandcast.logs import get_logger
+from demandcast.settings.runtime import SparkSettings
+
+log = get_logger("session")
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _launched_by_spark_submit() -> bool:
+    # spark-submit starts the driver's Python with a gateway already running: master, memory and
+    # jars then come from spark-submit and must not be overridden here.
+    return "PYSPARK_GATEWAY_PORT" in os.environ
+
+
+def delta_jars(settings: SparkSettings) -> list[str]:
+    """The Delta jars from the local folder `make install` fills; empty when packages are used."""
+    if settings.packages or not settings.jars_dir:
+        return []
+    folder = Path(settings.jars_dir)
+    if not folder.is_absolute():
+        folder = PROJECT_ROOT / folder
+    jars = sorted(str(p) for p in folder.glob("*.jar"))
+    if not jars:
+        raise ConfigError(
+            f"key 'spark.jars_dir': no Delta jars in {folder}; run `make install`, "
+            "or set spark.packages to Maven coordinates"
+        )
+    return jars
+
+
+def spark_conf(app_name: str, settings: SparkSettings) -> dict[str, str]:
+    """Every configuration the factory sets, as a plain mapping (testable without a JVM)."""
+    conf = {
+        "spark.app.name": f"demandcast-{app_name}",
+        "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+        "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+        "spark.sql.session.timeZone": "UTC",
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
+        "spark.sql.execution.arrow.maxRecordsPerBatch": str(settings.arrow_batch_size),
+        "spark.sql.shuffle.partitions": str(settings.shuffle_partitions),
+        "spark.sql.adaptive.enabled": "true",
+        "spark.ui.showConsoleProgress": "true",
+        "spark.executor.extraJavaOptions": "-Duser.timezone=UTC",
+        # Training reads Parquet files of the pinned Delta version directly (petastorm): rows a
+        # deletion vector hides would come back. Tables default to no deletion vectors.
+        "spark.databricks.delta.properties.defaults.enableDeletionVectors": "false",
+        "spark.databricks.delta.schema.autoMerge.enabled": "false",
+        # Delta rebuilds table state with this many tasks; 50 (the default) is slow on few cores.
+        "spark.databricks.delta.snapshotPartitions": str(max(1, settings.shuffle_partitions)),
+    }
+    if not _launched_by_spark_submit():
+        conf["spark.master"] = settings.master
+        conf["spark.driver.memory"] = settings.driver_memory
+        conf["spark.driver.extraJavaOptions"] = (
+            f"-Duser.timezone=UTC -Dlog4j.configurationFile={PROJECT_ROOT / 'conf' / 'log4j2.properties'}")
+        conf["spark.ui.enabled"] = "false" if settings.master.startswith("local") else "true"
+    if settings.packages:
+        conf["spark.jars.packages"] = ",".join(settings.packages)
+    else:
+        jars = delta_jars(settings)
+        if jars and not _launched_by_spark_submit():
+            conf["spark.jars"] = ",".join(jars)
+    python = settings.python or (None if _launched_by_spark_submit() else sys.executable)
+    if python:
+        conf["spark.pyspark.python"] = python
+        conf["spark.pyspark.driver.python"] = python
+    conf.update(settings.conf)
+    return conf
+
+
+def build_spark_session(app_name: str, settings: SparkSettings) -> SparkSession:
+    """Builds (or returns the running) session for one stage."""
+    conf = spark_conf(app_name, settings)
+    if "spark.pyspark.python" in conf:
+        # Python workers start with PYSPARK_PYTHON, not python3 from PATH.
+        os.environ["PYSPARK_PYTHON"] = conf["spark.pyspark.python"]
+        os.environ.setdefault("PYSPARK_DRIVER_PYTHON", conf["spark.pyspark.python"])
+    if settings.master.startswith("local"):
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    builder = SparkSession.builder
+    for key, value in conf.items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel(settings.log_level)
+    log.info("Spark %s session '%s' on %s", spark.version, conf["spark.app.name"],
+             spark.sparkContext.master)
+    return spark

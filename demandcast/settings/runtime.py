@@ -1,0 +1,54 @@
+"""Settings shared by every stage: where tables live, the Spark session, secrets, snapshots."""
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from demandcast.settings.base import Section
+
+_URI = re.compile(r"^(?:[a-zA-Z][a-zA-Z0-9+.-]*://)?[^\s;'\"`]+$")
+
+
+class SparkSettings(Section):
+    master: str = "local[2]"
+    driver_memory: str = "4g"
+    shuffle_partitions: int = Field(4, ge=1)
+    # Local jar folder filled by `make install`; used when `packages` is empty.
+    jars_dir: str | None = ".jars"
+    # Maven coordinates for spark.jars.packages (cluster images without the jars).
+    packages: list[str] = []
+    # Interpreter of the Python workers; None means this process's interpreter (local mode).
+    python: str | None = None
+    log_level: Literal["ERROR", "WARN", "INFO", "DEBUG"] = "WARN"
+    arrow_batch_size: int = Field(10_000, ge=1)
+    conf: dict[str, str] = {}
+
+
+class RuntimeSettings(Section):
+    env: Literal["local", "cluster"] = "local"
+    warehouse: str = "warehouse"
+    raw_dir: str = "data/raw"
+    runs_dir: str = "runs"
+    seed: int = 42
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # Name of the environment variable that holds the user-id hashing key (never the key itself).
+    user_hash_key_env: str = "DEMANDCAST_USER_HASH_KEY"
+    # Every snapshot the pipeline materialises (features, labels, ground truth), ascending.
+    snapshot_dates: list[dt.date] = Field(default_factory=list)
+    label_window_days: int = Field(30, ge=1, le=366)
+    spark: SparkSettings = SparkSettings()
+
+    @field_validator("warehouse", "raw_dir", "runs_dir")
+    @classmethod
+    def _plain_uri(cls, value: str) -> str:
+        if not _URI.match(value):
+            raise ValueError(f"not a plain path or URI: {value!r}")
+        return value.rstrip("/")
+
+    @field_validator("snapshot_dates")
+    @classmethod
+    def _sorted_unique(cls, value: list[dt.date]) -> list[dt.date]:
+        return sorted(set(value))

@@ -1,0 +1,247 @@
+"""Table names, paths and the one place that writes Delta tables.
+
+Every table is a path-based Delta table under the warehouse root. Writes go through
+`write_table` / `merge_table`, which apply the table's partitioning, comments and properties the
+same way for every stage, and retry the commit when Delta reports a concurrent-write conflict.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Literal, Mapping, Sequence, TypeVar
+from urllib.parse import urlparse
+
+from pyspark.sql import DataFrame, SparkSession
+
+from demandcast.errors import ConfigError, StageFailed
+from demandcast.logs import get_logger
+
+log = get_logger("tables")
+
+TABLE_NAMES = (
+    "events", "quarantine", "user_daily", "user_features", "labels",
+    "predictions", "category_demand", "models",
+    # Beyond the eight of the design: the two dimensions ingest pseudonymises, and the
+    # materialised training set whose pinned version training reads (README "Tables").
+    "users", "items", "training_set",
+)
+
+# Tables petastorm reads file by file: deletion vectors must stay off (README "Traps").
+NO_DELETION_VECTORS = {"delta.enableDeletionVectors": "false"}
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """What a table is: its name, partitioning, documentation and Delta properties."""
+
+    name: str
+    comment: str
+    partition_by: tuple[str, ...] = ()
+    column_comments: Mapping[str, str] = field(default_factory=dict)
+    properties: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.name not in TABLE_NAMES:
+            raise ValueError(f"unknown table {self.name!r}; tables are {TABLE_NAMES}")
+
+
+def table_path(warehouse: str, name: str) -> str:
+    """The location of table `name` under the warehouse root (a folder or a URI)."""
+    if name not in TABLE_NAMES:
+        raise ConfigError(f"unknown table {name!r}; tables are {', '.join(TABLE_NAMES)}")
+    return f"{absolute_uri(warehouse)}/{name}"
+
+
+def absolute_uri(location: str) -> str:
+    """A URI stays as it is; a local path becomes absolute (Spark and petastorm agree on it)."""
+    if urlparse(location).scheme and len(urlparse(location).scheme) > 1:
+        return location.rstrip("/")
+    return str(Path(location).resolve())
+
+
+def is_delta_table(spark: SparkSession, path: str) -> bool:
+    from delta.tables import DeltaTable
+
+    return DeltaTable.isDeltaTable(spark, path)
+
+
+def read_table(spark: SparkSession, warehouse: str, name: str, version: int | None = None) -> DataFrame:
+    path = table_path(warehouse, name)
+    if not is_delta_table(spark, path):
+        raise StageFailed(f"table '{name}' does not exist at {path}; run the stage that writes it first")
+    reader = spark.read.format("delta")
+    if version is not None:
+        reader = reader.option("versionAsOf", version)
+    return reader.load(path)
+
+
+def current_version(spark: SparkSession, path: str) -> int | None:
+    from delta.tables import DeltaTable
+
+    if not DeltaTable.isDeltaTable(spark, path):
+        return None
+    return int(DeltaTable.forPath(spark, path).history(1).select("version").first()[0])
+
+
+def with_retries(action: Callable[[], T], what: str, attempts: int = 5) -> T:
+    """Runs a Delta commit again when another writer committed first (optimistic concurrency)."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return action()
+        except Exception as exc:  # Delta's conflict errors arrive as Py4J/Spark exceptions
+            retriable = "Concurrent" in type(exc).__name__ or "ConcurrentAppend" in str(exc) \
+                or "ConcurrentWrite" in str(exc) or "ProtocolChanged" in str(exc) \
+                or "MetadataChanged" in str(exc) or "DELTA_CONCURRENT" in str(exc)
+            if not retriable or attempt == attempts:
+                raise
+            wait = 0.5 * 2 ** (attempt - 1)
+            log.warning("%s: concurrent Delta commit, retry %d/%d in %.1f s", what, attempt,
+                        attempts - 1, wait)
+            time.sleep(wait)
+    raise AssertionError("unreachable")
+
+
+def _sql_literal(value: object) -> str:
+    text = str(value)
+    if "'" in text or "\\" in text:
+        raise ValueError(f"refusing to build a predicate from {text!r}")
+    return f"'{text}'"
+
+
+def partition_predicate(column: str, values: Sequence[object]) -> str:
+    """A replaceWhere predicate `column IN (...)` built from checked literals."""
+    if not column.isidentifier():
+        raise ValueError(f"not a column name: {column!r}")
+    if not values:
+        raise ValueError("a replaceWhere needs at least one partition value")
+    return f"{column} IN ({', '.join(_sql_literal(v) for v in values)})"
+
+
+def ensure_table(spark: SparkSession, warehouse: str, spec: TableSpec, df: DataFrame) -> str:
+    """Creates the table from its spec (schema, partitioning, comment, properties) if missing."""
+    from delta.tables import DeltaTable
+
+    path = table_path(warehouse, spec.name)
+    builder = (DeltaTable.createIfNotExists(spark).location(path)
+               .addColumns(documented(df, spec).schema).comment(spec.comment))
+    if spec.partition_by:
+        builder = builder.partitionedBy(*spec.partition_by)
+    for key, value in spec.properties.items():
+        builder = builder.property(key, value)
+    with_retries(builder.execute, f"create {spec.name}")
+    return path
+
+
+def documented(df: DataFrame, spec: TableSpec) -> DataFrame:
+    """Attaches column comments as schema metadata, which Delta stores and SQL DESCRIBE shows."""
+    from pyspark.sql import functions as F
+
+    unknown = set(spec.column_comments) - set(df.columns)
+    if unknown:
+        raise ValueError(f"table {spec.name}: comments for missing columns {sorted(unknown)}")
+    return df.select(*[
+        F.col(c).alias(c, metadata={**df.schema[c].metadata, "comment": spec.column_comments[c]})
+        if c in spec.column_comments else F.col(c)
+        for c in df.columns
+    ])
+
+
+WriteMode = Literal["overwrite", "append", "replace_partitions"]
+
+
+def write_table(
+    df: DataFrame,
+    warehouse: str,
+    spec: TableSpec,
+    mode: WriteMode,
+    replace_values: Sequence[object] = (),
+) -> int:
+    """Writes `df` to the table in one Delta commit and returns the new table version.
+
+    - overwrite: the table's content becomes `df` (schema may change).
+    - append: rows added (callers deduplicate first).
+    - replace_partitions: rows whose first partition column is in `replace_values` are
+      replaced by `df` atomically (replaceWhere), which makes per-snapshot reruns idempotent.
+    A failed write leaves the table at its last good version: Delta commits all or nothing.
+    """
+    spark = df.sparkSession
+    path = ensure_table(spark, warehouse, spec, df)
+    writer = documented(df, spec).write.format("delta")
+    if spec.partition_by:
+        writer = writer.partitionBy(*spec.partition_by)
+    if mode == "overwrite":
+        writer = writer.mode("overwrite").option("overwriteSchema", "true")
+    elif mode == "append":
+        writer = writer.mode("append")
+    elif mode == "replace_partitions":
+        if not spec.partition_by:
+            raise ValueError(f"table {spec.name} has no partitions to replace")
+        writer = writer.mode("overwrite").option(
+            "replaceWhere", partition_predicate(spec.partition_by[0], replace_values))
+    else:
+        raise ValueError(f"unknown write mode {mode!r}")
+    with_retries(lambda: writer.save(path), f"write {spec.name}")
+    version = current_version(spark, path)
+    log.info("wrote table %s (%s) -> version %s", spec.name, mode, version)
+    return int(version or 0)
+
+
+def merge_table(
+    df: DataFrame,
+    warehouse: str,
+    spec: TableSpec,
+    keys: Sequence[str],
+    update_matched: bool,
+    partition_values: Sequence[object] = (),
+) -> int:
+    """MERGE `df` into the table on `keys` in one commit and return the new version.
+
+    update_matched=False makes the merge insert-only (exactly-once appends: a row whose keys
+    exist is left as it is). `partition_values` limits the target scan to those values of the
+    first partition column, so a merge touches only the affected partitions.
+    """
+    from delta.tables import DeltaTable
+
+    spark = df.sparkSession
+    path = ensure_table(spark, warehouse, spec, df)
+    for key in keys:
+        if not key.isidentifier():
+            raise ValueError(f"not a column name: {key!r}")
+    condition = " AND ".join(f"t.{k} = s.{k}" for k in keys)
+    if partition_values and spec.partition_by:
+        condition += " AND t." + partition_predicate(spec.partition_by[0], partition_values)
+    source = documented(df, spec)
+
+    def _merge() -> None:
+        merge = DeltaTable.forPath(spark, path).alias("t").merge(source.alias("s"), condition)
+        if update_matched:
+            merge = merge.whenMatchedUpdateAll()
+        merge.whenNotMatchedInsertAll().execute()
+
+    with_retries(_merge, f"merge {spec.name}")
+    version = current_version(spark, path)
+    log.info("merged into table %s on %s -> version %s", spec.name, list(keys), version)
+    return int(version or 0)
+
+
+def commit_info(spark: SparkSession, path: str, version: int) -> dict:
+    """The operation metrics Delta recorded for one commit (rows written, files added...)."""
+    from delta.tables import DeltaTable
+
+    row = (DeltaTable.forPath(spark, path).history()
+           .where(f"version = {int(version)}").select("operation", "operationMetrics").first())
+    return {"operation": row[0], "metrics": dict(row[1] or {})} if row else {}
+
+
+def files_of_version(spark: SparkSession, path: str, version: int) -> list[str]:
+    """Absolute data-file URIs of one table version, read from the Delta log (never a listing)."""
+    df = spark.read.format("delta").option("versionAsOf", int(version)).load(path)
+    return sorted(df.inputFiles())
+
+
+def dumps_json(value: object) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
