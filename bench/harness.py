@@ -1,0 +1,108 @@
+"""The small harness every benchmark uses: warm-up, N timed runs, median and spread, a reference
+measured in the same run, peak memory of the whole process tree, figures printed as JSON."""
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import psutil
+
+
+@dataclass(frozen=True)
+class Timing:
+    name: str
+    runs: list[float]
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.runs)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "runs": len(self.runs),
+            "median_s": round(self.median, 4),
+            "min_s": round(min(self.runs), 4),
+            "max_s": round(max(self.runs), 4),
+            "spread_pct": round(100 * (max(self.runs) - min(self.runs)) / self.median, 1)
+            if self.median else 0.0,
+        }
+
+
+def measure(name: str, fn: Callable[[], Any], warmup: int = 1, runs: int = 3) -> Timing:
+    """Runs `fn` `warmup` times untimed, then `runs` times timed (wall clock)."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - started)
+    return Timing(name, times)
+
+
+def compare(subject: Timing, reference: Timing) -> dict[str, Any]:
+    """Both timings and the ratio subject/reference (> 1 means the subject is slower)."""
+    return {
+        "subject": subject.as_dict(),
+        "reference": reference.as_dict(),
+        "time_ratio": round(subject.median / reference.median, 3),
+    }
+
+
+def process_tree_rss_mb(root: psutil.Process | None = None) -> float:
+    """Resident memory of a process and all its children (the JVM, Python workers, ranks)."""
+    root = root or psutil.Process()
+    total = 0
+    for proc in [root, *root.children(recursive=True)]:
+        try:
+            total += proc.memory_info().rss
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    return total / 2**20
+
+
+class PeakMemory:
+    """Samples the process tree's RSS in a thread; `peak_mb` is the maximum seen."""
+
+    def __init__(self, interval_s: float = 0.2) -> None:
+        self.interval_s = interval_s
+        self.peak_mb = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self.peak_mb = max(self.peak_mb, process_tree_rss_mb())
+            self._stop.wait(self.interval_s)
+
+    def __enter__(self) -> "PeakMemory":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak_mb = max(self.peak_mb, process_tree_rss_mb())
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "cpus": psutil.cpu_count(),
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+    }
+
+
+def emit(benchmark: str, figures: dict[str, Any]) -> dict[str, Any]:
+    """Prints one JSON document with the figures and the machine, and returns it."""
+    doc = {"benchmark": benchmark, "machine": machine(),
+           "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **figures}
+    print(json.dumps(doc, indent=2, sort_keys=True, default=str), flush=True)
+    return doc
