@@ -1,0 +1,49 @@
+"""The console script: exit codes and messages, run as a real subprocess."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from demandcast.session import spark_conf
+from demandcast.settings.runtime import SparkSettings
+
+BIN = Path(sys.executable).parent / "demandcast"
+
+
+def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN), *args], cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+def test_unknown_key_exits_2_without_traceback(project_root):
+    res = _run("generate", "--set", "spark.nope=1", cwd=project_root)
+    assert res.returncode == 2
+    assert "unknown key 'spark.nope'" in res.stderr
+    assert "conf/local.yaml" in res.stderr and "base.yaml" in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_unknown_stage_and_missing_conf_exit_2(project_root, tmp_path):
+    assert _run("teleport", cwd=project_root).returncode == 2
+    res = _run("ingest", "--conf", str(tmp_path / "missing.yaml"), cwd=project_root)
+    assert res.returncode == 2 and "missing.yaml" in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_session_conf_is_delta_utc_arrow_and_project_python():
+    conf = spark_conf("unit", SparkSettings(master="local[1]", shuffle_partitions=3))
+    assert conf["spark.sql.extensions"] == "io.delta.sql.DeltaSparkSessionExtension"
+    assert conf["spark.sql.session.timeZone"] == "UTC"
+    assert conf["spark.sql.execution.arrow.pyspark.enabled"] == "true"
+    assert conf["spark.sql.shuffle.partitions"] == "3"
+    assert conf["spark.pyspark.python"] == sys.executable
+    assert all(j.endswith(".jar") for j in conf["spark.jars"].split(","))
+    assert "spark.jars" not in spark_conf("pkg", SparkSettings(packages=["io.delta:delta-spark_2.13:4.0.1"]))
+
+
+def test_python_workers_use_the_project_interpreter(spark):
+    import os
+
+    worker_python = spark.sparkContext.parallelize([0], 1).map(
+        lambda _: __import__("sys").executable).first()
+    assert os.path.realpath(worker_python) == os.path.realpath(sys.executable)

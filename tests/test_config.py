@@ -1,0 +1,70 @@
+"""Layered YAML config, --set overrides, and errors that name the key and the file."""
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+
+from demandcast.config import load_config
+from demandcast.errors import ConfigError
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def test_local_extends_base(project_root):
+    cfg = load_config(project_root / "conf" / "local.yaml")
+    assert cfg.env == "local"
+    assert cfg.spark.master.startswith("local")
+    assert cfg.label_window_days == 30  # from base.yaml
+
+
+def test_cluster_config_is_valid(project_root):
+    cfg = load_config(project_root / "conf" / "cluster.yaml")
+    assert cfg.env == "cluster"
+    assert cfg.spark.packages and cfg.spark.jars_dir is None
+
+
+def test_overrides_are_typed(project_root):
+    cfg = load_config(project_root / "conf" / "local.yaml",
+                      ["spark.shuffle_partitions=7", "snapshot_dates=[2026-03-01, 2026-02-01]",
+                       "warehouse=/tmp/wh/"])
+    assert cfg.spark.shuffle_partitions == 7
+    assert cfg.snapshot_dates == [dt.date(2026, 2, 1), dt.date(2026, 3, 1)]
+    assert cfg.warehouse == "/tmp/wh"
+
+
+def test_unknown_key_names_key_and_files(tmp_path):
+    base = _write(tmp_path / "base.yaml", "env: local\n")
+    top = _write(tmp_path / "top.yaml", "extends: base.yaml\nspark:\n  masterr: local[1]\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(top)
+    text = str(err.value)
+    assert "spark.masterr" in text and str(base) in text and str(top) in text
+
+
+def test_wrong_type_names_key(project_root):
+    with pytest.raises(ConfigError, match=r"spark\.shuffle_partitions"):
+        load_config(project_root / "conf" / "local.yaml", ["spark.shuffle_partitions=many"])
+
+
+def test_missing_file_and_bad_override(tmp_path, project_root):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        load_config(project_root / "conf" / "local.yaml", ["spark.master"])
+
+
+def test_paths_with_quotes_are_refused(project_root):
+    with pytest.raises(ConfigError, match="warehouse"):
+        load_config(project_root / "conf" / "local.yaml", ["warehouse=/tmp/x'; DROP"])
+
+
+def test_extends_cycle_is_an_error(tmp_path):
+    _write(tmp_path / "a.yaml", "extends: b.yaml\n")
+    _write(tmp_path / "b.yaml", "extends: a.yaml\n")
+    with pytest.raises(ConfigError, match="extends itself"):
+        load_config(tmp_path / "a.yaml")
