@@ -1,8 +1,51 @@
 """Settings of the `score` stage (conf section `score`)."""
 from __future__ import annotations
 
+import datetime as dt
+
+from pydantic import Field, field_validator
+
 from demandcast.settings.base import Section
 
 
 class ScoreSettings(Section):
-    pass
+    # Snapshot of user_features to score; None = the latest snapshot in the table.
+    snapshot_date: dt.date | None = None
+    # Pin a model version; None = the best version with status ok in the `models` table.
+    model_version: str | None = None
+    # Metric of the models table that picks the best version, and its direction.
+    selection_metric: str = "auc_pr"
+    selection_higher_is_better: bool = True
+    # Rows per Arrow batch sent to the Python workers; None = spark.arrow_batch_size.
+    arrow_batch_size: int | None = Field(None, ge=1)
+    # How many categories (best first) each prediction row keeps in top_categories.
+    top_categories: int = Field(3, ge=1)
+    # Rescore a (snapshot, model version) already in the tables; otherwise a rerun is a no-op.
+    force: bool = False
+    # Users whose top drivers are computed (occlusion): these keys, plus a deterministic hash
+    # sample of this fraction of all users.
+    explain_user_keys: list[str] = []
+    explain_fraction: float = Field(0.0, ge=0.0, le=1.0)
+    explain_top_n: int = Field(3, ge=1)
+    # Feature group -> columns occluded together; columns not named form one group each.
+    feature_groups: dict[str, list[str]] = {}
+    # Population stability index: bins from the training snapshot's quantiles, warn above this.
+    psi_bins: int = Field(10, ge=2, le=100)
+    psi_warn_threshold: float = Field(0.2, gt=0.0)
+    # Most frequent categorical values kept as PSI bins; the rest fall into one "other" bin.
+    psi_max_categories: int = Field(20, ge=1)
+    # Reference snapshot for drift and occlusion; None = the model's training snapshot.
+    reference_snapshot_date: dt.date | None = None
+
+    @field_validator("feature_groups")
+    @classmethod
+    def _columns_in_one_group(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        seen: dict[str, str] = {}
+        for group, columns in value.items():
+            if not columns:
+                raise ValueError(f"feature group {group!r} has no columns")
+            for column in columns:
+                if column in seen:
+                    raise ValueError(f"column {column!r} is in groups {seen[column]!r} and {group!r}")
+                seen[column] = group
+        return value
