@@ -1,8 +1,84 @@
-"""Settings of the `ingest` stage (conf section `ingest`)."""
+"""Settings of the `ingest` stage (conf section `ingest`): raw logs -> events, quarantine, dims."""
 from __future__ import annotations
+
+import datetime as dt
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
 
 from demandcast.settings.base import Section
 
+DEFAULT_EVENT_TYPES = ["view", "search", "add_to_cart", "remove_from_cart", "purchase"]
+
+
+class ColumnMapping(Section):
+    """How a platform's export maps onto the event contract, without code changes.
+
+    Every source field is available to the mapping as a string in the map `src`
+    (JSON keys, CSV header names, Parquet column names).
+    """
+
+    # contract column -> source field name (a rename), e.g. {user_id: customer_id}.
+    columns: dict[str, str] = {}
+    # contract column -> constant value for every row, e.g. {event_type: purchase}.
+    constants: dict[str, str] = {}
+    # contract column -> Spark SQL expression over `src`, e.g.
+    # {price: "try_divide(try_cast(src['amount'] AS DOUBLE), try_cast(src['qty'] AS DOUBLE))"}.
+    derive: dict[str, str] = {}
+    # contract column -> value used when the field is missing or empty.
+    defaults: dict[str, str] = {}
+    # When the source has no event id: the id is a hash of these contract columns (after
+    # mapping); empty means a hash of the whole raw record.
+    event_id_from: list[str] = []
+    # Java DateTimeFormatter pattern of event_time, e.g. "dd/MM/yyyy HH:mm"; None accepts
+    # ISO-8601 (with or without offset), "yyyy-MM-dd[ HH:mm:ss]" and epoch seconds/milliseconds.
+    timestamp_format: str | None = None
+    # Zone of timestamps that carry no offset (IANA name); timestamps with an offset keep theirs.
+    source_timezone: str = "UTC"
+
+
+class ValidationLimits(Section):
+    allowed_event_types: list[str] = DEFAULT_EVENT_TYPES
+    max_price: float = Field(100_000.0, gt=0)
+    max_quantity: int = Field(1_000, ge=1)
+    # Events before this date are rejected (clock errors, epoch-zero defaults).
+    time_floor: dt.date = dt.date(2000, 1, 1)
+    # Events later than the ingest clock plus this many minutes are rejected.
+    max_future_minutes: int = Field(60, ge=0)
+    max_string_length: int = Field(256, ge=1)
+
 
 class IngestSettings(Section):
-    pass
+    format: Literal["json", "csv", "parquet"] = "json"
+    # Files or folders to read. Empty: {raw_dir}/events/{format}. Folders are read recursively.
+    paths: list[str] = []
+    # Inclusive range of `event_date=YYYY-MM-DD` landing folders to read (None: no bound).
+    date_from: dt.date | None = None
+    date_to: dt.date | None = None
+    # Reader options for CSV (Spark names); the header row names the source fields.
+    csv_options: dict[str, str] = {"header": "true", "sep": ","}
+    mapping: ColumnMapping = ColumnMapping()
+    validation: ValidationLimits = ValidationLimits()
+    # Above this share of bad rows the job exits 3 and commits nothing.
+    max_bad_fraction: float = Field(0.05, ge=0, le=1)
+    # Default: derived from the input file list (paths, sizes), so a rerun is the same batch.
+    batch_id: str | None = None
+    # Dimension files ({raw_dir}/users, {raw_dir}/items by default); skipped when absent.
+    users_path: str | None = None
+    items_path: str | None = None
+    ingest_dimensions: bool = True
+    # Data files written per event_date partition by one batch.
+    files_per_date: int = Field(1, ge=1, le=64)
+
+    @field_validator("batch_id")
+    @classmethod
+    def _safe_batch_id(cls, value: str | None) -> str | None:
+        if value is not None and (not value or not all(c.isalnum() or c in "-_." for c in value)):
+            raise ValueError("batch_id may hold letters, digits, '-', '_' and '.' only")
+        return value
+
+    @model_validator(mode="after")
+    def _date_range(self) -> "IngestSettings":
+        if self.date_from and self.date_to and self.date_from > self.date_to:
+            raise ValueError(f"date_from {self.date_from} is after date_to {self.date_to}")
+        return self

@@ -1,0 +1,1 @@
+"""Data-side library: event contract, raw reading, validation, pseudonymisation, simulator, features."""
