@@ -1,0 +1,84 @@
+"""The one place that turns user_daily into the feature table for one or more snapshots.
+
+For each snapshot D, only user_daily rows with event_date < D are used (events with
+event_time < D, since event_date is the UTC date of event_time). Every windowed sum of every
+family comes from ONE aggregation over those rows: conditional sums
+`sum(case when age_days <= w then x end)` for all windows at once. A backfill of several
+snapshots pairs each daily row with every later snapshot (a broadcast non-equi join with the
+small snapshot list) and aggregates by (user_key, snapshot_date) in the same single pass.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from typing import Sequence
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from features.catalog import FeatureSpec, feature_catalog
+from features.daily import ADDITIVE_COLUMNS
+from features.families.category_affinity import add_category_affinity_features, category_window_totals
+from features.families.common import total_name
+from features.families.context import add_context_features
+from features.families.frequency import add_frequency_features
+from features.families.funnel import add_funnel_features
+from features.families.price import add_price_features
+from features.families.recency import add_recency_features
+from features.families.sessions import add_session_features
+from features.families.trend import add_trend_features
+
+KEYS = ["user_key", "snapshot_date"]
+
+
+def snapshot_frame(spark: SparkSession, snapshots: Sequence[dt.date]) -> DataFrame:
+    if not snapshots:
+        raise ValueError("no snapshot dates to compute")
+    return spark.createDataFrame([(d,) for d in sorted(set(snapshots))], "snapshot_date date")
+
+
+def daily_before_snapshots(user_daily: DataFrame, snapshots: DataFrame) -> DataFrame:
+    """user_daily rows paired with every snapshot after them, with `age_days` = D - event_date
+    (1 for the day before the snapshot): rows on or after D never reach snapshot D."""
+    first = snapshots.agg(F.max("snapshot_date")).first()[0]
+    # Pruning on the partition column before the join keeps later partitions unread.
+    rows = user_daily.where(F.col("event_date") < F.lit(first))
+    return (rows.join(F.broadcast(snapshots), F.col("event_date") < F.col("snapshot_date"))
+            .withColumn("age_days", F.datediff("snapshot_date", "event_date")))
+
+
+def window_totals(daily: DataFrame, spec: FeatureSpec) -> DataFrame:
+    """Per (user_key, snapshot_date): every additive column summed over every window, plus the
+    all-history extremes (first/last event times, last device)."""
+    sums = [
+        F.coalesce(F.sum(F.when(F.col("age_days") <= w, F.col(c))), F.lit(0)).alias(total_name(c, w))
+        for c in ADDITIVE_COLUMNS for w in spec.all_windows
+    ]
+    return daily.groupBy(*KEYS).agg(
+        *sums,
+        F.min("first_event_time").alias("first_event_time"),
+        F.max("last_event_time").alias("last_event_time"),
+        F.max("last_view_time").alias("last_view_time"),
+        F.max("last_cart_time").alias("last_cart_time"),
+        F.max("last_purchase_time").alias("last_purchase_time"),
+        F.max_by("last_device", F.struct("last_event_time", "last_device")).alias("last_device"),
+    )
+
+
+def user_features(user_daily: DataFrame, users: DataFrame, snapshots: DataFrame,
+                  spec: FeatureSpec) -> DataFrame:
+    """The feature table: one row per (user with any event before D, snapshot D)."""
+    daily = daily_before_snapshots(user_daily, snapshots)
+    totals = window_totals(daily, spec)
+    dims = users.select("user_key", "signup_date", F.col("region").alias("user_region"),
+                        F.col("age_band").alias("user_age_band"))
+    base = totals.join(dims, "user_key", "left")
+    base = add_recency_features(base, spec)
+    base = add_frequency_features(base, spec)
+    base = add_funnel_features(base, spec)
+    base = add_session_features(base, spec)
+    category_totals = category_window_totals(daily, spec)
+    base = add_category_affinity_features(base, category_totals, spec)
+    base = add_price_features(base, spec)
+    base = add_trend_features(base, spec)
+    base = add_context_features(base, category_totals, spec)
+    return base.select(*KEYS, *[f.name for f in feature_catalog(spec)])

@@ -1,0 +1,16 @@
+"""Feature families: each module declares its features (catalog metadata + expression).
+
+Families whose features are column expressions over the window totals (one aggregation pass over
+user_daily, see features.assemble.window_totals) give each Feature a `compute`; the category
+families compute a keyed table instead (features.families.category_affinity / context).
+"""
+from __future__ import annotations
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+from features.families import (category_affinity, context, frequency, funnel, price, recency,
+                               sessions, trend)
+
+# Output order of the feature table.
+FAMILIES = (recency, frequency, funnel, sessions, category_affinity, price, trend, context)

@@ -1,0 +1,91 @@
+"""Category affinity over the profile window: top-k categories (by views, then purchases, then
+category id), share of views and purchases in them, diversity (distinct categories, entropy)."""
+from __future__ import annotations
+
+from pyspark.sql import DataFrame, Window
+from pyspark.sql import functions as F
+
+from features.catalog import Feature, FeatureSpec
+from features.families.common import ratio, with_features
+
+FAMILY = "category_affinity"
+KEYS = ["user_key", "snapshot_date"]
+
+
+def top_category_name(i: int) -> str:
+    return f"top_category_{i}"
+
+
+def definitions(spec: FeatureSpec) -> list[Feature]:
+    w, k = spec.profile_window_days, spec.top_k_categories
+    source = "user_daily.categories"
+    features = [
+        Feature(top_category_name(i), f"Category id ranked {i} by the user's views in the {w} days "
+                "before the snapshot (ties: more purchases, then smaller id); null if fewer "
+                "categories.", "string", FAMILY, source, w,
+                compute=lambda i=i: F.col(f"cat__top_{i}"))
+        for i in range(1, k + 1)
+    ]
+    features += [
+        Feature(f"share_views_top_categories_last_{w}d", f"Share of the user's views that fall in "
+                f"their top {k} categories; null without views.", "double", FAMILY, source, w,
+                compute=lambda: ratio(F.col("cat__views_top"), F.col("cat__views"))),
+        Feature(f"share_purchases_top_categories_last_{w}d", f"Share of the user's purchases that "
+                f"fall in their top {k} categories; null without purchases.", "double", FAMILY,
+                source, w, compute=lambda: ratio(F.col("cat__purchases_top"), F.col("cat__purchases"))),
+        Feature(f"distinct_categories_viewed_last_{w}d", f"Distinct categories viewed in the {w} days "
+                "before the snapshot.", "int", FAMILY, source, w,
+                compute=lambda: F.coalesce(F.col("cat__distinct_viewed"), F.lit(0))),
+        Feature(f"distinct_categories_bought_last_{w}d", f"Distinct categories bought in the {w} days "
+                "before the snapshot.", "int", FAMILY, source, w,
+                compute=lambda: F.coalesce(F.col("cat__distinct_bought"), F.lit(0))),
+        Feature(f"category_view_entropy_last_{w}d", "Shannon entropy (natural log) of the user's "
+                "views over categories; 0 = one category; null without views.", "double", FAMILY,
+                source, w,
+                # H = ln T - sum(v ln v) / T, with T the total views: one pass over the categories.
+                compute=lambda: F.when(F.col("cat__views") > 0,
+                                       F.log(F.col("cat__views")) - F.col("cat__sum_vlogv")
+                                       / F.col("cat__views"))),
+    ]
+    return features
+
+
+def category_window_totals(daily: DataFrame, spec: FeatureSpec) -> DataFrame:
+    """Per (user_key, snapshot_date, category_id): views, purchases, spend in the profile window.
+
+    `daily` holds user_daily rows paired with snapshots and their `age_days` (see assemble).
+    """
+    return (daily.where(F.col("age_days") <= spec.profile_window_days)
+            .select(*KEYS, F.inline("categories"))
+            .groupBy(*KEYS, "category_id")
+            .agg(F.sum("views").alias("views"), F.sum("purchases").alias("purchases"),
+                 F.sum("spend").alias("spend")))
+
+
+def category_affinity_aggregates(category_totals: DataFrame, spec: FeatureSpec) -> DataFrame:
+    """Per (user_key, snapshot_date): the top-k categories and the sums the features divide."""
+    k = spec.top_k_categories
+    ranked = (category_totals.where((F.col("views") > 0) | (F.col("purchases") > 0))
+              .withColumn("rank", F.row_number().over(
+                  Window.partitionBy(*KEYS).orderBy(F.desc("views"), F.desc("purchases"),
+                                                    F.asc("category_id")))))
+    in_top = F.col("rank") <= k
+    v = F.col("views").cast("double")
+    return ranked.groupBy(*KEYS).agg(
+        *[F.max(F.when(F.col("rank") == i, F.col("category_id"))).alias(f"cat__top_{i}")
+          for i in range(1, k + 1)],
+        F.sum(F.when(in_top, F.col("views")).otherwise(0)).alias("cat__views_top"),
+        F.sum(F.when(in_top, F.col("purchases")).otherwise(0)).alias("cat__purchases_top"),
+        F.sum("views").alias("cat__views"),
+        F.sum("purchases").alias("cat__purchases"),
+        F.count(F.when(F.col("views") > 0, 1)).alias("cat__distinct_viewed"),
+        F.count(F.when(F.col("purchases") > 0, 1)).alias("cat__distinct_bought"),
+        F.sum(F.when(v > 0, v * F.log(v)).otherwise(0.0)).alias("cat__sum_vlogv"),
+    )
+
+
+def add_category_affinity_features(base: DataFrame, category_totals: DataFrame,
+                                   spec: FeatureSpec) -> DataFrame:
+    aggregates = category_affinity_aggregates(category_totals, spec)
+    joined = base.join(aggregates, KEYS, "left")
+    return with_features(joined, definitions(spec)).drop(*aggregates.columns[2:])

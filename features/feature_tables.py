@@ -1,0 +1,160 @@
+"""The I/O edge of the features stage: table specs, the incremental user_daily MERGE, and the
+idempotent per-snapshot writes of user_features and labels."""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from demandcast.logs import get_logger
+from demandcast.tables import (NO_DELETION_VECTORS, TableSpec, is_delta_table, merge_table,
+                               read_table, table_path, write_table)
+from features.assemble import snapshot_frame, user_features
+from features.catalog import FeatureSpec, column_comments
+from features.daily import ADDITIVE_COLUMNS, events_with_item_context, user_daily_aggregates
+from features.labels import labels
+
+log = get_logger("features")
+
+_DAILY_COMMENTS = {
+    "user_key": "Pseudonymous user id.",
+    "event_date": "UTC date of the events aggregated in this row.",
+    "events": "Events of the day.",
+    "views": "View events.", "carts": "Add-to-cart events.", "purchases": "Purchase events.",
+    "viewed_value": "Sum of price x quantity of views.",
+    "carted_value": "Sum of price x quantity of carts.",
+    "spend": "Sum of price x quantity of purchases.",
+    "viewed_price_sum": "Sum of unit prices of views.", "views_priced": "Views with a price.",
+    "bought_price_sum": "Sum of unit prices of purchases.",
+    "purchases_priced": "Purchases with a price.",
+    "purchased_quantity": "Sum of quantities of purchases (missing quantity counts 1).",
+    "promo_purchases": "Purchases with price below the item's list_price (when processed).",
+    "sessions": "Sessions with events on this day.",
+    "session_seconds": "Sum over sessions of last minus first event time on this day.",
+    "weekend_events": "Events if the day is Saturday or Sunday, else 0.",
+    "events_night": "Events 00:00-06:00 UTC.", "events_morning": "Events 06:00-12:00 UTC.",
+    "events_afternoon": "Events 12:00-18:00 UTC.", "events_evening": "Events 18:00-24:00 UTC.",
+    "active_days": "Always 1: summed over a window it counts active days.",
+    "first_event_time": "First event time of the day.", "last_event_time": "Last event time.",
+    "last_view_time": "Last view time of the day.", "last_cart_time": "Last cart time of the day.",
+    "last_purchase_time": "Last purchase time of the day.",
+    "last_device": "Device of the day's last event.",
+    "categories": "Per category: views, purchases and spend of the day.",
+}
+assert set(_DAILY_COMMENTS) >= set(ADDITIVE_COLUMNS)
+
+USER_DAILY = TableSpec(
+    name="user_daily",
+    comment="One row per user and UTC day with the day's additive aggregates; maintained by MERGE "
+            "for event dates whose event count changed (features stage).",
+    partition_by=("event_date",),
+    column_comments=_DAILY_COMMENTS,
+    properties=NO_DELETION_VECTORS,
+)
+
+LABEL_COMMENTS = {
+    "user_key": "Pseudonymous user id.",
+    "snapshot_date": "Label window: D <= event_time < D + label_window_days (UTC days).",
+    "label_purchased": "1 if the user made a purchase in the label window, else 0.",
+    "label_spend": "Sum of price x quantity of the window's purchases.",
+    "label_n_purchases": "Purchase events in the window.",
+    "label_category_spend": "Spend per category bought in the window.",
+}
+
+
+def user_features_spec(spec: FeatureSpec) -> TableSpec:
+    return TableSpec(
+        name="user_features",
+        comment="Point-in-time user features per snapshot_date: only events with event_time < "
+                "snapshot_date. Catalog: docs/FEATURES.md.",
+        partition_by=("snapshot_date",),
+        column_comments=column_comments(spec),
+        properties=NO_DELETION_VECTORS,
+    )
+
+
+LABELS = TableSpec(
+    name="labels",
+    comment="Labels per user and snapshot_date over the window D <= event_time < D + N days.",
+    partition_by=("snapshot_date",),
+    column_comments=LABEL_COMMENTS,
+    properties=NO_DELETION_VECTORS,
+)
+
+
+@dataclass
+class DailyUpdate:
+    processed_dates: list[dt.date] = field(default_factory=list)
+    event_dates: int = 0
+    last_event_date: dt.date | None = None
+    version: int | None = None
+
+
+def dates_to_process(events: DataFrame, user_daily: DataFrame | None) -> tuple[list[dt.date], dict]:
+    """Event dates whose event count differs from what user_daily has aggregated.
+
+    Events are insert-only (ingest MERGE), so a date that received late events has a larger
+    count than its user_daily rows sum to; comparing counts per date finds new dates and late
+    arrivals, reading only the partition column of events and the `events` column of user_daily.
+    """
+    in_events = {r[0]: r[1] for r in events.groupBy("event_date").count().collect()}
+    aggregated: dict = {}
+    if user_daily is not None:
+        aggregated = {r[0]: r[1] for r in
+                      user_daily.groupBy("event_date").agg(F.sum("events")).collect()}
+    changed = sorted(d for d, n in in_events.items() if aggregated.get(d) != n)
+    return changed, in_events
+
+
+def update_user_daily(spark: SparkSession, warehouse: str, spec: FeatureSpec) -> DailyUpdate:
+    """MERGEs the aggregates of new or changed event dates into user_daily."""
+    events = read_table(spark, warehouse, "events")
+    items = read_table(spark, warehouse, "items")
+    path = table_path(warehouse, "user_daily")
+    existing = read_table(spark, warehouse, "user_daily") if is_delta_table(spark, path) else None
+    changed, counts = dates_to_process(events, existing)
+    result = DailyUpdate(changed, len(counts), max(counts) if counts else None)
+    if not changed:
+        log.info("user_daily is up to date with %d event dates", len(counts))
+        return result
+    log.info("user_daily: aggregating %d event dates (%s .. %s)", len(changed), changed[0], changed[-1])
+    new_events = events.where(F.col("event_date").isin(changed))
+    daily = user_daily_aggregates(events_with_item_context(new_events, items), spec.roles)
+    result.version = merge_table(daily, warehouse, USER_DAILY, ["user_key", "event_date"],
+                                 update_matched=True, partition_values=changed)
+    return result
+
+
+def label_window_complete(snapshot: dt.date, window_days: int, last_event_date: dt.date | None) -> bool:
+    return last_event_date is not None and snapshot + dt.timedelta(days=window_days - 1) <= last_event_date
+
+
+def write_snapshots(spark: SparkSession, warehouse: str, snapshots: Sequence[dt.date],
+                    spec: FeatureSpec, last_event_date: dt.date | None,
+                    require_complete_labels: bool = True) -> dict:
+    """Computes and writes user_features and labels for `snapshots` (replaceWhere on them)."""
+    snapshots = sorted(set(snapshots))
+    daily = read_table(spark, warehouse, "user_daily")
+    users = read_table(spark, warehouse, "users")
+    features = user_features(daily, users, snapshot_frame(spark, snapshots), spec)
+    features_version = write_table(features, warehouse, user_features_spec(spec),
+                                   "replace_partitions", snapshots)
+
+    labelled = [d for d in snapshots
+                if not require_complete_labels
+                or label_window_complete(d, spec.label_window_days, last_event_date)]
+    skipped = sorted(set(snapshots) - set(labelled))
+    if skipped:
+        log.warning("labels not written for %s: the %d-day label window reaches past the last "
+                    "event date %s", [str(d) for d in skipped], spec.label_window_days, last_event_date)
+    labels_version = None
+    if labelled:
+        population = (read_table(spark, warehouse, "user_features", version=features_version)
+                      .where(F.col("snapshot_date").isin(labelled)).select("user_key", "snapshot_date"))
+        table = labels(daily, population, snapshot_frame(spark, labelled), spec.label_window_days)
+        labels_version = write_table(table, warehouse, LABELS, "replace_partitions", labelled)
+    return {"snapshots": [str(d) for d in snapshots], "user_features_version": features_version,
+            "labels_version": labels_version, "labels_skipped": [str(d) for d in skipped]}

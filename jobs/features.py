@@ -1,0 +1,24 @@
+"""features: update user_daily from the events, then write user_features and labels per snapshot."""
+from __future__ import annotations
+
+from demandcast.cli import job_main
+from demandcast.config import PipelineConfig
+from demandcast.session import build_spark_session
+from features.catalog import FeatureSpec
+from features.feature_tables import update_user_daily, write_snapshots
+from features.snapshots import resolve_snapshots
+
+
+def run(cfg: PipelineConfig) -> dict:
+    snapshots = resolve_snapshots(cfg)
+    spec = FeatureSpec.from_config(cfg)
+    spark = build_spark_session("features", cfg.spark)
+    daily = update_user_daily(spark, cfg.warehouse, spec)
+    written = write_snapshots(spark, cfg.warehouse, snapshots, spec, daily.last_event_date,
+                              cfg.features.require_complete_label_window)
+    return {"user_daily_dates_processed": len(daily.processed_dates),
+            "user_daily_version": daily.version, **written}
+
+
+if __name__ == "__main__":
+    job_main("features")
