@@ -1,0 +1,1 @@
+"""ML side of demandcast: training set, petastorm input, Wide & Deep, Horovod, evaluation."""

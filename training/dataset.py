@@ -1,0 +1,272 @@
+"""The training set: user features joined to labels for chosen snapshots, one pinned Delta version.
+
+Each run materialises the join once (or pins an existing version) so that every rank, every epoch,
+evaluation and a resumed run read exactly the same rows. Readers get the version's files from the
+Delta log, never from listing the folder, so later writes (without VACUUM) do not leak in.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass, field
+
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from demandcast.errors import DataQualityError, StageFailed
+from demandcast.logs import get_logger
+from demandcast.settings.train import TrainSettings
+from demandcast.tables import (NO_DELETION_VECTORS, TableSpec, current_version, read_table,
+                               table_path, write_table)
+
+log = get_logger("training.dataset")
+
+KEYS = ("user_key", "snapshot_date")
+LABELS = ("label_purchased", "label_spend", "label_n_purchases")
+SPLITS = ("train", "validation", "test")
+SPLIT_COLUMN = "split"
+NUMERIC_TYPES = (T.ByteType, T.ShortType, T.IntegerType, T.LongType, T.FloatType, T.DoubleType,
+                 T.DecimalType, T.BooleanType)
+
+TRAINING_SET_SPEC = TableSpec(
+    name="training_set",
+    comment="user_features joined to labels for the run's snapshots; one version per training run",
+    partition_by=(SPLIT_COLUMN,),
+    column_comments={
+        SPLIT_COLUMN: "train | validation | test, from a stable hash of user_key (holdout) or "
+                      "the snapshot (out of time)",
+        "label_purchased": "1 if the user bought within the label window after snapshot_date",
+    },
+    properties=NO_DELETION_VECTORS,
+)
+
+
+def category_label_column(index: int) -> str:
+    return f"label_cat_{index}"
+
+
+@dataclass(frozen=True)
+class FeatureColumns:
+    """Which user_features columns the model uses, and how: numeric or categorical."""
+
+    numeric: tuple[str, ...]
+    categorical: tuple[str, ...]
+    ignored: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def kinds(self) -> dict[str, str]:
+        return {**{c: "numeric" for c in self.numeric}, **{c: "categorical" for c in self.categorical}}
+
+
+def feature_columns(features_schema: T.StructType, exclude: list[str]) -> FeatureColumns:
+    """Numeric types are numeric features, strings categorical; anything else is left out, loudly."""
+    numeric, categorical, ignored = [], [], {}
+    for fld in features_schema.fields:
+        if fld.name in KEYS or fld.name.startswith("label_") or fld.name == SPLIT_COLUMN:
+            continue
+        if fld.name in exclude:
+            ignored[fld.name] = "excluded by train.exclude_features"
+        elif isinstance(fld.dataType, NUMERIC_TYPES):
+            numeric.append(fld.name)
+        elif isinstance(fld.dataType, T.StringType):
+            categorical.append(fld.name)
+        else:
+            ignored[fld.name] = f"type {fld.dataType.simpleString()} is neither numeric nor string"
+    if ignored:
+        log.warning("feature columns not used by the model: %s", ignored)
+    if not numeric and not categorical:
+        raise DataQualityError("user_features has no numeric or string feature columns")
+    return FeatureColumns(tuple(numeric), tuple(categorical), ignored)
+
+
+def top_categories(labels: DataFrame, k: int) -> list[str]:
+    """The k categories with the most buyers in `labels` (ties by name, so the order is stable)."""
+    if k == 0:
+        return []
+    rows = (labels.select(F.explode("label_category_spend").alias("category_id", "spend"))
+            .where(F.col("spend") > 0).groupBy("category_id").count()
+            .orderBy(F.desc("count"), F.asc("category_id")).limit(k).collect())
+    return [r.category_id for r in rows]
+
+
+def split_bucket(salt: str) -> Column:
+    """A stable bucket 0..99 of user_key: the same user lands in the same split on every run."""
+    digest = F.sha2(F.concat(F.lit(salt), F.col("user_key")), 256)
+    return F.conv(F.substring(digest, 1, 8), 16, 10).cast("long") % 100
+
+
+def split_column(settings: TrainSettings, test_snapshot: dt.date | None) -> Column:
+    bucket = split_bucket(settings.split_salt)
+    hashed = (F.when(bucket < settings.test_percent, F.lit("test"))
+              .when(bucket < settings.test_percent + settings.validation_percent, F.lit("validation"))
+              .otherwise(F.lit("train")))
+    if settings.protocol == "holdout":
+        return hashed
+    # Out of time: the later snapshot is the test set; earlier snapshots hold out validation
+    # users by hash (test-bucket users train there, since they are not the test set).
+    early = F.when(bucket < settings.validation_percent, F.lit("validation")).otherwise(F.lit("train"))
+    return F.when(F.col("snapshot_date") == F.lit(test_snapshot), F.lit("test")).otherwise(early)
+
+
+def joined_training_rows(features: DataFrame, labels: DataFrame, columns: FeatureColumns,
+                         categories: list[str], split: Column) -> DataFrame:
+    """Features inner-join labels on the keys, with fixed per-category label columns and the split.
+
+    Numeric features become double, booleans 0/1, so the petastorm reader sees one dtype per kind.
+    """
+    feature_cols = [F.col(c).cast("double").alias(c) for c in columns.numeric] + \
+                   [F.col(c) for c in columns.categorical]
+    category_cols = [
+        (F.coalesce(F.col("label_category_spend")[cat], F.lit(0.0)) > 0).cast("int")
+        .alias(category_label_column(i), metadata={
+            "category_id": cat, "comment": f"1 if the user bought category {cat} in the window"})
+        for i, cat in enumerate(categories)
+    ]
+    label_cols = [F.col("label_purchased").cast("int").alias("label_purchased"),
+                  F.col("label_spend").cast("double").alias("label_spend"),
+                  F.col("label_n_purchases").cast("int").alias("label_n_purchases"),
+                  *category_cols]
+    return (features.select(*KEYS, *feature_cols)
+            .join(labels.select(*KEYS, *label_cols), on=list(KEYS), how="inner")
+            .withColumn(SPLIT_COLUMN, split))
+
+
+def file_bucket(files_per_split: int) -> Column:
+    """Spreads a split over about `files_per_split` files (petastorm shards by row group)."""
+    return F.pmod(F.xxhash64("user_key"), F.lit(files_per_split))
+
+
+@dataclass(frozen=True)
+class TrainingSet:
+    """A pinned training_set version and what it holds."""
+
+    path: str
+    version: int
+    snapshot_dates: tuple[dt.date, ...]
+    columns: FeatureColumns
+    category_ids: tuple[str, ...]
+    source_versions: dict[str, int]
+    protocol: str
+    row_counts: dict[str, int]
+
+    def to_json(self) -> dict:
+        return {
+            "path": self.path, "version": self.version,
+            "snapshot_dates": [d.isoformat() for d in self.snapshot_dates],
+            "numeric": list(self.columns.numeric), "categorical": list(self.columns.categorical),
+            "ignored": self.columns.ignored, "category_ids": list(self.category_ids),
+            "source_versions": self.source_versions, "protocol": self.protocol,
+            "row_counts": self.row_counts,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> "TrainingSet":
+        return cls(
+            path=data["path"], version=int(data["version"]),
+            snapshot_dates=tuple(dt.date.fromisoformat(d) for d in data["snapshot_dates"]),
+            columns=FeatureColumns(tuple(data["numeric"]), tuple(data["categorical"]),
+                                   dict(data.get("ignored", {}))),
+            category_ids=tuple(data["category_ids"]), source_versions=dict(data["source_versions"]),
+            protocol=data["protocol"], row_counts=dict(data["row_counts"]),
+        )
+
+    def label_columns(self) -> list[str]:
+        return [*LABELS, *[category_label_column(i) for i in range(len(self.category_ids))]]
+
+    def read(self, spark: SparkSession, split: str | None = None) -> DataFrame:
+        df = spark.read.format("delta").option("versionAsOf", self.version).load(self.path)
+        return df if split is None else df.where(F.col(SPLIT_COLUMN) == split)
+
+    def files(self, spark: SparkSession, split: str) -> list[str]:
+        """Data files of one split of the pinned version, from the Delta log (partition pruning)."""
+        return sorted(self.read(spark, split).inputFiles())
+
+
+def resolve_snapshots(spark: SparkSession, features: DataFrame, labels: DataFrame,
+                      wanted: list[dt.date]) -> list[dt.date]:
+    have = {r[0] for r in features.select("snapshot_date").distinct()
+            .join(labels.select("snapshot_date").distinct(), "snapshot_date").collect()}
+    if not wanted:
+        if not have:
+            raise StageFailed("user_features and labels share no snapshot_date: run `features` first")
+        return sorted(have)
+    missing = sorted(set(wanted) - have)
+    if missing:
+        raise StageFailed(f"snapshots {[d.isoformat() for d in missing]} are missing from "
+                          "user_features or labels: run `features` for them first")
+    return sorted(wanted)
+
+
+def build_training_set(spark: SparkSession, warehouse: str, settings: TrainSettings,
+                       snapshot_dates: list[dt.date]) -> TrainingSet:
+    """Materialises the join for `snapshot_dates` as a new training_set version and pins it."""
+    f_path, l_path = table_path(warehouse, "user_features"), table_path(warehouse, "labels")
+    f_version, l_version = current_version(spark, f_path), current_version(spark, l_path)
+    if f_version is None or l_version is None:
+        raise StageFailed("user_features or labels does not exist: run `features` first")
+    features = read_table(spark, warehouse, "user_features", f_version)
+    labels = read_table(spark, warehouse, "labels", l_version)
+    dates = resolve_snapshots(spark, features, labels, snapshot_dates)
+    if settings.protocol == "out_of_time" and len(dates) < 2:
+        raise StageFailed("protocol out_of_time needs at least two snapshots (train on earlier, "
+                          f"test on the last); have {[d.isoformat() for d in dates]}")
+    test_snapshot = dates[-1] if settings.protocol == "out_of_time" else None
+    in_dates = F.col("snapshot_date").isin([F.lit(d) for d in dates])
+    features, labels = features.where(in_dates), labels.where(in_dates)
+    columns = feature_columns(features.schema, settings.exclude_features)
+    train_labels = labels if test_snapshot is None else labels.where(F.col("snapshot_date") != test_snapshot)
+    categories = top_categories(train_labels, settings.top_k_categories)
+    rows = joined_training_rows(features, labels, columns, categories,
+                                split_column(settings, test_snapshot))
+    rows = rows.repartition(settings.files_per_split * len(SPLITS), SPLIT_COLUMN,
+                            file_bucket(settings.files_per_split))
+    sources = {"user_features": f_version, "labels": l_version}
+    lineage = {"source_versions": sources, "protocol": settings.protocol,
+               "snapshot_dates": [d.isoformat() for d in dates]}
+    # The commit records its own lineage, so a pinned version can be reused without this run.
+    key = "spark.databricks.delta.commitInfo.userMetadata"
+    spark.conf.set(key, json.dumps(lineage, sort_keys=True))
+    try:
+        version = write_table(rows, warehouse, TRAINING_SET_SPEC, "overwrite")
+    finally:
+        spark.conf.unset(key)
+    path = table_path(warehouse, "training_set")
+    counts = {r[0]: int(r[1]) for r in spark.read.format("delta").option("versionAsOf", version)
+              .load(path).groupBy(SPLIT_COLUMN).count().collect()}
+    for name in SPLITS:
+        if counts.get(name, 0) == 0:
+            raise DataQualityError(f"training_set version {version} has no '{name}' rows "
+                                   f"(rows per split: {counts}); add users or snapshots")
+    log.info("training_set version %d: %s rows from snapshots %s", version, counts,
+             [d.isoformat() for d in dates])
+    return TrainingSet(path, version, tuple(dates), columns, tuple(categories),
+                       sources, settings.protocol, counts)
+
+
+def pin_training_set(spark: SparkSession, warehouse: str, version: int,
+                     settings: TrainSettings) -> TrainingSet:
+    """An existing training_set version, described from its schema and its commit's lineage."""
+    from delta.tables import DeltaTable
+
+    path = table_path(warehouse, "training_set")
+    if current_version(spark, path) is None:
+        raise StageFailed(f"train.training_set_version={version}, but there is no training_set table")
+    history = DeltaTable.forPath(spark, path).history().where(f"version = {int(version)}") \
+        .select("userMetadata").collect()
+    if not history:
+        raise StageFailed(f"training_set has no version {version} (see DESCRIBE HISTORY)")
+    lineage = json.loads(history[0][0] or "{}")
+    df = spark.read.format("delta").option("versionAsOf", int(version)).load(path)
+    features_schema = T.StructType([f for f in df.schema.fields if f.name not in LABELS
+                                    and not f.name.startswith("label_cat_")])
+    columns = feature_columns(features_schema, settings.exclude_features)
+    n_categories = sum(1 for f in df.schema.fields if f.name.startswith("label_cat_"))
+    categories = tuple(df.schema[category_label_column(i)].metadata["category_id"]
+                       for i in range(n_categories))
+    counts = {r[0]: int(r[1]) for r in df.groupBy(SPLIT_COLUMN).count().collect()}
+    dates = lineage.get("snapshot_dates") or [r[0].isoformat() for r in
+                                              df.select("snapshot_date").distinct().collect()]
+    return TrainingSet(path, int(version), tuple(sorted(dt.date.fromisoformat(d) for d in dates)),
+                       columns, categories, dict(lineage.get("source_versions", {})),
+                       lineage.get("protocol", "unknown"), counts)

@@ -1,0 +1,179 @@
+"""Wide & Deep (Cheng et al., 2016) over raw columns, with its preprocessing as layers.
+
+The model takes one raw tensor per feature column (float32 numerics, string categoricals) and
+builds every transform from the saved preprocessing state, so a SavedModel scores raw rows.
+
+- wide: a linear model over one-hot categorical ids, numeric quantile buckets and hashed crosses
+  (embeddings of width 1 summed, plus a bias started at the log-odds of the base rate).
+- deep: embeddings of the categorical ids and the normalised numerics into an MLP (ReLU,
+  dropout, L2).
+- heads: purchase logit = wide + deep (calibrated by Platt scaling into p_purchase), expected
+  spend (log link, Poisson loss) and per-category purchase logits for the top-K categories.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import tensorflow as tf
+
+WIDE_PREFIX = "wide_"
+SPEND_LOG_CLIP = 20.0
+
+
+def logit(p: float, eps: float = 1e-4) -> float:
+    p = min(max(p, eps), 1 - eps)
+    return math.log(p / (1 - p))
+
+
+@dataclass(frozen=True)
+class ModelParams:
+    embedding_dim: int = 8
+    hidden_units: tuple[int, ...] = (64, 32)
+    dropout: float = 0.1
+    l2: float = 1e-5
+
+    @classmethod
+    def from_settings(cls, settings) -> "ModelParams":
+        return cls(settings.embedding_dim, tuple(settings.hidden_units), settings.dropout, settings.l2)
+
+
+class NumericFeature(tf.keras.layers.Layer):
+    """signed log1p, standardise with the train statistics; nulls (NaN) become the mean (0)."""
+
+    def __init__(self, mean: float, std: float, boundaries: list[float], **kwargs):
+        super().__init__(**kwargs)
+        self.mean, self.std, self.boundaries = float(mean), float(std), list(boundaries)
+
+    def call(self, x):
+        x = tf.cast(x, tf.float32)
+        transformed = tf.sign(x) * tf.math.log1p(tf.abs(x))
+        transformed = tf.where(tf.math.is_finite(transformed), transformed, self.mean)
+        normalised = (transformed - self.mean) / self.std
+        bucket = tf.raw_ops.Bucketize(input=transformed, boundaries=self.boundaries)
+        return normalised, bucket
+
+    def get_config(self):
+        return {**super().get_config(), "mean": self.mean, "std": self.std,
+                "boundaries": self.boundaries}
+
+
+class HashedCross(tf.keras.layers.Layer):
+    """Hashes a tuple of integer ids into one of `buckets` (stable FarmHash fingerprint)."""
+
+    def __init__(self, buckets: int, **kwargs):
+        super().__init__(**kwargs)
+        self.buckets = int(buckets)
+
+    def call(self, ids):
+        joined = tf.strings.reduce_join(
+            tf.stack([tf.strings.as_string(tf.cast(i, tf.int64)) for i in ids], axis=-1),
+            axis=-1, separator="x")
+        return tf.strings.to_hash_bucket_fast(joined, self.buckets)
+
+    def get_config(self):
+        return {**super().get_config(), "buckets": self.buckets}
+
+
+class PlattCalibration(tf.keras.layers.Layer):
+    """p = sigmoid(a * logit + b); a and b are fitted on validation rows after training."""
+
+    def build(self, input_shape):
+        self.a = self.add_weight(name="a", shape=(), initializer="ones", trainable=False)
+        self.b = self.add_weight(name="b", shape=(), initializer="zeros", trainable=False)
+
+    def call(self, logits):
+        return tf.sigmoid(self.a * logits + self.b)
+
+
+def build_model(state: dict, params: ModelParams) -> tf.keras.Model:
+    """The Wide & Deep model for one preprocessing state (see the module docstring)."""
+    # Sorted, so the layer order (and the checkpoint layout) never depends on JSON key order.
+    numeric = {c: state["numeric"][c] for c in sorted(state["numeric"])}
+    categorical = {c: state["categorical"][c] for c in sorted(state["categorical"])}
+    n_categories = len(state["category_ids"])
+    labels = state["labels"]
+    regularizer = tf.keras.regularizers.l2(params.l2) if params.l2 else None
+
+    inputs = {c: tf.keras.Input(shape=(), dtype=tf.float32, name=c) for c in numeric}
+    inputs.update({c: tf.keras.Input(shape=(), dtype=tf.string, name=c) for c in categorical})
+
+    ids: dict[str, tf.Tensor] = {}      # feature -> integer id (vocab index or bucket)
+    sizes: dict[str, int] = {}
+    dense_parts = []
+    for name, stats in numeric.items():
+        normalised, bucket = NumericFeature(stats["mean"], stats["std"], stats["boundaries"],
+                                            name=f"num_{name}")(inputs[name])
+        dense_parts.append(tf.keras.layers.Reshape((1,))(normalised))
+        ids[name], sizes[name] = bucket, len(stats["boundaries"]) + 1
+    for name, spec in categorical.items():
+        vocabulary = spec["vocabulary"] or ["<no frequent value>"]
+        lookup = tf.keras.layers.StringLookup(vocabulary=vocabulary, num_oov_indices=1,
+                                              name=f"vocab_{name}")
+        ids[name], sizes[name] = lookup(inputs[name]), len(vocabulary) + 1
+
+    # Wide: one weight per id of every feature and cross, summed into one logit.
+    wide_terms = []
+    for name, index in ids.items():
+        wide_terms.append(tf.keras.layers.Embedding(sizes[name], 1, embeddings_initializer="zeros",
+                                                    name=f"{WIDE_PREFIX}{name}")(index))
+    for cross in state["crosses"]:
+        label = "_x_".join(cross)
+        hashed = HashedCross(state["cross_hash_buckets"], name=f"cross_{label}")([ids[c] for c in cross])
+        wide_terms.append(tf.keras.layers.Embedding(state["cross_hash_buckets"], 1,
+                                                    embeddings_initializer="zeros",
+                                                    name=f"{WIDE_PREFIX}cross_{label}")(hashed))
+    wide_sum = tf.keras.layers.Add(name="wide_sum")(wide_terms) if len(wide_terms) > 1 else wide_terms[0]
+    # Class imbalance: the bias starts at the base rate's log-odds, so training starts calibrated.
+    wide_logit = tf.keras.layers.Dense(
+        1, name=f"{WIDE_PREFIX}bias", kernel_initializer="ones", trainable=True,
+        bias_initializer=tf.keras.initializers.Constant(logit(labels["base_rate"])))(wide_sum)
+
+    # Deep: embeddings + normalised numerics -> MLP.
+    for name in categorical:
+        dim = min(params.embedding_dim, max(2, int(round(sizes[name] ** 0.5 * 2))))
+        emb = tf.keras.layers.Embedding(sizes[name], dim, embeddings_regularizer=regularizer,
+                                        name=f"emb_{name}")(ids[name])
+        dense_parts.append(emb)
+    hidden = tf.keras.layers.Concatenate(name="deep_input")(dense_parts) if len(dense_parts) > 1 \
+        else dense_parts[0]
+    for i, units in enumerate(params.hidden_units):
+        hidden = tf.keras.layers.Dense(units, activation="relu", kernel_regularizer=regularizer,
+                                       name=f"deep_{i}")(hidden)
+        if params.dropout:
+            hidden = tf.keras.layers.Dropout(params.dropout, name=f"dropout_{i}")(hidden)
+    deep_logit = tf.keras.layers.Dense(1, use_bias=False, name="deep_logit", dtype="float32")(hidden)
+    purchase_logit = tf.keras.layers.Reshape((), name="logit")(
+        tf.keras.layers.Add()([wide_logit, deep_logit]))
+
+    spend_log = tf.keras.layers.Reshape((), name="spend_log")(
+        tf.keras.layers.Dense(1, name="spend_head", dtype="float32")(hidden))
+    outputs = {
+        "logit": purchase_logit,
+        "p_purchase": PlattCalibration(name="calibration")(purchase_logit),
+        "spend_log": spend_log,
+    }
+    if n_categories:
+        outputs["category_logits"] = tf.keras.layers.Dense(
+            n_categories, name="category_head", dtype="float32",
+            bias_initializer=tf.keras.initializers.Constant(
+                [logit(r) for r in labels["category_rates"]]))(hidden)
+    return tf.keras.Model(inputs=inputs, outputs=outputs, name="wide_and_deep")
+
+
+def wide_and_deep_variables(model: tf.keras.Model) -> tuple[list[tf.Variable], list[tf.Variable]]:
+    """Trainable variables of the wide part (FTRL/Adam) and of the deep part (Adam)."""
+    wide, deep = [], []
+    for layer in model.layers:
+        target = wide if layer.name.startswith(WIDE_PREFIX) else deep
+        target.extend(layer.trainable_variables)
+    return wide, deep
+
+
+def expected_spend(spend_log: tf.Tensor, spend_scale: float) -> tf.Tensor:
+    """Spend head output in currency: scale * exp(z) (log link; scale = mean train spend)."""
+    return spend_scale * tf.exp(tf.minimum(spend_log, SPEND_LOG_CLIP))
+
+
+def spend_scale(state: dict) -> float:
+    return max(state["labels"]["spend_mean"], 1e-6)
