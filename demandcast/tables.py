@@ -26,6 +26,8 @@ TABLE_NAMES = (
     # Beyond the eight of the design: the two dimensions ingest pseudonymises, and the
     # materialised training set whose pinned version training reads (README "Tables").
     "users", "items", "training_set",
+    # Written only by deploy/cluster_probe.py, the smoke test of a cluster's packaging.
+    "cluster_check",
 )
 
 # Tables petastorm reads file by file: deletion vectors must stay off (README "Traps").
@@ -121,6 +123,24 @@ def partition_predicate(column: str, values: Sequence[object]) -> str:
     return f"{column} IN ({', '.join(_sql_literal(v) for v in values)})"
 
 
+def replace_predicate(
+    spec: TableSpec,
+    replace_values: Sequence[object],
+    replace_where: Mapping[str, Sequence[object]] | None,
+) -> str:
+    """The replaceWhere of a partition replace: the first partition column's values, or the
+    ANDed values of several partition columns (each must partition the table)."""
+    if not replace_where:
+        return partition_predicate(spec.partition_by[0], replace_values)
+    if replace_values:
+        raise ValueError("give replace_values or replace_where, not both")
+    not_partitions = set(replace_where) - set(spec.partition_by)
+    if not_partitions:
+        raise ValueError(f"table {spec.name}: replace_where on non-partition columns "
+                         f"{sorted(not_partitions)}; partitions are {list(spec.partition_by)}")
+    return " AND ".join(partition_predicate(c, v) for c, v in replace_where.items())
+
+
 def ensure_table(spark: SparkSession, warehouse: str, spec: TableSpec, df: DataFrame) -> str:
     """Creates the table from its spec (schema, partitioning, comment, properties) if missing."""
     from delta.tables import DeltaTable
@@ -159,6 +179,7 @@ def write_table(
     spec: TableSpec,
     mode: WriteMode,
     replace_values: Sequence[object] = (),
+    replace_where: Mapping[str, Sequence[object]] | None = None,
 ) -> int:
     """Writes `df` to the table in one Delta commit and returns the new table version.
 
@@ -166,6 +187,8 @@ def write_table(
     - append: rows added (callers deduplicate first).
     - replace_partitions: rows whose first partition column is in `replace_values` are
       replaced by `df` atomically (replaceWhere), which makes per-snapshot reruns idempotent.
+      `replace_where` instead names values for several partition columns (ANDed), e.g. one
+      (snapshot, model version) pair, so other partitions sharing the snapshot are kept.
     A failed write leaves the table at its last good version: Delta commits all or nothing.
     """
     spark = df.sparkSession
@@ -181,7 +204,7 @@ def write_table(
         if not spec.partition_by:
             raise ValueError(f"table {spec.name} has no partitions to replace")
         writer = writer.mode("overwrite").option(
-            "replaceWhere", partition_predicate(spec.partition_by[0], replace_values))
+            "replaceWhere", replace_predicate(spec, replace_values, replace_where))
     else:
         raise ValueError(f"unknown write mode {mode!r}")
     with_retries(lambda: writer.save(path), f"write {spec.name}")

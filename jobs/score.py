@@ -1,0 +1,21 @@
+"""score: score every user of a feature snapshot with the chosen model into predictions and
+category_demand, and report feature drift and importance."""
+from __future__ import annotations
+
+import os
+
+from demandcast.cli import job_main
+from demandcast.config import PipelineConfig
+from demandcast.session import build_spark_session
+
+
+def run(cfg: PipelineConfig) -> dict:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from training.score_stage import run_score
+
+    spark = build_spark_session("score", cfg.spark)
+    return run_score(spark, cfg)
+
+
+if __name__ == "__main__":
+    job_main("score")

@@ -1,0 +1,132 @@
+"""A small feature snapshot, a models table and model directories for the scoring tests.
+
+`LinearScoringModel` is a deterministic stand-in for the trained Wide & Deep model with the same
+interface as training.model_io.load_scoring_model (input_columns, category_ids, predict), saved
+as JSON in a model directory. It fills missing numerics with the training mean and maps unknown
+categories to zero, as the real preprocessing does. The scoring machinery (UDF, caching, table
+writes) is model-agnostic; the real model is exercised by test_scoring_real_model.py.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Sequence
+
+
+import numpy as np
+import pandas as pd
+from pyspark import cloudpickle  # the copy Spark pickles UDFs with
+
+from demandcast.tables import NO_DELETION_VECTORS, TableSpec, write_table
+
+MODELS_SPEC = TableSpec("models", "test models", properties=NO_DELETION_VECTORS)
+FEATURES_SPEC = TableSpec("user_features", "test features", ("snapshot_date",),
+                          properties=NO_DELETION_VECTORS)
+SNAPSHOTS = [dt.date(2026, 3, 1), dt.date(2026, 4, 1)]
+CATEGORIES = ["books", "garden", "toys", "tech"]
+FEATURE_SCHEMA = ("user_key string, snapshot_date date, days_since_last_purchase double, "
+                  "purchases_last_30d long, spend_last_30d double, sessions_last_7d int, "
+                  "region string, device string")
+INPUTS = {"days_since_last_purchase": "numeric", "purchases_last_30d": "numeric",
+          "spend_last_30d": "numeric", "sessions_last_7d": "numeric",
+          "region": "categorical", "device": "categorical"}
+
+
+def feature_frame(n_users: int, snapshot: dt.date, seed: int, shift: float = 0.0) -> pd.DataFrame:
+    """Users with missing values in places (null recency, null region) and an optional shift of
+    the session counts (drift)."""
+    rng = np.random.default_rng(seed)
+    purchases = rng.poisson(1.2, n_users)
+    days = np.where(purchases > 0, rng.integers(0, 90, n_users).astype(float), np.nan)
+    region = rng.choice(["north", "south", "east", "west"], n_users).astype(object)
+    region[rng.random(n_users) < 0.05] = None
+    return pd.DataFrame({
+        "user_key": [f"key{i:05d}" for i in range(n_users)],
+        "snapshot_date": snapshot,
+        "days_since_last_purchase": days,
+        "purchases_last_30d": purchases.astype("int64"),
+        "spend_last_30d": np.round(purchases * rng.gamma(2.0, 15.0, n_users), 2),
+        "sessions_last_7d": (rng.poisson(3 + shift, n_users)).astype("int32"),
+        "region": region,
+        "device": rng.choice(["mobile", "desktop"], n_users),
+    })
+
+
+def write_features(spark, warehouse: str, frames: Sequence[pd.DataFrame]) -> int:
+    data = pd.concat(frames, ignore_index=True)
+    rows = data.astype(object).where(data.notna(), None).values.tolist()
+    return write_table(spark.createDataFrame(rows, FEATURE_SCHEMA), warehouse, FEATURES_SPEC,
+                       "overwrite")
+
+
+class LinearScoringModel:
+    """p = sigmoid(w . standardised numerics + one-hot weights); category scores likewise."""
+
+    def __init__(self, state: dict) -> None:
+        self.state = state
+        self.input_columns = dict(state["input_columns"])
+        self.category_ids = list(state["category_ids"])
+
+    def _design(self, features: pd.DataFrame) -> np.ndarray:
+        parts = []
+        for column, kind in self.input_columns.items():
+            if kind == "numeric":
+                x = pd.to_numeric(features[column], errors="coerce").to_numpy(dtype="float64")
+                mean, std = self.state["mean"][column], self.state["std"][column]
+                parts.append((np.where(np.isnan(x), mean, x) - mean) / std)
+            else:
+                values = features[column].astype(object)
+                for value in self.state["vocabulary"][column]:
+                    parts.append((values == value).to_numpy(dtype="float64"))
+        return np.column_stack(parts)
+
+    def predict(self, features: pd.DataFrame) -> pd.DataFrame:
+        x = self._design(features)
+        w = np.asarray(self.state["weights"])            # (d, 2 + categories)
+        z = x @ w + np.asarray(self.state["bias"])
+        p = 1 / (1 + np.exp(-z[:, 0]))
+        out = {"p_purchase": p, "expected_spend": p * 40 * np.exp(0.3 * np.tanh(z[:, 1]))}
+        for i, c in enumerate(self.category_ids):
+            out[c] = 1 / (1 + np.exp(-z[:, 2 + i]))
+        return pd.DataFrame(out, index=features.index)
+
+
+def load_linear_model(model_dir: str) -> LinearScoringModel:
+    return LinearScoringModel(json.loads((Path(model_dir) / "model.json").read_text()))
+
+
+# Workers cannot import tests/: ship this module's functions and classes by value.
+import sys as _sys  # noqa: E402
+
+cloudpickle.register_pickle_by_value(_sys.modules[__name__])
+
+
+def save_linear_model(model_dir: Path, reference: pd.DataFrame, seed: int,
+                      inputs: dict[str, str] | None = None) -> Path:
+    inputs = dict(inputs or INPUTS)
+    rng = np.random.default_rng(seed)
+    numeric = [c for c, k in inputs.items() if k == "numeric"]
+    vocab = {c: sorted(v for v in reference[c].dropna().unique()) for c, k in inputs.items()
+             if k == "categorical"}
+    width = len(numeric) + sum(len(v) for v in vocab.values())
+    state = {
+        "input_columns": inputs, "category_ids": CATEGORIES,
+        "mean": {c: float(reference[c].mean()) for c in numeric},
+        "std": {c: float(reference[c].std() or 1.0) for c in numeric},
+        "vocabulary": vocab,
+        "weights": rng.normal(0, 0.6, (width, 2 + len(CATEGORIES))).tolist(),
+        "bias": rng.normal(-0.5, 0.3, 2 + len(CATEGORIES)).tolist(),
+    }
+    model_dir.mkdir(parents=True, exist_ok=True)
+    (model_dir / "model.json").write_text(json.dumps(state))
+    return model_dir
+
+
+def write_models_table(spark, warehouse: str, rows: list[tuple]) -> int:
+    """rows: (model_version, status, auc_pr, model_dir, train snapshot, created_at)."""
+    df = spark.createDataFrame(
+        [(v, s, {"auc_pr": m}, d, [t], c) for v, s, m, d, t, c in rows],
+        "model_version string, status string, metrics map<string,double>, model_dir string, "
+        "train_snapshot_dates array<date>, created_at timestamp")
+    return write_table(df, warehouse, MODELS_SPEC, "overwrite")

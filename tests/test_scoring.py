@@ -1,0 +1,227 @@
+"""The score stage on real Spark and Delta: UDF = in-process predict, rollup = sum over users,
+idempotent reruns beside another model's scores, refusal of a model that does not fit, drift."""
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from pyspark.sql import functions as F
+
+from demandcast.config import load_config
+from demandcast.errors import StageFailed
+from demandcast.tables import TableSpec, current_version, read_table, table_path, write_table
+from training.drift import feature_drift, psi, reference_profile
+from training.score_stage import run_score
+from training.scoring import input_mismatches
+
+from scoring_fixtures import (CATEGORIES, SNAPSHOTS, feature_frame, load_linear_model,
+                              save_linear_model, write_features, write_models_table)
+
+N_USERS = 400
+CREATED = dt.datetime(2026, 4, 2, 12, 0)
+
+
+def _config(project_root, warehouse, tmp_path, *overrides):
+    return load_config(project_root / "conf" / "local.yaml", [
+        f"warehouse={warehouse}", f"runs_dir={tmp_path / 'runs'}", "spark.arrow_batch_size=64",
+        *overrides])
+
+
+@pytest.fixture(scope="module")
+def scored_world(spark, tmp_path_factory):
+    """Two snapshots of features, two ok models (m2 better) and one failed, m2 scored once.
+    Shared by the tests of this module that read it (one scoring run)."""
+    project_root = Path(__file__).resolve().parent.parent
+    tmp_path = tmp_path_factory.mktemp("scored")
+    warehouse = str(tmp_path / "warehouse")
+    train = feature_frame(N_USERS, SNAPSHOTS[0], seed=1)
+    current = feature_frame(N_USERS, SNAPSHOTS[1], seed=2, shift=2.0)
+    write_features(spark, warehouse, [train, current])
+    runs = tmp_path / "runs" / "models"
+    m1 = save_linear_model(runs / "m1", train, seed=11)
+    m2 = save_linear_model(runs / "m2", train, seed=12)
+    write_models_table(spark, warehouse, [
+        ("m1", "ok", 0.40, str(m1), SNAPSHOTS[0], CREATED),
+        ("m2", "ok", 0.55, str(m2), SNAPSHOTS[0], CREATED),
+        ("m3", "failed", 0.99, str(runs / "m3"), SNAPSHOTS[0], CREATED),
+    ])
+    cfg = _config(project_root, warehouse, tmp_path, "score.explain_fraction=0.1",
+                  "score.explain_user_keys=[key00007]",
+                  "score.feature_groups={recency: [days_since_last_purchase], "
+                  "activity: [purchases_last_30d, spend_last_30d, sessions_last_7d]}")
+    summary = run_score(spark, cfg, loader=load_linear_model)
+    return {"cfg": cfg, "summary": summary, "current": current, "m1": m1, "m2": m2,
+            "warehouse": warehouse}
+
+
+def test_scores_equal_in_process_predict_and_rollup_is_the_sum(spark, scored_world):
+    summary, current = scored_world["summary"], scored_world["current"]
+    warehouse = scored_world["warehouse"]
+    assert summary["model_version"] == "m2"  # best ok model; failed m3 has a higher metric
+    assert summary["snapshot_date"] == str(SNAPSHOTS[1]) and summary["users_scored"] == N_USERS
+
+    got = (read_table(spark, warehouse, "predictions").where("model_version = 'm2'").toPandas()
+           .set_index("user_key"))
+    model = load_linear_model(str(scored_world["m2"]))
+    want = model.predict(current.set_index("user_key"))
+    got = got.loc[want.index]
+    assert len(got) == N_USERS
+    np.testing.assert_allclose(got["p_purchase"], want["p_purchase"], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(got["expected_spend"], want["expected_spend"], rtol=0, atol=1e-6)
+
+    # Top categories: the 3 best category scores of the same predict, best first.
+    for key in want.index[:50]:
+        expected = want.loc[key, CATEGORIES].sort_values(ascending=False, kind="stable")[:3]
+        top = got.loc[key, "top_categories"]
+        assert [t["category_id"] for t in top] == list(expected.index)
+        np.testing.assert_allclose([t["score"] for t in top], expected.values, atol=1e-6)
+
+    # Deciles: 1 holds the highest propensities, each decile about a tenth of the users.
+    by_decile = got.groupby("decile")["p_purchase"]
+    assert sorted(by_decile.groups) == list(range(1, 11))
+    assert (by_decile.min().shift(-1).dropna() <= by_decile.min()[:-1] + 1e-12).all()
+    assert by_decile.size().between(N_USERS / 10 - 8, N_USERS / 10 + 8).all()
+
+    # category_demand = sums over users of the in-process per-user expectations.
+    demand = (read_table(spark, warehouse, "category_demand").where("model_version = 'm2'")
+              .toPandas().set_index("category_id"))
+    scores = want[CATEGORIES].to_numpy()
+    allotted = scores / scores.sum(axis=1, keepdims=True) * want["expected_spend"].to_numpy()[:, None]
+    np.testing.assert_allclose(demand.loc[CATEGORIES, "expected_buyers"], scores.sum(axis=0),
+                               rtol=1e-9)
+    np.testing.assert_allclose(demand.loc[CATEGORIES, "expected_revenue"], allotted.sum(axis=0),
+                               rtol=1e-9)
+    assert (demand["n_users"] == N_USERS).all() and (demand["model_version"] == "m2").all()
+    # Revenue allotment keeps each user's total: categories add up to the expected spend.
+    assert demand["expected_revenue"].sum() == pytest.approx(want["expected_spend"].sum(), rel=1e-9)
+
+
+def test_drivers_for_the_explained_subset_only(spark, scored_world):
+    predictions = (read_table(spark, scored_world["warehouse"], "predictions")
+                   .where("model_version = 'm2'").toPandas().set_index("user_key"))
+    explained = predictions[predictions["drivers"].notna()]
+    assert "key00007" in explained.index  # the requested user
+    assert 5 <= len(explained) <= 120  # plus a ~10% hash sample, not everybody
+    assert scored_world["summary"]["users_explained"] == len(explained)
+
+    # The recorded contribution is p(user) - p(user with the group at its training median).
+    model = load_linear_model(str(scored_world["m2"]))
+    row = scored_world["current"].set_index("user_key").loc[["key00007"]]
+    base = model.predict(row)["p_purchase"].iloc[0]
+    train = feature_frame(N_USERS, SNAPSHOTS[0], seed=1)
+    for driver in predictions.loc["key00007", "drivers"]:
+        occluded = row.copy()
+        if driver["feature_group"] == "recency":
+            occluded["days_since_last_purchase"] = train["days_since_last_purchase"].median()
+            assert driver["contribution"] == pytest.approx(
+                base - model.predict(occluded)["p_purchase"].iloc[0], abs=0.02)
+    groups = {d["feature_group"] for d in predictions.loc["key00007", "drivers"]}
+    assert groups <= {"recency", "activity", "region", "device"} and len(groups) == 3
+
+    import json
+    report = json.loads(open(scored_world["summary"]["report"]).read())
+    assert {g["feature_group"] for g in report["global_importance"]} == \
+        {"recency", "activity", "region", "device"}
+    # Session counts were shifted between the snapshots: the drift check flags them.
+    assert "sessions_last_7d" in scored_world["summary"]["drift_warnings"]
+    assert "device" not in scored_world["summary"]["drift_warnings"]
+
+
+def test_rerun_is_idempotent_and_keeps_the_other_models_scores(spark, scored_world):
+    cfg, warehouse = scored_world["cfg"], scored_world["warehouse"]
+    paths = {t: table_path(warehouse, t) for t in ("predictions", "category_demand")}
+    before = {t: current_version(spark, p) for t, p in paths.items()}
+    first = (read_table(spark, warehouse, "predictions").where("model_version = 'm2'")
+             .drop("scored_at").toPandas())
+
+    again = run_score(spark, cfg, loader=load_linear_model)
+    assert again["skipped"] == "already scored"
+    assert {t: current_version(spark, p) for t, p in paths.items()} == before
+
+    # A forced rescore replaces its own partition with the same rows; m1 lands beside m2.
+    forced = cfg.model_copy(update={"score": cfg.score.model_copy(update={"force": True})})
+    run_score(spark, forced, loader=load_linear_model)
+    pinned = cfg.model_copy(update={"score": cfg.score.model_copy(update={"model_version": "m1"})})
+    run_score(spark, pinned, loader=load_linear_model)
+
+    now = read_table(spark, warehouse, "predictions")
+    counts = {r.model_version: r["count"] for r in now.groupBy("model_version").count().collect()}
+    assert counts == {"m1": N_USERS, "m2": N_USERS}
+    m2_again = now.where("model_version = 'm2'").drop("scored_at").toPandas()
+    key = ["user_key"]
+    pd.testing.assert_frame_equal(first.sort_values(key).reset_index(drop=True),
+                                  m2_again.sort_values(key).reset_index(drop=True))
+    demand = read_table(spark, warehouse, "category_demand")
+    assert demand.count() == 2 * len(CATEGORIES)
+
+
+def test_model_that_does_not_fit_the_features_is_refused(spark, warehouse, tmp_path, project_root):
+    train = feature_frame(50, SNAPSHOTS[0], seed=1)
+    write_features(spark, warehouse, [train])
+    inputs = {"days_since_last_purchase": "numeric", "loyalty_tier": "categorical",
+              "region": "numeric"}
+    model_dir = save_linear_model(tmp_path / "runs" / "models" / "bad",
+                                  train.assign(loyalty_tier="gold", region=1.0), seed=3,
+                                  inputs=inputs)
+    write_models_table(spark, warehouse, [("bad", "ok", 0.5, str(model_dir), SNAPSHOTS[0], CREATED)])
+    cfg = _config(project_root, warehouse, tmp_path)
+    with pytest.raises(StageFailed) as err:
+        run_score(spark, cfg, loader=load_linear_model)
+    message = str(err.value)
+    assert "missing column 'loyalty_tier'" in message
+    assert "column 'region' must be numeric, is string" in message
+    assert current_version(spark, table_path(warehouse, "predictions")) is None
+    assert current_version(spark, table_path(warehouse, "category_demand")) is None
+
+
+def test_input_mismatches_accepts_a_fitting_schema(spark):
+    schema = spark.createDataFrame([], "user_key string, a long, b string, extra double").schema
+    assert input_mismatches({"a": "numeric", "b": "categorical"}, schema) == []
+    assert input_mismatches({"b": "numeric"}, schema) == ["column 'b' must be numeric, is string"]
+
+
+def test_psi_is_zero_for_the_same_population_and_large_for_a_shift(spark):
+    base = feature_frame(2000, SNAPSHOTS[0], seed=5)
+    same = feature_frame(2000, SNAPSHOTS[1], seed=6)
+    shifted = feature_frame(2000, SNAPSHOTS[1], seed=6, shift=3.0).assign(device="tablet")
+    frames = [spark.createDataFrame(f.astype(object).where(f.notna(), None).values.tolist(),
+                                    "user_key string, snapshot_date date, "
+                                    "days_since_last_purchase double, purchases_last_30d long, "
+                                    "spend_last_30d double, sessions_last_7d int, region string, "
+                                    "device string")
+              for f in (base, pd.concat([same, shifted]))]
+    kinds = {"sessions_last_7d": "numeric", "days_since_last_purchase": "numeric",
+             "device": "categorical", "region": "categorical"}
+    profile = reference_profile(frames[0], kinds, bins=10, max_categories=20)
+    assert profile.typical["device"] in {"mobile", "desktop"}
+    assert profile.typical["sessions_last_7d"] == pytest.approx(3.0, abs=1.0)
+    current = frames[1]
+    same_df = current.where(F.col("device") != "tablet")
+    shifted_df = current.where(F.col("device") == "tablet")
+    stable = {d.feature: d.psi for d in feature_drift(frames[0], same_df, profile, 0.2)}
+    moved = {d.feature: d.psi for d in feature_drift(frames[0], shifted_df, profile, 0.2)}
+    assert max(stable.values()) < 0.05
+    assert moved["sessions_last_7d"] > 0.5 and moved["device"] > 1.0
+    assert moved["region"] < 0.05
+    # The formula on hand-made counts.
+    assert psi({"a": 50, "b": 50}, {"a": 50, "b": 50}) == 0.0
+    assert psi({"a": 90, "b": 10}, {"a": 50, "b": 50}) == pytest.approx(
+        (0.5 - 0.9) * np.log(0.5 / 0.9) + (0.5 - 0.1) * np.log(0.5 / 0.1))
+
+
+def test_replace_where_on_two_partition_columns(spark, warehouse):
+    spec = TableSpec("predictions", "t", ("snapshot_date", "model_version"))
+    d = dt.date(2026, 1, 1)
+    rows = lambda data: spark.createDataFrame(data, "user_key string, snapshot_date date, "
+                                                    "model_version string, p double")
+    write_table(rows([("a", d, "m1", 0.1), ("a", d, "m2", 0.2)]), warehouse, spec, "append")
+    write_table(rows([("a", d, "m1", 0.9)]), warehouse, spec, "replace_partitions",
+                replace_where={"snapshot_date": [d], "model_version": ["m1"]})
+    got = {(r.model_version, r.p) for r in read_table(spark, warehouse, "predictions").collect()}
+    assert got == {("m1", 0.9), ("m2", 0.2)}
+    with pytest.raises(ValueError, match="non-partition"):
+        write_table(rows([("a", d, "m1", 0.9)]), warehouse, spec, "replace_partitions",
+                    replace_where={"p": [0.9]})

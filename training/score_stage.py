@@ -1,0 +1,235 @@
+"""The score stage: choose the model and snapshot, check the model fits the features, score every
+user once, write predictions and category_demand, and report drift and feature importance."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+from urllib.parse import urlparse
+
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from demandcast.config import PipelineConfig
+from demandcast.errors import StageFailed
+from demandcast.logs import get_logger
+from demandcast.settings.score import ScoreSettings
+from demandcast.tables import read_table
+from training.drift import feature_drift, reference_profile
+from training.explain import feature_groups, global_importance
+from training.prediction_tables import CATEGORY_DEMAND, PREDICTIONS, has_partition, write_scores
+from training.scoring import (DEFAULT_LOADER, USER_KEY, ScoringModel, ScoringPlan,
+                              cached_model, category_demand_rows, check_model_inputs,
+                              prediction_rows, score_snapshot)
+
+log = get_logger("score")
+
+ARROW_BATCH_CONF = "spark.sql.execution.arrow.maxRecordsPerBatch"
+# Explained users: a hash of the key below fraction * this many buckets (deterministic sample).
+_SAMPLE_BUCKETS = 1_000_000
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    model_version: str
+    model_dir: str
+    train_snapshot_date: dt.date | None
+
+
+def model_dir_of(runs_dir: str, model_version: str) -> str:
+    return f"{runs_dir.rstrip('/')}/models/{model_version}"
+
+
+def choose_model(spark: SparkSession, cfg: PipelineConfig) -> ModelChoice:
+    """The pinned version, or the best version with status ok by the configured metric."""
+    settings = cfg.score
+    models = read_table(spark, cfg.warehouse, "models")
+    columns = set(models.columns)
+    if settings.model_version:
+        rows = models.where(F.col("model_version") == settings.model_version).collect()
+        if not rows:
+            known = [r[0] for r in models.select("model_version").distinct().collect()]
+            raise StageFailed(f"score.model_version {settings.model_version!r} is not in the models "
+                              f"table (versions: {sorted(known)})")
+        row = rows[-1]
+        if "status" in columns and row["status"] != "ok":
+            raise StageFailed(f"model {settings.model_version} has status {row['status']!r}, "
+                              "not 'ok': refusing to score with it")
+    else:
+        candidates = models.where(F.col("status") == "ok") if "status" in columns else models
+        metric = _metric_column(models, settings)
+        order = metric.desc_nulls_last() if settings.selection_higher_is_better \
+            else metric.asc_nulls_last()
+        tiebreak = [F.col("created_at").desc()] if "created_at" in columns else []
+        row = candidates.orderBy(order, *tiebreak, F.col("model_version").desc()).first()
+        if row is None:
+            raise StageFailed("the models table has no model with status 'ok'; run train first")
+    version = str(row["model_version"])
+    model_dir = row["model_dir"] if "model_dir" in columns and row["model_dir"] \
+        else model_dir_of(cfg.runs_dir, version)
+    return ModelChoice(version, model_dir, _train_snapshot(row))
+
+
+def _metric_column(models: DataFrame, settings: ScoreSettings) -> Column:
+    if settings.selection_metric in models.columns:
+        return F.col(settings.selection_metric)
+    if "metrics" in models.columns:
+        return F.col("metrics").getItem(settings.selection_metric)
+    raise StageFailed(f"score.selection_metric {settings.selection_metric!r} is neither a column "
+                      f"nor a key of `metrics` in the models table (columns: {models.columns})")
+
+
+def _train_snapshot(row) -> dt.date | None:
+    """The latest snapshot the model was trained on, when the models table records it."""
+    fields = row.asDict()
+    for name in ("train_snapshot_dates", "snapshot_dates", "train_snapshot_date", "snapshot_date"):
+        value = fields.get(name)
+        if isinstance(value, (list, tuple)) and value:
+            return max(value)
+        if isinstance(value, dt.date):
+            return value
+    return None
+
+
+def choose_snapshot(features: DataFrame, settings: ScoreSettings) -> dt.date:
+    if settings.snapshot_date is None:
+        latest = features.agg(F.max("snapshot_date")).first()[0]
+        if latest is None:
+            raise StageFailed("user_features is empty; run the features stage first")
+        return latest
+    if features.where(F.col("snapshot_date") == F.lit(settings.snapshot_date)).limit(1).count() == 0:
+        raise StageFailed(f"user_features has no rows for snapshot {settings.snapshot_date}; "
+                          "run the features stage for it first")
+    return settings.snapshot_date
+
+
+def explained_users(settings: ScoreSettings) -> Column:
+    """The users whose drivers are computed: the listed keys and a hash sample of the rest."""
+    flag = F.lit(False)
+    if settings.explain_user_keys:
+        flag = flag | F.col(USER_KEY).isin(list(settings.explain_user_keys))
+    if settings.explain_fraction > 0:
+        cut = int(round(settings.explain_fraction * _SAMPLE_BUCKETS))
+        flag = flag | (F.pmod(F.xxhash64(USER_KEY), F.lit(_SAMPLE_BUCKETS)) < F.lit(cut))
+    return flag
+
+
+def run_score(spark: SparkSession, cfg: PipelineConfig,
+              loader: str | Callable[[str], ScoringModel] = DEFAULT_LOADER) -> dict:
+    settings = cfg.score
+    features = read_table(spark, cfg.warehouse, "user_features")
+    snapshot = choose_snapshot(features, settings)
+    choice = choose_model(spark, cfg)
+    summary: dict = {"snapshot_date": str(snapshot), "model_version": choice.model_version,
+                     "model_dir": choice.model_dir}
+    if not settings.force and all(has_partition(spark, cfg.warehouse, spec, snapshot,
+                                                choice.model_version)
+                                  for spec in (PREDICTIONS, CATEGORY_DEMAND)):
+        log.info("snapshot %s is already scored by model %s; nothing to do "
+                 "(--set score.force=true rescores it)", snapshot, choice.model_version)
+        return {**summary, "skipped": "already scored"}
+
+    model = cached_model(choice.model_dir, loader)
+    # Before anything is computed or written: the model must fit the feature table.
+    check_model_inputs(model.input_columns, features.schema, choice.model_version)
+    current = features.where(F.col("snapshot_date") == F.lit(snapshot))
+    reference_date = settings.reference_snapshot_date or choice.train_snapshot_date
+    drift, profile_source = _drift(features, current, reference_date, model, settings)
+
+    explain = bool(settings.explain_user_keys) or settings.explain_fraction > 0
+    groups = feature_groups(list(model.input_columns), settings.feature_groups) if explain else {}
+    plan = ScoringPlan(
+        model_dir=choice.model_dir, input_columns=dict(model.input_columns),
+        category_ids=tuple(str(c) for c in model.category_ids), top_k=settings.top_categories,
+        groups={g: tuple(c) for g, c in groups.items()}, typical=dict(profile_source.typical),
+        top_n_drivers=settings.explain_top_n, loader=loader)
+
+    batch_size = settings.arrow_batch_size or cfg.spark.arrow_batch_size
+    previous_batch = spark.conf.get(ARROW_BATCH_CONF, None)
+    spark.conf.set(ARROW_BATCH_CONF, str(batch_size))
+    scored_at = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    try:
+        scored = score_snapshot(current, plan, explained_users(settings))
+        try:
+            predictions_version = write_scores(
+                prediction_rows(scored.frame, plan, snapshot, choice.model_version, scored_at,
+                                scored.deciles),
+                cfg.warehouse, PREDICTIONS, snapshot, choice.model_version)
+            demand_version = write_scores(
+                category_demand_rows(scored.frame, plan, snapshot, choice.model_version, scored_at),
+                cfg.warehouse, CATEGORY_DEMAND, snapshot, choice.model_version)
+            importance = global_importance(
+                scored.frame, {g: f"contribution_{i}" for i, g in enumerate(plan.groups)}) \
+                if scored.n_explained else []
+        finally:
+            scored.release()
+    finally:
+        if previous_batch is not None:
+            spark.conf.set(ARROW_BATCH_CONF, previous_batch)
+    summary.update({
+        "users_scored": scored.n_users, "users_explained": scored.n_explained,
+        "predictions_version": predictions_version, "category_demand_version": demand_version,
+        "arrow_batch_size": batch_size, "reference_snapshot_date": str(reference_date),
+        "drift_warnings": [d.feature for d in drift if d.psi > settings.psi_warn_threshold],
+    })
+    report = {**summary, "scored_at": scored_at.isoformat() + "Z",
+              "psi_warn_threshold": settings.psi_warn_threshold,
+              "drift": [d.as_dict() for d in drift], "global_importance": importance}
+    summary["report"] = write_report(cfg.runs_dir, snapshot, choice.model_version, report)
+    return summary
+
+
+def _drift(features: DataFrame, current: DataFrame, reference_date: dt.date | None,
+           model: ScoringModel, settings: ScoreSettings):
+    """PSI of every input against the training snapshot; the profile also gives occlusion values."""
+    reference = None
+    if reference_date is not None:
+        reference = features.where(F.col("snapshot_date") == F.lit(reference_date))
+        if reference.limit(1).count() == 0:
+            log.warning("reference snapshot %s is not in user_features: no drift check",
+                        reference_date)
+            reference = None
+    else:
+        log.warning("the model records no training snapshot and score.reference_snapshot_date "
+                    "is not set: no drift check")
+    source = reference if reference is not None else current
+    profile = reference_profile(source, model.input_columns, settings.psi_bins,
+                                settings.psi_max_categories)
+    if reference is None:
+        return [], profile
+    return feature_drift(reference, current, profile, settings.psi_warn_threshold), profile
+
+
+def write_report(runs_dir: str, snapshot: dt.date, model_version: str, report: dict) -> str:
+    """The JSON report and a short Markdown rendering under {runs_dir}/reports/score/."""
+    folder = f"{runs_dir.rstrip('/')}/reports/score/{snapshot}"
+    if urlparse(folder).scheme and len(urlparse(folder).scheme) > 1:
+        log.info("report (runs_dir is remote, not written): %s", json.dumps(report, default=str))
+        return ""
+    path = Path(folder)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / f"{model_version}.json").write_text(json.dumps(report, indent=1, default=str))
+    (path / f"{model_version}.md").write_text(render_report(report))
+    return str(path / f"{model_version}.json")
+
+
+def render_report(report: dict) -> str:
+    threshold = report["psi_warn_threshold"]
+    lines = [f"# Scoring report: snapshot {report['snapshot_date']}, model {report['model_version']}",
+             "", f"- users scored: {report['users_scored']}",
+             f"- users explained: {report['users_explained']}",
+             f"- reference (training) snapshot: {report['reference_snapshot_date']}", "",
+             f"## Feature drift (PSI, warning above {threshold})", "",
+             "| feature | kind | PSI | |", "|---|---|---|---|"]
+    for d in report["drift"]:
+        flag = "WARNING" if not math.isnan(d["psi"]) and d["psi"] > threshold else ""
+        lines.append(f"| {d['feature']} | {d['kind']} | {d['psi']:.4f} | {flag} |")
+    lines += ["", "## Global importance (occlusion, explained users)", "",
+              "| feature group | mean abs contribution | mean contribution |", "|---|---|---|"]
+    for g in report["global_importance"]:
+        lines.append(f"| {g['feature_group']} | {g['mean_abs_contribution']:.5f} | "
+                     f"{g['mean_contribution']:+.5f} |")
+    return "\n".join(lines) + "\n"

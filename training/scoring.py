@@ -1,0 +1,347 @@
+"""Bulk scoring of one feature snapshot with one model, as a vectorised Spark pandas UDF.
+
+The model is loaded once per Python worker (a module-level cache keyed by the model directory,
+used from the iterator form `mapInPandas`, so a task loads it at most once and a reused worker
+never again). Each Arrow batch is one `model.predict` call (plus one more for the explained
+rows); the UDF returns flat columns (one per category score, per top category, per driver) so
+the Arrow transfer stays columnar, and Spark assembles the arrays and structs of the tables.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import importlib
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Iterator, Mapping, Protocol, Sequence
+
+import numpy as np
+import pandas as pd
+from pyspark import StorageLevel
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from demandcast.errors import DataQualityError, StageFailed
+from demandcast.logs import get_logger
+from training.explain import occlusion_contributions, top_drivers
+
+log = get_logger("scoring")
+
+USER_KEY = "user_key"
+EXPLAIN_FLAG = "_explain"
+# The loader the score stage uses; a "module:function" reference so workers import it by name.
+DEFAULT_LOADER = "training.model_io:load_scoring_model"
+
+
+class ScoringModel(Protocol):
+    """What training.model_io.load_scoring_model returns (docs/CONTRACTS.md "Model directory")."""
+
+    input_columns: Mapping[str, str]   # column -> "numeric" | "categorical"
+    category_ids: Sequence[str]        # order of the category head
+
+    def predict(self, features: pd.DataFrame) -> pd.DataFrame: ...
+
+
+# Worker-process cache: (loader, model_dir) -> loaded model. Lives as long as the Python worker.
+_WORKER_MODELS: dict[tuple[str, str], ScoringModel] = {}
+
+
+def resolve_loader(loader: str | Callable[[str], ScoringModel]) -> Callable[[str], ScoringModel]:
+    """A loader is a function, or a 'module:function' reference imported where it runs."""
+    if callable(loader):
+        return loader
+    module, _, name = loader.partition(":")
+    if not module or not name:
+        raise ValueError(f"model loader must be 'module:function', got {loader!r}")
+    return getattr(importlib.import_module(module), name)
+
+
+def _loader_name(loader: str | Callable[[str], ScoringModel]) -> str:
+    if isinstance(loader, str):
+        return loader
+    return f"{loader.__module__}:{loader.__qualname__}"
+
+
+def cached_model(model_dir: str, loader: str | Callable[[str], ScoringModel] = DEFAULT_LOADER
+                 ) -> ScoringModel:
+    """The model of `model_dir`, loaded at most once in this process."""
+    key = (_loader_name(loader), model_dir)
+    if key not in _WORKER_MODELS:
+        log.info("loading model %s in process", model_dir)
+        _WORKER_MODELS[key] = resolve_loader(loader)(model_dir)
+    return _WORKER_MODELS[key]
+
+
+# --- the contract between a model and a feature table -------------------------------------------
+
+def input_mismatches(input_columns: Mapping[str, str], schema: T.StructType) -> list[str]:
+    """Every way the feature table fails the model's expected inputs (empty when it fits)."""
+    fields = {f.name: f.dataType for f in schema.fields}
+    problems = []
+    for column, kind in input_columns.items():
+        if column not in fields:
+            problems.append(f"missing column '{column}' ({kind})")
+        elif kind == "numeric" and not isinstance(fields[column], (T.NumericType, T.BooleanType)):
+            problems.append(f"column '{column}' must be numeric, is {fields[column].simpleString()}")
+        elif kind == "categorical" and not isinstance(fields[column], T.StringType):
+            problems.append(f"column '{column}' must be a string (categorical), is "
+                            f"{fields[column].simpleString()}")
+        elif kind not in ("numeric", "categorical"):
+            problems.append(f"column '{column}': unknown input kind {kind!r} in the model")
+    if USER_KEY not in fields:
+        problems.append(f"missing key column '{USER_KEY}'")
+    return problems
+
+
+def check_model_inputs(input_columns: Mapping[str, str], schema: T.StructType, model_version: str,
+                       table: str = "user_features") -> None:
+    problems = input_mismatches(input_columns, schema)
+    if problems:
+        raise StageFailed(
+            f"model {model_version} does not fit table {table}: " + "; ".join(problems)
+            + ". Nothing was written; score with a model trained on this feature set "
+              "(--set score.model_version=...) or rebuild the features.")
+
+
+def model_inputs(features: DataFrame, input_columns: Mapping[str, str], explain: Column) -> DataFrame:
+    """The key, the model's inputs (numerics as double, so null arrives as NaN) and the flag of
+    the users to explain. Missing values are left to the model's saved preprocessing."""
+    cols = [F.col(USER_KEY)]
+    for column, kind in input_columns.items():
+        spark_type = "double" if kind == "numeric" else "string"
+        cols.append(F.col(column).cast(spark_type).alias(column))
+    return features.select(*cols, explain.alias(EXPLAIN_FLAG))
+
+
+# --- the UDF ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ScoringPlan:
+    """Everything a worker needs besides the rows; small and picklable."""
+
+    model_dir: str
+    input_columns: Mapping[str, str]
+    category_ids: tuple[str, ...]
+    top_k: int
+    groups: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    typical: Mapping[str, object] = field(default_factory=dict)
+    top_n_drivers: int = 3
+    loader: str | Callable[[str], ScoringModel] = DEFAULT_LOADER
+
+    @property
+    def n_top(self) -> int:
+        return min(self.top_k, len(self.category_ids))
+
+    @property
+    def n_drivers(self) -> int:
+        return min(self.top_n_drivers, len(self.groups))
+
+    def output_schema(self) -> T.StructType:
+        fields = [T.StructField(USER_KEY, T.StringType()),
+                  T.StructField("p_purchase", T.DoubleType()),
+                  T.StructField("expected_spend", T.DoubleType())]
+        for i in range(len(self.category_ids)):
+            fields += [T.StructField(f"cat_score_{i}", T.DoubleType()),
+                       T.StructField(f"cat_spend_{i}", T.DoubleType())]
+        for j in range(self.n_top):
+            fields += [T.StructField(f"top_{j}_index", T.IntegerType()),
+                       T.StructField(f"top_{j}_score", T.DoubleType())]
+        for j in range(self.n_drivers):
+            fields += [T.StructField(f"driver_{j}_group", T.StringType()),
+                       T.StructField(f"driver_{j}_value", T.DoubleType())]
+        for g in range(len(self.groups)):
+            fields.append(T.StructField(f"contribution_{g}", T.DoubleType()))
+        return T.StructType(fields)
+
+
+def category_scores(prediction: pd.DataFrame, category_ids: Sequence[str]) -> np.ndarray:
+    """The (rows, categories) matrix of category scores from a predict() frame: columns named by
+    the category ids when present, otherwise the columns after p_purchase and expected_spend."""
+    if not category_ids:
+        return np.zeros((len(prediction), 0))
+    names = [str(c) for c in category_ids]
+    if all(n in prediction.columns for n in names):
+        return prediction[names].to_numpy(dtype="float64")
+    rest = [c for c in prediction.columns if c not in ("p_purchase", "expected_spend")]
+    if len(rest) != len(names):
+        raise StageFailed(f"model predict() returned {len(rest)} category columns for "
+                          f"{len(names)} category ids")
+    return prediction[rest].to_numpy(dtype="float64")
+
+
+def spend_by_category(expected_spend: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Allots each user's expected spend to categories in proportion to the category scores
+    (the model has one spend head; the category head says where a purchase is likely to go)."""
+    total = scores.sum(axis=1, keepdims=True)
+    share = np.divide(scores, total, out=np.zeros_like(scores), where=total > 0)
+    return share * expected_spend[:, None]
+
+
+def score_frame(model: ScoringModel, batch: pd.DataFrame, plan: ScoringPlan) -> pd.DataFrame:
+    """Scores one pandas batch (key, inputs, explain flag) into the UDF's flat output columns."""
+    inputs = batch[list(plan.input_columns)]
+    prediction = model.predict(inputs)
+    p = prediction["p_purchase"].to_numpy(dtype="float64")
+    spend = prediction["expected_spend"].to_numpy(dtype="float64")
+    out: dict[str, object] = {USER_KEY: batch[USER_KEY].to_numpy(), "p_purchase": p,
+                              "expected_spend": spend}
+    scores = category_scores(prediction, plan.category_ids)
+    allotted = spend_by_category(spend, scores)
+    for i in range(scores.shape[1]):
+        out[f"cat_score_{i}"] = scores[:, i]
+        out[f"cat_spend_{i}"] = allotted[:, i]
+    if plan.n_top:
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :plan.n_top]
+        top = np.take_along_axis(scores, order, axis=1)
+        for j in range(plan.n_top):
+            out[f"top_{j}_index"] = order[:, j].astype("int32")
+            out[f"top_{j}_score"] = top[:, j]
+    frame = pd.DataFrame(out)
+    if plan.groups:
+        frame = frame.join(_drivers(model, inputs, p, batch[EXPLAIN_FLAG].to_numpy(dtype=bool), plan))
+    return frame
+
+
+def _drivers(model: ScoringModel, inputs: pd.DataFrame, p: np.ndarray, explain: np.ndarray,
+             plan: ScoringPlan) -> pd.DataFrame:
+    """Driver and contribution columns: null for the rows that are not explained."""
+    n, n_groups = len(inputs), len(plan.groups)
+    contributions = np.full((n, n_groups), np.nan)
+    names = np.full((n, plan.n_drivers), None, dtype=object)
+    values = np.full((n, plan.n_drivers), np.nan)
+    rows = np.flatnonzero(explain)
+    if len(rows):
+        subset = inputs.iloc[rows].reset_index(drop=True)
+        contrib = occlusion_contributions(
+            lambda frame: model.predict(frame)["p_purchase"].to_numpy(dtype="float64"),
+            subset, p[rows], plan.groups, plan.typical)
+        contributions[rows] = contrib
+        names[rows], values[rows] = top_drivers(contrib, list(plan.groups), plan.n_drivers)
+    out = {}
+    for j in range(plan.n_drivers):
+        out[f"driver_{j}_group"] = names[:, j]
+        out[f"driver_{j}_value"] = values[:, j]
+    for g in range(n_groups):
+        out[f"contribution_{g}"] = contributions[:, g]
+    return pd.DataFrame(out, index=inputs.index)
+
+
+def score_batches(plan: ScoringPlan, batches: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    """The mapInPandas function: one model per worker process, one predict per Arrow batch."""
+    model = cached_model(plan.model_dir, plan.loader)
+    for batch in batches:
+        yield score_frame(model, batch, plan)
+
+
+def score_users(inputs: DataFrame, plan: ScoringPlan) -> DataFrame:
+    """Scores every row of `inputs` (see model_inputs) on the executors."""
+    return inputs.mapInPandas(functools.partial(score_batches, plan), plan.output_schema())
+
+
+# --- from UDF output to table rows --------------------------------------------------------------
+
+# Delta refuses NOT NULL inside arrays: the casts make every nested field nullable.
+TOP_CATEGORIES_TYPE = "array<struct<category_id:string,score:double>>"
+DRIVERS_TYPE = "array<struct<feature_group:string,contribution:double>>"
+
+
+def decile_edges(scored: DataFrame, relative_error: float = 1e-4) -> list[float]:
+    """The 10th..90th percentiles of p_purchase (approximate quantiles: no single-partition sort)."""
+    return scored.approxQuantile("p_purchase", [i / 10 for i in range(1, 10)], relative_error)
+
+
+def decile(p: Column, edges: Sequence[float]) -> Column:
+    """1 for the highest-propensity tenth, 10 for the lowest."""
+    above = sum((F.when(p > F.lit(float(e)), 1).otherwise(0) for e in edges), F.lit(0))
+    return (F.lit(10) - above).cast("int")
+
+
+def prediction_rows(scored: DataFrame, plan: ScoringPlan, snapshot_date: dt.date,
+                    model_version: str, scored_at: dt.datetime, edges: Sequence[float]) -> DataFrame:
+    """The predictions table's columns (README "Table contracts")."""
+    ids = F.array(*[F.lit(str(c)) for c in plan.category_ids]) if plan.category_ids \
+        else F.array().cast("array<string>")
+    top = F.array(*[
+        F.struct(F.element_at(ids, F.col(f"top_{j}_index") + 1).alias("category_id"),
+                 F.col(f"top_{j}_score").alias("score"))
+        for j in range(plan.n_top)]) if plan.n_top else \
+        F.array().cast(TOP_CATEGORIES_TYPE)
+    if plan.n_drivers:
+        drivers = F.array(*[F.struct(F.col(f"driver_{j}_group").alias("feature_group"),
+                                     F.col(f"driver_{j}_value").alias("contribution"))
+                            for j in range(plan.n_drivers)])
+        drivers = F.when(F.col("driver_0_group").isNotNull(),
+                         F.filter(drivers, lambda d: d["feature_group"].isNotNull()))
+    else:
+        drivers = F.lit(None)
+    return scored.select(
+        F.col(USER_KEY),
+        F.lit(snapshot_date).cast("date").alias("snapshot_date"),
+        F.lit(model_version).alias("model_version"),
+        F.col("p_purchase"),
+        F.col("expected_spend"),
+        top.cast(TOP_CATEGORIES_TYPE).alias("top_categories"),
+        decile(F.col("p_purchase"), edges).alias("decile"),
+        F.lit(scored_at).cast("timestamp").alias("scored_at"),
+        drivers.cast(DRIVERS_TYPE).alias("drivers"),
+    )
+
+
+def category_demand_rows(scored: DataFrame, plan: ScoringPlan, snapshot_date: dt.date,
+                         model_version: str, computed_at: dt.datetime) -> DataFrame:
+    """Per category: sums over users of the category score and of the allotted expected spend.
+
+    One aggregation with one sum per category column (no explode of users x categories)."""
+    spark = scored.sparkSession
+    schema = ("snapshot_date date, model_version string, category_id string, "
+              "expected_buyers double, expected_revenue double, n_users long, computed_at timestamp")
+    if not plan.category_ids:
+        return spark.createDataFrame([], schema)
+    sums = scored.agg(F.count(F.lit(1)).alias("n_users"), *[
+        agg for i in range(len(plan.category_ids)) for agg in (
+            F.sum(f"cat_score_{i}").alias(f"b{i}"), F.sum(f"cat_spend_{i}").alias(f"r{i}"))])
+    per_category = F.explode(F.array(*[
+        F.struct(F.lit(str(c)).alias("category_id"), F.col(f"b{i}").alias("expected_buyers"),
+                 F.col(f"r{i}").alias("expected_revenue"))
+        for i, c in enumerate(plan.category_ids)])).alias("c")
+    return sums.select(
+        F.lit(snapshot_date).cast("date").alias("snapshot_date"),
+        F.lit(model_version).alias("model_version"),
+        per_category, F.col("n_users").cast("long").alias("n_users"),
+        F.lit(computed_at).cast("timestamp").alias("computed_at"),
+    ).select("snapshot_date", "model_version", "c.category_id", "c.expected_buyers",
+             "c.expected_revenue", "n_users", "computed_at")
+
+
+@dataclass
+class ScoredSnapshot:
+    """The UDF output of one snapshot, cached once and reused by every table written from it."""
+
+    frame: DataFrame
+    plan: ScoringPlan
+    n_users: int
+    n_explained: int
+    deciles: list[float]
+
+    def release(self) -> None:
+        self.frame.unpersist()
+
+
+def score_snapshot(features: DataFrame, plan: ScoringPlan, explain: Column) -> ScoredSnapshot:
+    """Runs the UDF over the snapshot once and keeps the result for the table writes."""
+    inputs = model_inputs(features, plan.input_columns, explain)
+    scored = score_users(inputs, plan).persist(StorageLevel.MEMORY_AND_DISK)
+    stats = scored.agg(F.count(F.lit(1)).alias("n"), F.countDistinct(USER_KEY).alias("keys"),
+                       F.count("driver_0_group" if plan.n_drivers else F.lit(None)).alias("explained"),
+                       F.sum(F.when(F.isnan("p_purchase") | F.col("p_purchase").isNull(), 1)
+                             .otherwise(0)).alias("bad")).first()
+    if stats["n"] != stats["keys"]:
+        scored.unpersist()
+        raise DataQualityError(f"the feature snapshot has {stats['n'] - stats['keys']} duplicate "
+                               f"user_key rows; nothing was written")
+    if stats["bad"]:
+        scored.unpersist()
+        raise StageFailed(f"the model returned NaN p_purchase for {stats['bad']} users; "
+                          "nothing was written")
+    return ScoredSnapshot(scored, plan, int(stats["n"]), int(stats["explained"] or 0),
+                          decile_edges(scored))
