@@ -1,33 +1,32 @@
-"""run-all: every stage in order for the configured snapshots, skipping stages that are not built."""
+"""run-all: generate (local only), ingest, features, train, evaluate, score, for the configured
+snapshots; stages whose outputs are current are skipped unless --force."""
 from __future__ import annotations
 
 import importlib.util
-import sys
 
 from demandcast.cli import STAGES, job_main, run_stage
 from demandcast.config import PipelineConfig
 from demandcast.logs import get_logger
+from demandcast.pipeline import STAGE_ORDER, render_summary, run_pipeline
+from demandcast.session import build_spark_session
 
 log = get_logger("run_all")
 
-ORDER = ("generate", "ingest", "features", "train", "evaluate", "score")
-
-
-def available_stages() -> tuple[list[str], list[str]]:
-    present, missing = [], []
-    for stage in ORDER:
-        (present if importlib.util.find_spec(STAGES[stage]) else missing).append(stage)
-    return present, missing
-
 
 def run(cfg: PipelineConfig) -> dict:
-    present, missing = available_stages()
-    if cfg.env != "local" and "generate" in present:
-        present.remove("generate")  # the simulator is for local samples only
+    built = [s for s in STAGE_ORDER if importlib.util.find_spec(STAGES[s])]
+    missing = [s for s in STAGE_ORDER if s not in built]
     if missing:
         log.warning("stages not built yet, skipped: %s", ", ".join(missing))
-    results = {stage: run_stage(stage, cfg) for stage in present}
-    return {"ran": present, "missing": missing, "results": results}
+    stages = [s for s in built if s != "generate" or cfg.env == "local"]
+    spark = build_spark_session("run-all", cfg.spark)
+    outcomes = run_pipeline(cfg, stages, run_stage, spark, force=cfg.run_all.force)
+    print(render_summary(outcomes), flush=True)
+    return {
+        "stages": {o.stage: o.status for o in outcomes},
+        "missing": missing,
+        **{f"{o.stage}_seconds": round(o.seconds, 1) for o in outcomes},
+    }
 
 
 if __name__ == "__main__":

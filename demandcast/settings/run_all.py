@@ -1,8 +1,9 @@
-"""Settings of the `run_all` stage (conf section `run_all`)."""
+"""Settings of the `run-all` stage (conf section `run_all`)."""
 from __future__ import annotations
 
 from demandcast.settings.base import Section
 
 
 class RunAllSettings(Section):
-    pass
+    # Rerun every stage even when its inputs and outputs are unchanged (`--force`).
+    force: bool = False

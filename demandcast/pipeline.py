@@ -1,0 +1,109 @@
+"""run-all: the stages in order, each skipped when its inputs and outputs are unchanged since
+its last successful run (unless forced), with banners, durations and a closing summary table."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from demandcast.config import PipelineConfig
+from demandcast.logs import get_logger
+from demandcast.stage_ledger import StageLedger, StageRecord, fingerprint, still_current
+from demandcast.tables import current_version, table_path
+
+log = get_logger("pipeline")
+
+STAGE_ORDER = ("generate", "ingest", "features", "train", "evaluate", "score")
+
+# The warehouse tables each stage leaves behind; their versions decide whether it reruns.
+STAGE_OUTPUT_TABLES: dict[str, tuple[str, ...]] = {
+    "generate": (),
+    "ingest": ("events", "quarantine", "users", "items"),
+    "features": ("user_daily", "user_features", "labels"),
+    "train": ("training_set", "models"),
+    "evaluate": (),
+    "score": ("predictions", "category_demand"),
+}
+
+# Config that changes no stage's output (where and how Spark runs, logging, run-all itself).
+_NEUTRAL_KEYS = {"spark", "log_level", "run_all"}
+
+
+@dataclass
+class StageOutcome:
+    stage: str
+    status: str  # ran | skipped | missing | failed
+    seconds: float
+    summary: dict[str, Any]
+    reason: str = ""
+
+
+def _stage_config(cfg: PipelineConfig, stage: str) -> dict[str, Any]:
+    shared = {k: v for k, v in cfg.model_dump(mode="json").items()
+              if k not in _NEUTRAL_KEYS and k not in STAGE_ORDER}
+    return {"shared": shared, "section": getattr(cfg, stage.replace("-", "_")).model_dump(mode="json")}
+
+
+def _artifacts(summary: dict[str, Any]) -> list[str]:
+    """Local files or folders a stage reports (keys ending in _path or _dir) that exist now."""
+    found = []
+    for key, value in summary.items():
+        if (key.endswith("_path") or key.endswith("_dir")) and isinstance(value, str) \
+                and "://" not in value and Path(value).exists():
+            found.append(str(Path(value).resolve()))
+    return sorted(found)
+
+
+def run_pipeline(
+    cfg: PipelineConfig,
+    stages: list[str],
+    run_stage: Callable[[str, PipelineConfig], dict],
+    spark: Any,
+    force: bool,
+) -> list[StageOutcome]:
+    ledger = StageLedger(Path(cfg.runs_dir) / "ledger")
+    outcomes: list[StageOutcome] = []
+    upstream = "root"
+    for index, stage in enumerate(stages, start=1):
+        fp = fingerprint(_stage_config(cfg, stage), upstream)
+        upstream = fp
+        tables = STAGE_OUTPUT_TABLES.get(stage, ())
+        versions = {t: current_version(spark, table_path(cfg.warehouse, t)) for t in tables}
+        record = ledger.load(stage)
+        reason = "forced" if force else still_current(record, fp, versions)
+        banner = f"[{index}/{len(stages)}] {stage}"
+        if reason is None and record is not None:
+            log.info("%s: skipped, unchanged since %s (use --force to rerun)", banner, record.finished_at)
+            outcomes.append(StageOutcome(stage, "skipped", 0.0, record.summary))
+            continue
+        log.info("%s: running (%s)", banner, reason)
+        started = time.monotonic()
+        try:
+            summary = run_stage(stage, cfg) or {}
+        except BaseException:
+            ledger.forget(stage)  # a failed stage must rerun, and so must everything after it
+            outcomes.append(StageOutcome(stage, "failed", time.monotonic() - started, {}))
+            log.error(render_summary(outcomes))
+            raise
+        seconds = time.monotonic() - started
+        after = {t: current_version(spark, table_path(cfg.warehouse, t)) for t in tables}
+        ledger.save(StageRecord(stage, fp, after, _artifacts(summary), summary, round(seconds, 1)))
+        outcomes.append(StageOutcome(stage, "ran", seconds, summary, reason or ""))
+    return outcomes
+
+
+def _figures(summary: dict[str, Any], limit: int = 6) -> str:
+    scalars = [(k, v) for k, v in summary.items()
+               if isinstance(v, (int, float, str)) and not isinstance(v, bool)
+               and not (k.endswith("_path") or k.endswith("_dir"))]
+    return ", ".join(f"{k}={round(v, 4) if isinstance(v, float) else v}" for k, v in scalars[:limit])
+
+
+def render_summary(outcomes: list[StageOutcome]) -> str:
+    rows = [("stage", "status", "seconds", "figures")]
+    rows += [(o.stage, o.status, f"{o.seconds:.1f}", _figures(o.summary)) for o in outcomes]
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    lines = [" | ".join(r[i].ljust(widths[i]) for i in range(3)) + " | " + r[3] for r in rows]
+    lines.insert(1, "-+-".join("-" * w for w in widths) + "-+-" + "-" * 20)
+    return "run-all summary\n" + "\n".join(lines)
