@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -27,14 +28,27 @@ class ColumnMapping(Section):
     derive: dict[str, str] = {}
     # contract column -> value used when the field is missing or empty.
     defaults: dict[str, str] = {}
-    # When the source has no event id: the id is a hash of these contract columns (after
-    # mapping); empty means a hash of the whole raw record.
-    event_id_from: list[str] = []
+    # None: event_id comes from the source (and is required). A list: the source has no event
+    # id and it is a hash of these contract columns after mapping; [] hashes the raw record.
+    event_id_from: list[str] | None = None
     # Java DateTimeFormatter pattern of event_time, e.g. "dd/MM/yyyy HH:mm"; None accepts
     # ISO-8601 (with or without offset), "yyyy-MM-dd[ HH:mm:ss]" and epoch seconds/milliseconds.
     timestamp_format: str | None = None
     # Zone of timestamps that carry no offset (IANA name); timestamps with an offset keep theirs.
     source_timezone: str = "UTC"
+
+    @field_validator("source_timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        import zoneinfo
+
+        if re.fullmatch(r"[+-]\d{2}:\d{2}", value):
+            return value
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (an IANA name such as Europe/Paris, or +HH:MM)")
+        return value
 
 
 class ValidationLimits(Section):
@@ -67,8 +81,6 @@ class IngestSettings(Section):
     users_path: str | None = None
     items_path: str | None = None
     ingest_dimensions: bool = True
-    # Data files written per event_date partition by one batch.
-    files_per_date: int = Field(1, ge=1, le=64)
 
     @field_validator("batch_id")
     @classmethod

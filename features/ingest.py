@@ -1,0 +1,249 @@
+"""One ingest batch: read raw files -> map to the contract -> validate -> deduplicate -> hash.
+
+`prepare_batch` computes everything and commits nothing; `commit_batch` writes the tables. The
+job checks the data-quality gate in between, so a refused batch leaves every table untouched.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+from demandcast.config import PipelineConfig
+from demandcast.errors import DataQualityError
+from demandcast.logs import get_logger
+from demandcast.settings.ingest import IngestSettings
+from demandcast.tables import TableSpec, commit_info, merge_table, table_path, write_table
+from features import raw_reader
+from features.column_mapping import map_to_contract, source_field
+from features.event_contract import FIELDS, Reason
+from features.pseudonymise import HashKey, with_user_key
+from features.raw_reader import FileProblem, InputFile
+from features.validation import validate_events
+
+log = get_logger("ingest")
+
+EVENTS = TableSpec(
+    name="events",
+    comment="Bronze behaviour events: validated, deduplicated on event_id, user ids pseudonymised",
+    partition_by=("event_date",),
+    column_comments={
+        "event_id": "unique event id (insert-only MERGE key)",
+        "user_key": "HMAC-SHA256 of the platform user id (hex)",
+        "event_time": "event time, UTC",
+        "extra": "source fields outside the event contract, as text",
+        "source_file": "raw file the event was read from",
+        "batch_id": "ingest batch that first inserted the event",
+        "ingested_at": "clock of that batch (UTC)",
+        "event_date": "UTC date of event_time",
+    },
+    properties={"delta.enableDeletionVectors": "false"},
+)
+QUARANTINE = TableSpec(
+    name="quarantine",
+    comment="Rejected raw records and files of each ingest batch, with the reason",
+    partition_by=("batch_id",),
+    column_comments={
+        "reason": "reason code (features.event_contract.Reason)",
+        "detail": "every problem of the record, 'reason: detail; ...'",
+        "raw_record": "the record as read (user id replaced by its keyed hash); null for file-level rows",
+        "source_file": "raw file of the record",
+    },
+    properties={"delta.enableDeletionVectors": "false"},
+)
+USERS = TableSpec(name="users", comment="User dimension, pseudonymised (user_key)",
+                  column_comments={"user_key": "HMAC-SHA256 of the platform user id (hex)"},
+                  properties={"delta.enableDeletionVectors": "false"})
+ITEMS = TableSpec(name="items", comment="Item dimension", properties={"delta.enableDeletionVectors": "false"})
+
+EVENT_COLUMNS = ("event_id", "user_key", "session_id", "event_time", "event_type", "item_id", "category_id",
+                 "price", "quantity", "device", "channel", "extra", "source_file", "batch_id", "ingested_at",
+                 "event_date")
+
+
+@dataclass
+class IngestBatch:
+    batch_id: str
+    files: list[InputFile]
+    problems: list[FileProblem]
+    events: DataFrame
+    quarantine: DataFrame
+    event_dates: list[dt.date]
+    counts: dict = field(default_factory=dict)
+    _cached: list[DataFrame] = field(default_factory=list)
+
+    @property
+    def bad_fraction(self) -> float:
+        judged = self.counts["good_rows"] + self.counts["bad_rows"]
+        return self.counts["bad_rows"] / judged if judged else 0.0
+
+    def release(self) -> None:
+        for df in self._cached:
+            df.unpersist()
+
+
+def input_paths(cfg: PipelineConfig) -> list[str]:
+    return list(cfg.ingest.paths) or [f"{cfg.raw_dir}/events/{cfg.ingest.format}"]
+
+
+def redact_user_ids(records: DataFrame, s: IngestSettings) -> DataFrame:
+    """raw_record with the raw user id replaced by its key (quarantine must not hold raw ids).
+
+    Parsed records: every occurrence of the id. Malformed JSON: the value of the user-id field.
+    """
+    key_field = source_field(s.mapping, "user_id")
+    pattern = '("' + key_field.replace("\\", "\\\\").replace(".", "\\.") + r'"\s*:\s*")[^"]*(")'
+    return records.withColumn("raw_record", F.when(
+        F.col("user_id").isNotNull() & (F.length("user_id") >= 3),
+        F.replace("raw_record", F.col("user_id"), F.concat(F.lit("hmac:"), F.col("user_key"))))
+        .otherwise(F.regexp_replace("raw_record", pattern, "$1<redacted>$2")))
+
+
+def _file_problem_rows(spark: SparkSession, problems: list[FileProblem]) -> DataFrame:
+    return spark.createDataFrame([(p.reason, p.detail, None, p.path) for p in problems],
+                                 "reason string, detail string, raw_record string, source_file string")
+
+
+def prepare_batch(spark: SparkSession, cfg: PipelineConfig, key: HashKey, now: dt.datetime) -> IngestBatch:
+    s = cfg.ingest
+    files = raw_reader.list_files(spark, input_paths(cfg), s.date_from, s.date_to)
+    batch_id = s.batch_id or raw_reader.batch_id_of(files)
+    log.info("batch %s: %d input files (%s)", batch_id, len(files), s.format)
+    raw = raw_reader.read_records(spark, files, s.format, s.csv_options)
+
+    checked = validate_events(map_to_contract(raw.records, s.mapping), s.validation, s.mapping, now)
+    keyed = with_user_key(checked, key, drop_source=False).persist(StorageLevel.MEMORY_AND_DISK)
+    # A file none of whose records carries the contract is a foreign file: reported as one
+    # problem, its records quarantined as foreign_schema, and kept out of the bad-row gate.
+    per_file = keyed.groupBy("source_file").agg(F.sum(
+        (F.size(F.filter("problems", lambda p: p.reason.isin(Reason.MALFORMED_RECORD, Reason.MISSING_REQUIRED)))
+         == 0).cast("int")).alias("carrying")).collect()
+    raw.release()  # `keyed` is materialised: the raw records are not needed any more
+    foreign = sorted(r.source_file for r in per_file if r.carrying == 0)
+    problems = list(raw.problems) + [FileProblem(f, Reason.FOREIGN_SCHEMA, "no record carries the required "
+                                                 "fields of the event contract") for f in foreign]
+    for f in foreign:
+        log.warning("foreign schema in %s: its records are quarantined as %s", f, Reason.FOREIGN_SCHEMA)
+    in_foreign = F.col("source_file").isin(*foreign) if foreign else F.lit(False)
+    foreign_problem = F.array(F.struct(F.lit(Reason.FOREIGN_SCHEMA).alias("reason"),
+                                       F.lit("file has no record with the contract fields").alias("detail")))
+    judged = (keyed.withColumn("problems", F.when(in_foreign, foreign_problem).otherwise(F.col("problems")))
+              .withColumn("is_good", F.size("problems") == 0))
+
+    reasons = {r.reason: r.n for r in judged.where(~F.col("is_good")).groupBy(
+        F.col("problems")[0].reason.alias("reason")).agg(F.count("*").alias("n")).collect()}
+    totals = judged.where("is_good").agg(F.count("*").alias("good"),
+                                        F.countDistinct("event_id").alias("unique"),
+                                        F.collect_set(F.to_date("event_time")).alias("dates")).first()
+    foreign_rows = reasons.get(Reason.FOREIGN_SCHEMA, 0)
+    counts = {
+        "files": len(files),
+        "file_problems": len(problems),
+        "records_read": sum(raw.rows_per_file.values()),
+        "good_rows": int(totals.good),
+        "duplicates_in_batch": int(totals.good - totals.unique),
+        "bad_rows": sum(reasons.values()) - foreign_rows,
+        "bad_by_reason": dict(sorted(reasons.items())),
+    }
+
+    first_copy = Window.partitionBy("event_id").orderBy("source_file", "raw_record")
+    events = (
+        judged.where("is_good")
+        .withColumn("_copy", F.row_number().over(first_copy)).where("_copy = 1")
+        .withColumn("batch_id", F.lit(batch_id))
+        .withColumn("ingested_at", F.lit(now))
+        .withColumn("event_date", F.to_date("event_time"))
+        .select(*EVENT_COLUMNS)
+    )
+    bad = redact_user_ids(judged.where(~F.col("is_good")), s).select(
+        F.col("problems")[0].reason.alias("reason"),
+        F.array_join(F.transform("problems", lambda p: F.concat(p.reason, F.lit(": "), p.detail)), "; ")
+        .alias("detail"),
+        "raw_record", "source_file")
+    quarantine = (bad.unionByName(_file_problem_rows(spark, [p for p in problems if p.path not in foreign]))
+                  .withColumn("batch_id", F.lit(batch_id))
+                  .withColumn("quarantined_at", F.lit(now)))
+    return IngestBatch(batch_id=batch_id, files=files, problems=problems, events=events,
+                       quarantine=quarantine, event_dates=sorted(totals.dates), counts=counts,
+                       _cached=[keyed])
+
+
+def check_gate(batch: IngestBatch, max_bad_fraction: float) -> None:
+    """Raises DataQualityError (exit 3) when the batch must not be committed."""
+    c = batch.counts
+    if batch.bad_fraction > max_bad_fraction:
+        raise DataQualityError(
+            f"batch {batch.batch_id}: {c['bad_rows']} of {c['good_rows'] + c['bad_rows']} rows are bad "
+            f"({batch.bad_fraction:.2%} > ingest.max_bad_fraction {max_bad_fraction:.2%}); by reason "
+            f"{c['bad_by_reason']}; nothing was committed")
+    if c["good_rows"] == 0 and batch.problems:
+        raise DataQualityError(f"batch {batch.batch_id}: no valid rows; file problems: "
+                               f"{[(p.path, p.reason) for p in batch.problems]}; nothing was committed")
+
+
+def commit_batch(batch: IngestBatch, warehouse: str) -> dict:
+    """Events first (insert-only, exactly once), then this batch's quarantine rows (replaced)."""
+    result: dict = {}
+    spark = batch.events.sparkSession
+    if batch.event_dates:
+        version = merge_table(batch.events, warehouse, EVENTS, keys=["event_id"], update_matched=False,
+                              partition_values=batch.event_dates)
+        metrics = commit_info(spark, table_path(warehouse, "events"), version).get("metrics", {})
+        result["events"] = {"version": version, "inserted": int(metrics.get("numTargetRowsInserted", 0)),
+                            "dates": f"{batch.event_dates[0]}..{batch.event_dates[-1]}"}
+    version = write_table(batch.quarantine, warehouse, QUARANTINE, "replace_partitions",
+                          replace_values=[batch.batch_id])
+    result["quarantine"] = {"version": version}
+    return result
+
+
+# --- dimensions -------------------------------------------------------------------------
+
+def _dimension_rows(spark: SparkSession, path: str) -> DataFrame | None:
+    try:
+        files = raw_reader.list_files(spark, [path])
+    except Exception as exc:  # a missing folder is normal for platforms without dimension exports
+        log.info("no dimension files at %s (%s): skipped", path, type(exc).__name__)
+        return None
+    raw = raw_reader.read_records(spark, files, "parquet")
+    return raw.records if files else None
+
+
+def _latest_per_key(df: DataFrame, key: str) -> DataFrame:
+    w = Window.partitionBy(key).orderBy(F.col("source_file").desc(), F.col("raw_record").desc())
+    return df.withColumn("_n", F.row_number().over(w)).where("_n = 1").drop("_n")
+
+
+def ingest_dimensions(spark: SparkSession, cfg: PipelineConfig, key: HashKey) -> dict:
+    """users and items files -> MERGE (update) into the dimension tables; rows without a key skipped."""
+    s = cfg.ingest
+    result = {}
+    users_raw = _dimension_rows(spark, s.users_path or f"{cfg.raw_dir}/users")
+    if users_raw is not None:
+        src = F.col("src")
+        users = users_raw.select(
+            src["user_id"].alias("user_id"),
+            src["signup_date"].try_cast("date").alias("signup_date"),
+            src["region"].alias("region"), src["age_band"].alias("age_band"), src["gender"].alias("gender"),
+            "raw_record", "source_file").where(F.col("user_id").isNotNull())
+        users = with_user_key(_latest_per_key(users, "user_id"), key).drop("raw_record", "source_file")
+        result["users"] = {"version": merge_table(users, cfg.warehouse, USERS, ["user_key"], update_matched=True)}
+        users_raw.unpersist()
+    items_raw = _dimension_rows(spark, s.items_path or f"{cfg.raw_dir}/items")
+    if items_raw is not None:
+        src = F.col("src")
+        items = items_raw.select(
+            src["item_id"].alias("item_id"), src["category_id"].alias("category_id"),
+            src["brand"].alias("brand"), src["list_price"].try_cast("double").alias("list_price"),
+            "raw_record", "source_file").where(F.col("item_id").isNotNull())
+        items = _latest_per_key(items, "item_id").drop("raw_record", "source_file")
+        result["items"] = {"version": merge_table(items, cfg.warehouse, ITEMS, ["item_id"], update_matched=True)}
+        items_raw.unpersist()
+    return result
+
+
+__all__ = ["EVENTS", "QUARANTINE", "USERS", "ITEMS", "IngestBatch", "prepare_batch", "check_gate",
+           "commit_batch", "ingest_dimensions", "FIELDS"]

@@ -1,0 +1,105 @@
+"""Writes the simulated world the way a platform lands it: raw files with realistic flaws.
+
+- JSON lines, gzip, one folder per landing date (`event_date=YYYY-MM-DD`), event_time as
+  ISO-8601 in the user's local offset;
+- Parquet, same folders, event_time as a UTC timestamp;
+- flaws (switchable): exact duplicates (a retried delivery, sometimes a day later), late events
+  (landing 1-2 days after they happened), and a few invalid records of known kinds.
+"""
+from __future__ import annotations
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from demandcast.settings.generate import SimulatorFlaws
+from features.simulator.randomness import uniform
+
+# Kinds of invalid records the simulator plants (ingest must quarantine every one).
+BAD_KINDS = ("malformed_json", "missing_user_id", "unknown_event_type", "negative_price",
+             "absurd_quantity", "future_timestamp", "oversized_string", "non_numeric_price")
+# Kinds that a typed Parquet file cannot hold.
+JSON_ONLY_KINDS = ("malformed_json", "non_numeric_price")
+EVENT_COLUMNS = ("event_id", "user_id", "session_id", "event_time", "event_type", "item_id",
+                 "category_id", "price", "quantity", "device", "channel")
+
+
+def with_flaws(events_df: DataFrame, flaws: SimulatorFlaws, seed: int) -> DataFrame:
+    """Events plus `landing_date` and `bad_kind` (null for valid rows), flaws included."""
+    eid = F.col("event_id")
+    late_by = F.when(uniform(seed, "late", eid) < flaws.late_fraction,
+                     F.lit(1) + (uniform(seed, "late_days", eid) < 0.5).cast("int")).otherwise(F.lit(0))
+    base = events_df.withColumn("landing_date", F.date_add("event_date", late_by)) \
+        .withColumn("bad_kind", F.lit(None).cast("string"))
+    duplicates = (base.where(uniform(seed, "duplicate", eid) < flaws.duplicate_fraction)
+                  .withColumn("landing_date", F.date_add("landing_date",
+                                                         (uniform(seed, "dup_day", eid) < 0.3).cast("int"))))
+    kind = F.element_at(F.array(*[F.lit(k) for k in BAD_KINDS]),
+                        (F.floor(uniform(seed, "bad_kind", eid) * len(BAD_KINDS)) + 1).cast("int"))
+    bad = (
+        base.where((uniform(seed, "bad", eid) < flaws.bad_row_fraction) & (F.col("event_type") != "search"))
+        .withColumn("bad_kind", kind)
+        .withColumn("event_id", F.concat(eid, F.lit("-bad")))
+        .withColumn("user_id", F.when(F.col("bad_kind") != "missing_user_id", F.col("user_id")))
+        .withColumn("event_type", F.when(F.col("bad_kind") == "unknown_event_type", F.lit("hover"))
+                    .otherwise(F.col("event_type")))
+        .withColumn("price", F.when(F.col("bad_kind") == "negative_price", -F.col("price") - 1)
+                    .otherwise(F.col("price")))
+        .withColumn("quantity", F.when(F.col("bad_kind") == "absurd_quantity", F.lit(1_000_000))
+                    .otherwise(F.col("quantity")))
+        .withColumn("event_time", F.when(F.col("bad_kind") == "future_timestamp",
+                                         F.col("event_time") + F.expr("INTERVAL 80 YEARS"))
+                    .otherwise(F.col("event_time")))
+        .withColumn("device", F.when(F.col("bad_kind") == "oversized_string", F.repeat(F.lit("x"), 5000))
+                    .otherwise(F.col("device")))
+    )
+    return base.unionByName(duplicates).unionByName(bad)
+
+
+def json_lines(landed: DataFrame) -> DataFrame:
+    """(value, event_date) with value one JSON record; times carry the user's local offset."""
+    local = F.from_utc_timestamp(F.col("event_time"), F.col("tz_offset"))
+    record = F.to_json(F.struct(*[
+        (F.concat(F.date_format(local, "yyyy-MM-dd'T'HH:mm:ss.SSS"), F.col("tz_offset")).alias("event_time")
+         if c == "event_time" else F.col(c)) for c in EVENT_COLUMNS]))
+    kind = F.col("bad_kind")
+    value = (F.when(kind == "malformed_json", F.substring(record, 1, F.floor(F.length(record) / 2).cast("int")))
+             .when(kind == "non_numeric_price",
+                   F.regexp_replace(record, r'"price":[-0-9.Ee]+', '"price":"n/a"'))
+             .otherwise(record))
+    return landed.select(value.alias("value"), F.col("landing_date").cast("string").alias("event_date"))
+
+
+def parquet_rows(landed: DataFrame) -> DataFrame:
+    rows = landed.where(F.col("bad_kind").isNull() | ~F.col("bad_kind").isin(*JSON_ONLY_KINDS))
+    return rows.select(*EVENT_COLUMNS, F.col("landing_date").cast("string").alias("event_date"))
+
+
+def _one_file_group_per_date(df: DataFrame, files_per_day: int, n_dates: int) -> DataFrame:
+    slot = F.pmod(F.xxhash64(*[F.col(c) for c in df.columns if c != "event_date"]), F.lit(files_per_day))
+    return df.repartition(max(1, n_dates * files_per_day // 4), "event_date", slot)
+
+
+def write_json(landed: DataFrame, path: str, files_per_day: int, n_dates: int) -> None:
+    (_one_file_group_per_date(json_lines(landed), files_per_day, n_dates)
+     .write.mode("overwrite").partitionBy("event_date").option("compression", "gzip").text(path))
+    _rename_suffix(landed.sparkSession, path, ".txt.gz", ".json.gz")
+
+
+def _rename_suffix(spark, root: str, old: str, new: str) -> None:
+    """Spark's text writer names files *.txt.gz; platforms land JSON lines as *.json.gz."""
+    jvm = spark._jvm
+    root_path = jvm.org.apache.hadoop.fs.Path(root)
+    fs = root_path.getFileSystem(spark._jsc.hadoopConfiguration())
+    found = fs.listFiles(root_path, True)
+    paths = []
+    while found.hasNext():
+        path = found.next().getPath()
+        if path.getName().endswith(old):
+            paths.append(path)
+    for path in paths:
+        fs.rename(path, jvm.org.apache.hadoop.fs.Path(path.getParent(), path.getName()[: -len(old)] + new))
+
+
+def write_parquet(landed: DataFrame, path: str, files_per_day: int, n_dates: int) -> None:
+    (_one_file_group_per_date(parquet_rows(landed), files_per_day, n_dates)
+     .write.mode("overwrite").partitionBy("event_date").parquet(path))

@@ -1,0 +1,154 @@
+"""Users with latent traits, items with prices, and the category statistics the truth needs.
+
+Latents of a user (all drawn from hashes of the user's index, see randomness.py):
+- activity: base daily probability of a visit, logit-normal around `mean_daily_activity`;
+- conversion_logit: purchase propensity on an active day, normal around logit(mean_conversion);
+- cart_propensity: chance of an abandoned cart on a day without purchase, correlated with
+  conversion_logit (so carts reveal propensity before any purchase);
+- price_sensitivity in [0, 1): share of item choices made among the cheaper half of a category,
+  and how strongly promotions raise conversion;
+- category preferences: a softmax of normal scores plus a global popularity slope;
+- browse_depth: multiplier of the number of views per visit;
+- signup_day and churn_day: the user exists from signup and stops visiting at churn
+  (lifetime exponential with a per-user hazard around `mean_churn_hazard`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+from demandcast.settings.generate import GenerateSettings
+from features.simulator.randomness import logit, normal, pick_from, pick_index, sigmoid, uniform
+
+CATEGORY_NAMES = ("electronics", "fashion", "home", "beauty", "sports", "books", "toys",
+                  "grocery", "garden", "automotive", "health", "pets")
+# Region -> fixed UTC offset of its users' devices (raw event times carry this offset).
+REGIONS = {"north_america": "-05:00", "europe": "+01:00", "asia_pacific": "+08:00",
+           "latin_america": "-03:00"}
+REGION_WEIGHTS = (0.4, 0.3, 0.2, 0.1)
+AGE_BANDS = ("18-24", "25-34", "35-44", "45-54", "55-64", "65+")
+AGE_WEIGHTS = (0.15, 0.28, 0.22, 0.16, 0.11, 0.08)
+GENDERS = ("female", "male", "other")
+GENDER_WEIGHTS = (0.52, 0.45, 0.03)
+DEVICES = ("mobile_app", "mobile_web", "desktop", "tablet")
+DEVICE_WEIGHTS = (0.4, 0.3, 0.25, 0.05)
+# Days of sign-ups before the simulated period (users with history at the start).
+SIGNUP_HISTORY_DAYS = 365
+# Log-weight slope of category popularity: category c is exp(-0.15 c) as popular as the first.
+POPULARITY_SLOPE = 0.15
+PREFERENCE_SPREAD = 1.2
+
+
+def category_names(n: int) -> list[str]:
+    return [CATEGORY_NAMES[c] if c < len(CATEGORY_NAMES) else f"category_{c:02d}" for c in range(n)]
+
+
+def users(spark: SparkSession, s: GenerateSettings, seed: int) -> DataFrame:
+    """One row per user with its latents and demographics (user index `uid`, 0-based)."""
+    uid = F.col("uid")
+    n_cat = s.n_categories
+    scores = F.transform(
+        F.sequence(F.lit(0), F.lit(n_cat - 1)),
+        lambda c: F.exp(F.lit(PREFERENCE_SPREAD) * normal(seed, "pref", uid, c)
+                        - F.lit(POPULARITY_SLOPE) * c))
+    hazard = F.lit(s.mean_churn_hazard) * F.exp(F.lit(0.6) * normal(seed, "churn_rate", uid) - 0.18)
+    lifetime = F.ceil(-F.log(F.lit(1.0) - uniform(seed, "lifetime", uid)) / hazard)
+    signup_span = SIGNUP_HISTORY_DAYS + int(0.8 * s.n_days)
+    propensity = normal(seed, "propensity", uid)
+    return (
+        spark.range(0, s.n_users, numPartitions=s.partitions).withColumnRenamed("id", "uid")
+        .withColumn("user_id", F.format_string("U%08d", uid))
+        .withColumn("activity", sigmoid(F.lit(logit(s.mean_daily_activity))
+                                        + F.lit(0.9) * normal(seed, "activity", uid)))
+        .withColumn("conversion_logit", F.lit(logit(s.mean_conversion)) + F.lit(0.8) * propensity)
+        .withColumn("cart_propensity", sigmoid(F.lit(-1.6) + F.lit(0.8) * propensity))
+        .withColumn("price_sensitivity", uniform(seed, "price_sensitivity", uid))
+        .withColumn("browse_depth", F.lit(0.5) + uniform(seed, "browse_depth", uid))
+        .withColumn("_scores", scores)
+        .withColumn("pref", F.transform("_scores", lambda x: x / F.aggregate("_scores", F.lit(0.0),
+                                                                              lambda a, b: a + b)))
+        .withColumn("pref_cdf", F.transform(
+            F.sequence(F.lit(1), F.lit(n_cat)),
+            lambda i: F.aggregate(F.slice("pref", 1, i), F.lit(0.0), lambda a, b: a + b)))
+        .withColumn("signup_day", (F.floor(uniform(seed, "signup", uid) * signup_span)
+                                   - SIGNUP_HISTORY_DAYS).cast("int"))
+        .withColumn("churn_day", F.when(hazard > 0, F.col("signup_day") + lifetime)
+                    .otherwise(F.lit(10 ** 7)).cast("int"))
+        .withColumn("region", pick_from(list(REGIONS), list(REGION_WEIGHTS), uniform(seed, "region", uid)))
+        .withColumn("tz_offset", F.element_at(F.create_map(*[F.lit(x) for kv in REGIONS.items() for x in kv]),
+                                              F.col("region")))
+        .withColumn("age_band", pick_from(list(AGE_BANDS), list(AGE_WEIGHTS), uniform(seed, "age", uid)))
+        .withColumn("gender", pick_from(list(GENDERS), list(GENDER_WEIGHTS), uniform(seed, "gender", uid)))
+        .withColumn("primary_device", pick_from(list(DEVICES), list(DEVICE_WEIGHTS),
+                                                uniform(seed, "device", uid)))
+        .drop("_scores")
+    )
+
+
+def user_dimension(users_df: DataFrame, start_date) -> DataFrame:
+    """The raw users file a platform would export (no latents)."""
+    return users_df.select(
+        "user_id", F.date_add(F.lit(start_date), F.col("signup_day")).alias("signup_date"),
+        "region", "age_band", "gender")
+
+
+def items(spark: SparkSession, s: GenerateSettings, seed: int) -> DataFrame:
+    """Items with a category (every category has at least one), brand, list price and price rank."""
+    iid = F.col("iid")
+    names = category_names(s.n_categories)
+    popularity = [pow(2.718281828, -POPULARITY_SLOPE * c) for c in range(s.n_categories)]
+    total = sum(popularity)
+    cdf = [sum(popularity[: c + 1]) / total for c in range(s.n_categories)]
+    category_idx = F.when(iid < s.n_categories, iid.cast("int")).otherwise(
+        pick_index(F.array(*[F.lit(x) for x in cdf]), uniform(seed, "item_category", iid)))
+    # Each category has its own price level (about 12 to 90) and a log-normal spread around it.
+    level = F.exp(F.lit(2.5) + F.lit(2.0) * uniform(seed, "category_price", F.col("category_idx")))
+    by_price = Window.partitionBy("category_idx").orderBy("list_price", "item_id")
+    return (
+        spark.range(0, s.n_items, numPartitions=max(1, min(s.partitions, 4)))
+        .withColumnRenamed("id", "iid")
+        .withColumn("item_id", F.format_string("I%06d", iid))
+        .withColumn("category_idx", category_idx)
+        .withColumn("category_id", F.element_at(F.array(*[F.lit(n) for n in names]),
+                                                F.col("category_idx") + 1))
+        .withColumn("brand", F.format_string("%s_brand_%02d", F.col("category_id"),
+                                             F.floor(uniform(seed, "brand", iid) * 12).cast("int")))
+        .withColumn("list_price", F.round(level * F.exp(F.lit(0.5) * normal(seed, "item_price", iid)), 2))
+        .withColumn("price_rank", (F.row_number().over(by_price) - 1).cast("int"))
+        .drop("iid")
+    )
+
+
+def item_dimension(items_df: DataFrame) -> DataFrame:
+    return items_df.select("item_id", "category_id", "brand", "list_price")
+
+
+@dataclass(frozen=True)
+class CategoryStats:
+    """Per category (by index): item count, size of the cheaper half, mean prices of both."""
+
+    names: list[str]
+    n_items: list[int]
+    n_budget: list[int]
+    mean_price: list[float]
+    mean_budget_price: list[float]
+
+
+def category_stats(items_df: DataFrame, n_categories: int) -> CategoryStats:
+    """Collected to the driver: a handful of numbers per category."""
+    sizes = {r.category_idx: r.n for r in items_df.groupBy("category_idx").agg(F.count("*").alias("n")).collect()}
+    n_budget = {c: (n + 1) // 2 for c, n in sizes.items()}
+    budget = F.element_at(F.array(*[F.lit(n_budget.get(c, 1)) for c in range(n_categories)]),
+                          F.col("category_idx") + 1)
+    means = {r.category_idx: (r.mean_all, r.mean_budget) for r in items_df.groupBy("category_idx").agg(
+        F.avg("list_price").alias("mean_all"),
+        F.avg(F.when(F.col("price_rank") < budget, F.col("list_price"))).alias("mean_budget")).collect()}
+    return CategoryStats(
+        names=category_names(n_categories),
+        n_items=[sizes[c] for c in range(n_categories)],
+        n_budget=[n_budget[c] for c in range(n_categories)],
+        mean_price=[means[c][0] for c in range(n_categories)],
+        mean_budget_price=[means[c][1] for c in range(n_categories)],
+    )

@@ -1,0 +1,58 @@
+"""Counter-based random numbers: a hash of (seed, stream, keys) instead of a stateful generator.
+
+Why not rand(seed)/randn(seed): their values depend on how rows are spread over partitions, and
+they are not allowed inside higher-order functions. A hash of the row's own coordinates (user,
+day, slot) gives the same number wherever and however often the row is computed, so events and
+ground truth can draw the *same* numbers independently, and output is identical for a seed on
+any cluster layout.
+"""
+from __future__ import annotations
+
+import math
+
+from pyspark.sql import Column
+from pyspark.sql import functions as F
+
+_TWO_POW_MINUS_53 = 2.0 ** -53
+
+
+def uniform(seed: int, stream: str, *keys: Column | str | int) -> Column:
+    """U[0, 1) from the top 53 bits of xxhash64(seed, stream, keys)."""
+    parts = [F.lit(seed), F.lit(stream)] + [k if isinstance(k, Column) else F.lit(k) for k in keys]
+    return F.shiftrightunsigned(F.xxhash64(*parts), 11).cast("double") * F.lit(_TWO_POW_MINUS_53)
+
+
+def normal(seed: int, stream: str, *keys: Column | str | int) -> Column:
+    """N(0, 1) by Box-Muller from two independent uniforms."""
+    u1 = uniform(seed, f"{stream}#1", *keys)
+    u2 = uniform(seed, f"{stream}#2", *keys)
+    return F.sqrt(F.lit(-2.0) * F.log(F.lit(1.0) - u1)) * F.cos(F.lit(2 * math.pi) * u2)
+
+
+def sigmoid(x: Column) -> Column:
+    return F.lit(1.0) / (F.lit(1.0) + F.exp(-x))
+
+
+def logit(p: float) -> float:
+    return math.log(p / (1 - p))
+
+
+def pick_index(cdf: Column, u: Column) -> Column:
+    """0-based index i of the first cdf[i] > u: a draw from the categorical distribution `cdf`."""
+    n = F.size(cdf)
+    position = F.array_position(F.transform(cdf, lambda c: c > u), F.lit(True))
+    # Rounding can leave the last cdf value a hair below 1: then the last index.
+    return F.when(position > 0, position - 1).otherwise(n - 1).cast("int")
+
+
+def pick_from(values: list[str], weights: list[float], u: Column) -> Column:
+    """A draw from a small fixed list of values with the given weights."""
+    total = sum(weights)
+    cumulative, acc = [], 0.0
+    for w in weights:
+        acc += w / total
+        cumulative.append(acc)
+    expr = F.lit(values[-1])
+    for value, upper in reversed(list(zip(values[:-1], cumulative[:-1]))):
+        expr = F.when(u < F.lit(upper), F.lit(value)).otherwise(expr)
+    return expr

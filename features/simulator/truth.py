@@ -1,0 +1,79 @@
+"""The planted truth: per user and cutoff, the exact purchase probability and expected spend.
+
+For a cutoff D and a window of N days (event dates D+1 .. D+N, UTC), with p_d the day's
+purchase probability from `with_daily_probabilities` (days independent given the latents):
+- p_purchase            = 1 - prod_d (1 - p_d)
+- p_purchase_by_category[c] = 1 - prod_d (1 - p_d q_c), q_c = P(a basket holds a line of c)
+                           = 1 - (1 - pi_c) prod_j (1 - e_j pi_c) for the extra-line chances e_j
+- expected_spend_by_category[c] = sum_d p_d (1 - discount_d) * E[lines] * pi_c * E[qty]
+                                   * (s * mean budget price_c + (1 - s) * mean price_c)
+pi = the user's category preferences, s = price sensitivity. Prices are rounded to cents when
+events are written, so realised spend differs from this expectation by rounding only.
+"""
+from __future__ import annotations
+
+import datetime as dt
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from demandcast.settings.generate import GenerateSettings
+from features.simulator.behaviour import (EXPECTED_LINES, EXPECTED_QUANTITY, EXTRA_LINE_PROBS,
+                                          with_daily_probabilities)
+from features.simulator.population import CategoryStats
+
+
+def _double_array(values: list[float]):
+    return F.array(*[F.lit(float(v)) for v in values])
+
+
+def ground_truth(users_df: DataFrame, stats: CategoryStats, s: GenerateSettings, seed: int,
+                 cutoffs: list[dt.date], window_days: int) -> DataFrame:
+    """One row per (user signed up by the cutoff, cutoff): the contract's ground_truth columns."""
+    spark = users_df.sparkSession
+    cut = spark.createDataFrame([(d, (d - s.start_date).days) for d in cutoffs],
+                                "cutoff_date date, cutoff_day int")
+    window = (
+        users_df.crossJoin(F.broadcast(cut))
+        .where(F.col("signup_day") <= F.col("cutoff_day"))
+        .withColumn("day", F.explode(F.sequence(F.col("cutoff_day") + 1, F.col("cutoff_day") + window_days)))
+    )
+    daily = with_daily_probabilities(window, s, seed)
+    per_user = daily.groupBy("uid", "cutoff_date").agg(
+        F.first("user_id").alias("user_id"),
+        F.first("pref").alias("pref"),
+        F.first("price_sensitivity").alias("price_sensitivity"),
+        F.sum(F.log1p(-F.col("p_purchase"))).alias("log_p_none"),
+        F.collect_list("p_purchase").alias("p_days"),
+        F.sum(F.col("p_purchase") * (F.lit(1.0) - F.col("discount"))).alias("discounted_purchase_days"),
+    )
+
+    def line_share(pi):
+        none = F.lit(1.0) - pi
+        for extra in EXTRA_LINE_PROBS:
+            none = none * (F.lit(1.0) - F.lit(extra) * pi)
+        return F.lit(1.0) - none
+
+    p_by_category = F.transform(
+        F.transform("pref", line_share),
+        lambda q: F.lit(1.0) - F.exp(F.aggregate("p_days", F.lit(0.0),
+                                                 lambda acc, p: acc + F.log1p(-p * q))))
+    s_u = F.col("price_sensitivity")
+    expected_price = F.zip_with(_double_array(stats.mean_price), _double_array(stats.mean_budget_price),
+                                lambda full, budget: s_u * budget + (F.lit(1.0) - s_u) * full)
+    spend_by_category = F.zip_with("pref", expected_price, lambda pi, price: (
+        F.col("discounted_purchase_days") * F.lit(EXPECTED_LINES * EXPECTED_QUANTITY) * pi * price))
+    names = F.array(*[F.lit(n) for n in stats.names])
+    return (
+        per_user
+        .withColumn("spend_by_category", spend_by_category)
+        .select(
+            "user_id",
+            "cutoff_date",
+            F.lit(window_days).alias("window_days"),
+            (F.lit(1.0) - F.exp("log_p_none")).alias("p_purchase"),
+            F.aggregate("spend_by_category", F.lit(0.0), lambda a, b: a + b).alias("expected_spend"),
+            F.map_from_arrays(names, p_by_category).alias("p_purchase_by_category"),
+            F.map_from_arrays(names, F.col("spend_by_category")).alias("expected_spend_by_category"),
+        )
+    )

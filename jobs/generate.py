@@ -1,0 +1,74 @@
+"""generate: simulated raw behaviour logs, user/item files and the ground truth, under raw_dir."""
+from __future__ import annotations
+
+import datetime as dt
+
+from pyspark import StorageLevel
+from pyspark.sql import functions as F
+
+from demandcast.cli import job_main
+from demandcast.config import PipelineConfig
+from demandcast.errors import ConfigError
+from demandcast.logs import get_logger
+from demandcast.session import build_spark_session
+from demandcast.tables import absolute_uri
+from features.simulator import ground_truth, landing, population, simulate
+
+log = get_logger("generate")
+
+
+def truth_cutoffs(cfg: PipelineConfig) -> list[dt.date]:
+    """The configured snapshot dates; without any, the last cutoff whose window fits the data."""
+    s = cfg.generate
+    if cfg.snapshot_dates:
+        return list(cfg.snapshot_dates)
+    last = s.start_date + dt.timedelta(days=s.n_days - 1 - cfg.label_window_days)
+    if last < s.start_date:
+        raise ConfigError(f"generate.n_days={s.n_days} is shorter than label_window_days="
+                          f"{cfg.label_window_days}: no cutoff has a complete label window")
+    log.warning("snapshot_dates is empty: ground truth for cutoff %s only", last)
+    return [last]
+
+
+def run(cfg: PipelineConfig) -> dict:
+    s = cfg.generate
+    if cfg.env != "local":
+        raise ConfigError("generate writes simulated data and runs in local mode only (env=local)")
+    cutoffs = truth_cutoffs(cfg)
+    spark = build_spark_session("generate", cfg.spark)
+    raw = absolute_uri(cfg.raw_dir)
+    world = simulate(spark, s, cfg.seed)
+
+    population.user_dimension(world.users, s.start_date).coalesce(max(1, s.n_users // 1_000_000)) \
+        .write.mode("overwrite").parquet(f"{raw}/users")
+    population.item_dimension(world.items).coalesce(1).write.mode("overwrite").parquet(f"{raw}/items")
+
+    landed = landing.with_flaws(world.events, s.flaws, cfg.seed).persist(StorageLevel.MEMORY_AND_DISK)
+    n_dates = s.n_days + 2
+    for fmt in s.formats:
+        write = landing.write_json if fmt == "json" else landing.write_parquet
+        write(landed, f"{raw}/events/{fmt}", s.files_per_day, n_dates)
+        log.info("wrote %s events under %s/events/%s", fmt, raw, fmt)
+    kinds = {r[0] or "valid": r[1] for r in landed.groupBy("bad_kind").count().collect()}
+    landed.unpersist()
+
+    truth = ground_truth(world, s, cfg.seed, cutoffs, cfg.label_window_days)
+    truth_path = f"{raw}/ground_truth"
+    # Not a warehouse table: the simulator's answer key, kept beside the raw files it explains.
+    truth.write.format("delta").mode("overwrite").option("overwriteSchema", "true").save(truth_path)
+    per_cutoff = {str(r.cutoff_date): {"users": r.n, "mean_p_purchase": round(r.p, 4)}
+                  for r in spark.read.format("delta").load(truth_path).groupBy("cutoff_date")
+                  .agg(F.count("*").alias("n"), F.avg("p_purchase").alias("p")).collect()}
+    return {
+        "raw_dir": raw,
+        "formats": s.formats,
+        "users": s.n_users,
+        "items": s.n_items,
+        "days": f"{s.start_date}..{s.start_date + dt.timedelta(days=s.n_days - 1)}",
+        "landed_records": kinds,
+        "ground_truth": {"path": truth_path, "window_days": cfg.label_window_days, "cutoffs": per_cutoff},
+    }
+
+
+if __name__ == "__main__":
+    job_main("generate")

@@ -1,0 +1,116 @@
+"""The simulator: deterministic for a seed, truth that the generated events agree with, and
+latents that leave visible traces in behaviour."""
+from __future__ import annotations
+
+import datetime as dt
+import math
+
+import pytest
+from pyspark.sql import functions as F
+
+from demandcast.settings.generate import GenerateSettings
+from features.simulator import ground_truth, simulate
+
+SEED = 7
+SETTINGS = GenerateSettings(n_users=3000, n_items=600, n_categories=8, start_date=dt.date(2025, 3, 1),
+                            n_days=60, partitions=3, mean_daily_activity=0.1)
+CUTOFF = dt.date(2025, 3, 30)  # window: 2025-03-31 .. 2025-04-29, inside the 60 simulated days
+WINDOW = 30
+
+
+def _checksum(df):
+    return df.select(F.bit_xor(F.xxhash64(*df.columns)).alias("h"), F.count("*").alias("n")).first()
+
+
+@pytest.fixture(scope="module")
+def world(spark):
+    w = simulate(spark, SETTINGS, SEED)
+    w.events = w.events.cache()
+    yield w
+    w.events.unpersist()
+
+
+@pytest.fixture(scope="module")
+def truth_vs_labels(world):
+    truth = ground_truth(world, SETTINGS, SEED, [CUTOFF], WINDOW)
+    window = world.events.where(F.col("event_date").between(CUTOFF + dt.timedelta(days=1),
+                                                            CUTOFF + dt.timedelta(days=WINDOW)))
+    bought = window.where(F.col("event_type") == "purchase").groupBy("user_id").agg(
+        F.sum(F.col("price") * F.col("quantity")).alias("spend"),
+        F.collect_set("category_id").alias("categories"))
+    rows = truth.join(bought, "user_id", "left").collect()
+    return rows
+
+
+def test_deterministic_for_a_seed_whatever_the_partitioning(spark):
+    small = SETTINGS.model_copy(update={"n_users": 400, "n_days": 20})
+    first = _checksum(simulate(spark, small, SEED).events)
+    assert first == _checksum(simulate(spark, small.model_copy(update={"partitions": 5}), SEED).events)
+    assert first != _checksum(simulate(spark, small, SEED + 1).events)
+    assert first.n > 1_000
+
+
+def test_event_fields_and_funnel_order(world):
+    ev = world.events
+    types = {r.event_type: r.n for r in ev.groupBy("event_type").agg(F.count("*").alias("n")).collect()}
+    assert set(types) == {"view", "search", "add_to_cart", "remove_from_cart", "purchase"}
+    assert types["view"] > types["add_to_cart"] > types["purchase"] > 0
+    # Every purchase is preceded, in the same session, by a view and a cart of the same item.
+    p = ev.where("event_type = 'purchase'").select("session_id", "item_id", F.col("event_time").alias("t"))
+    prior = ev.where("event_type in ('view', 'add_to_cart')").select("session_id", "item_id", "event_type",
+                                                                      "event_time")
+    steps = p.join(prior, ["session_id", "item_id"]).where(F.col("event_time") < F.col("t")) \
+        .groupBy("session_id", "item_id", "t").agg(F.countDistinct("event_type").alias("k"))
+    assert steps.where("k = 2").count() == p.count()
+    assert ev.where("event_id is null or user_id is null or price < 0 or quantity < 1").count() == 0
+    assert ev.select("event_id").distinct().count() == ev.count()
+
+
+def test_truth_agrees_with_generated_labels(truth_vs_labels):
+    rows = truth_vs_labels
+    n = len(rows)
+    p = [r.p_purchase for r in rows]
+    y = [1.0 if r.spend is not None else 0.0 for r in rows]
+    mean_p, rate = sum(p) / n, sum(y) / n
+    # Given the truth, labels are independent Bernoullis: their mean has this standard error.
+    se = math.sqrt(sum(q * (1 - q) for q in p)) / n
+    assert 0.05 < mean_p < 0.6
+    assert abs(rate - mean_p) < 4 * se
+    assert 4 * se < 0.1 * mean_p  # the tolerance is tight enough to catch a 10% bias
+
+    spend = [r.spend or 0.0 for r in rows]
+    expected = [r.expected_spend for r in rows]
+    mean_spend = sum(spend) / n
+    sd = math.sqrt(sum((s - mean_spend) ** 2 for s in spend) / (n - 1))
+    assert abs(mean_spend - sum(expected) / n) < 4 * sd / math.sqrt(n)
+    assert 4 * sd / math.sqrt(n) < 0.3 * mean_spend  # catches a 30% bias
+
+    # Per category: expected number of buyers vs observed, summed over all categories.
+    expected_buyers = sum(sum(r.p_purchase_by_category.values()) for r in rows)
+    observed_buyers = sum(len(r.categories or []) for r in rows)
+    assert abs(observed_buyers - expected_buyers) < 4 * math.sqrt(expected_buyers)
+
+    # The truth ranks users well: the oracle AUC is far above chance.
+    pos = [q for q, lab in zip(p, y) if lab]
+    neg = [q for q, lab in zip(p, y) if not lab]
+    wins = sum((a > b) + 0.5 * (a == b) for a in pos[:400] for b in neg[:1500])
+    assert wins / (len(pos[:400]) * len(neg[:1500])) > 0.7
+
+
+def test_latents_are_visible_in_behaviour(world):
+    ev = world.events
+    users = world.users.select("user_id", "activity", "price_sensitivity", "pref")
+    per_user = ev.groupBy("user_id").agg(
+        F.countDistinct("event_date").alias("active_days"),
+        F.avg(F.when(F.col("event_type") == "view", F.col("price"))).alias("view_price"),
+        F.mode(F.when(F.col("event_type") == "view", F.col("category_id"))).alias("top_viewed"))
+    joined = users.join(per_user, "user_id").withColumn(
+        "top_preferred", F.element_at(F.array(*[F.lit(c) for c in world.stats.names]),
+                                      F.array_position("pref", F.array_max("pref")).cast("int")))
+    stats = joined.select(
+        F.corr("activity", "active_days").alias("activity"),
+        F.corr("price_sensitivity", "view_price").alias("price"),
+        F.avg((F.col("top_viewed") == F.col("top_preferred")).cast("double")).alias("preference")).first()
+    assert stats.activity > 0.5
+    assert stats.price < -0.1
+    assert stats.preference > 0.5
