@@ -7,6 +7,7 @@ with numpy and cut into batches: no per-row Python anywhere.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -82,6 +83,8 @@ def shard_batches(files: list[str], spec: InputSpec, batch_size: int, rank: int,
     """One epoch of this rank's shard as dicts of numpy arrays (with a weight column of 1s)."""
     from petastorm import make_batch_reader
 
+    # petastorm 0.13 uses pyarrow's legacy dataset API, which warns on every reader.
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"petastorm\.|pyarrow\.")
     if not files:
         raise ValueError("no data files to read: the pinned training_set version is empty")
     # One seed per (run seed, epoch): same order for the same seed, a new order every epoch.

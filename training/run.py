@@ -1,0 +1,102 @@
+"""One training run end to end: pin the data, compute preprocessing, train on K ranks, record."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from pyspark.sql import SparkSession
+
+from demandcast.config import PipelineConfig
+from demandcast.errors import ConfigError, StageFailed
+from demandcast.logs import get_logger
+from training.dataset import TrainingSet, build_training_set, pin_training_set
+from training.distributed import RESULT_FILE
+from training.launch import SPEC_FILE, launch
+from training.lineage import model_row, record_model
+from training.model_io import code_version
+from training.preprocessing import compute_state, save_state
+
+log = get_logger("training.run")
+
+
+def local_dir(location: str) -> Path:
+    """Run and model folders are written with plain file I/O (TF, JSON): they need a local or
+    mounted shared path (NFS, DBFS FUSE), not an object-store URI."""
+    if "://" in location and not location.startswith("file://"):
+        raise ConfigError(f"runs_dir={location!r}: training writes checkpoints and models with file "
+                          "I/O; mount the bucket and give its local path")
+    return Path(location.removeprefix("file://")).resolve()
+
+
+def new_model_version(training_set: TrainingSet) -> str:
+    return f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-ts{training_set.version}"
+
+
+def unfinished_run(runs_dir: Path) -> Path:
+    """The newest run that has a spec and a checkpoint but no result: what --resume continues."""
+    candidates = sorted((p for p in (runs_dir / "train_runs").glob("*")
+                         if (p / SPEC_FILE).is_file() and not (p / RESULT_FILE).is_file()),
+                        key=lambda p: p.name)
+    if not candidates:
+        raise StageFailed(f"--resume: no unfinished training run under {runs_dir / 'train_runs'}")
+    return candidates[-1]
+
+
+def prepare_run(spark: SparkSession, cfg: PipelineConfig) -> dict:
+    """Pins (or builds) the training set, computes the preprocessing state, writes the run spec."""
+    settings = cfg.train
+    runs_dir = local_dir(cfg.runs_dir)
+    if settings.training_set_version is not None:
+        training_set = pin_training_set(spark, cfg.warehouse, settings.training_set_version, settings)
+    else:
+        dates = list(settings.snapshot_dates or cfg.snapshot_dates)
+        training_set = build_training_set(spark, cfg.warehouse, settings, dates)
+    model_version = new_model_version(training_set)
+    run_dir = runs_dir / "train_runs" / model_version
+    state = compute_state(training_set, training_set.read(spark, "train"), settings)
+    state_path = save_state(state, run_dir)
+    return {
+        "run_dir": str(run_dir),
+        "model_dir": str(runs_dir / "models" / model_version),
+        "state_path": str(state_path),
+        "train_files": training_set.files(spark, "train"),
+        "validation_files": training_set.files(spark, "validation"),
+        "numeric": list(training_set.columns.numeric),
+        "categorical": list(training_set.columns.categorical),
+        "labels": training_set.label_columns(),
+        "train_rows": training_set.row_counts.get("train", 0),
+        "validation_rows": training_set.row_counts.get("validation", 0),
+        "seed": cfg.seed,
+        "settings": settings.model_dump(mode="json"),
+        "resume": False,
+        "model_info": {
+            "model_version": model_version,
+            "training_set": training_set.to_json(),
+            "config": cfg.model_dump(mode="json"),
+            "code_version": code_version(),
+        },
+    }
+
+
+def train(spark: SparkSession, cfg: PipelineConfig) -> dict:
+    settings = cfg.train
+    if settings.resume:
+        run_dir = unfinished_run(local_dir(cfg.runs_dir))
+        spec = {**json.loads((run_dir / SPEC_FILE).read_text()), "resume": True}
+        log.info("resuming run %s (training_set version %s)", run_dir.name,
+                 spec["model_info"]["training_set"]["version"])
+    else:
+        spec = prepare_run(spark, cfg)
+    result = launch(spec, settings.launcher, settings.num_proc, settings.timeout_s, settings.use_gpu)
+    models_version = record_model(spark, cfg.warehouse, model_row(result, spec["model_info"]))
+    val = result["metrics"]["validation"]["calibrated"]
+    return {
+        "model_version": spec["model_info"]["model_version"],
+        "model_dir": result["model_dir"],
+        "training_set_version": spec["model_info"]["training_set"]["version"],
+        "ranks": result["size"], "resumed_from_epoch": result["resumed_from_epoch"],
+        "epochs_run": result["start_epoch"] + result["epochs_run"],
+        "val_roc_auc": round(val["roc_auc"], 4), "val_ece": round(val["ece"], 4),
+        "models_table_version": models_version,
+    }
