@@ -19,6 +19,7 @@ import pandas as pd
 from pyspark import cloudpickle  # the copy Spark pickles UDFs with
 
 from demandcast.tables import NO_DELETION_VECTORS, TableSpec, write_table
+from training.model_io import category_score_column
 
 MODELS_SPEC = TableSpec("models", "test models", properties=NO_DELETION_VECTORS)
 FEATURES_SPEC = TableSpec("user_features", "test features", ("snapshot_date",),
@@ -88,7 +89,7 @@ class LinearScoringModel:
         p = 1 / (1 + np.exp(-z[:, 0]))
         out = {"p_purchase": p, "expected_spend": p * 40 * np.exp(0.3 * np.tanh(z[:, 1]))}
         for i, c in enumerate(self.category_ids):
-            out[c] = 1 / (1 + np.exp(-z[:, 2 + i]))
+            out[category_score_column(c)] = 1 / (1 + np.exp(-z[:, 2 + i]))
         return pd.DataFrame(out, index=features.index)
 
 
@@ -124,9 +125,41 @@ def save_linear_model(model_dir: Path, reference: pd.DataFrame, seed: int,
 
 
 def write_models_table(spark, warehouse: str, rows: list[tuple]) -> int:
-    """rows: (model_version, status, auc_pr, model_dir, train snapshot, created_at)."""
+    """rows: (model_version, val_roc_auc, model_dir, train snapshot, created_at), in the columns
+    of training.lineage's models table that scoring reads."""
     df = spark.createDataFrame(
-        [(v, s, {"auc_pr": m}, d, [t], c) for v, s, m, d, t, c in rows],
-        "model_version string, status string, metrics map<string,double>, model_dir string, "
-        "train_snapshot_dates array<date>, created_at timestamp")
+        [(v, c, d, [t], m) for v, m, d, t, c in rows],
+        "model_version string, created_at timestamp, model_dir string, snapshot_dates array<date>, "
+        "val_roc_auc double")
     return write_table(df, warehouse, MODELS_SPEC, "overwrite")
+
+
+def save_wide_and_deep(features, model_dir: Path, model_version: str,
+                       inputs: dict[str, str] | None = None, hidden_units=(16, 8)) -> Path:
+    """A real model directory (training.model_io layout, SavedModel with its preprocessing
+    layers) of the project's Wide & Deep model, statistics from `features` (a Spark frame),
+    weights at their initial values: scoring needs the real graph and I/O, not a fit."""
+    from training.model import ModelParams, build_model
+    from training.model_io import save_model_dir
+    from training.preprocessing import numeric_statistics, vocabularies
+
+    inputs = dict(inputs or INPUTS)
+    numeric = tuple(c for c, k in inputs.items() if k == "numeric")
+    categorical = tuple(c for c, k in inputs.items() if k == "categorical")
+    state = {
+        "numeric": numeric_statistics(features, numeric, 8),
+        "categorical": vocabularies(features, categorical, 100, 1),
+        "feature_order": [*numeric, *categorical],
+        "crosses": [list(categorical[:2])] if len(categorical) >= 2 else [],
+        "cross_hash_buckets": 64,
+        "category_ids": CATEGORIES,
+        "labels": {"rows": 1000, "base_rate": 0.3, "spend_mean": 40.0,
+                   "category_rates": [0.1, 0.08, 0.05, 0.02]},
+        "calibration": {"method": "none", "a": 1.0, "b": 0.0},
+    }
+    params = ModelParams(embedding_dim=4, hidden_units=tuple(hidden_units), dropout=0.0, l2=0.0)
+    model = build_model(state, params)
+    info = {"model_version": model_version,
+            "params": {"embedding_dim": 4, "hidden_units": list(hidden_units), "dropout": 0.0,
+                       "l2": 0.0}}
+    return save_model_dir(model, state, model_dir, info, metrics={})

@@ -21,6 +21,7 @@ from scoring_fixtures import (CATEGORIES, SNAPSHOTS, feature_frame, load_linear_
                               save_linear_model, write_features, write_models_table)
 
 N_USERS = 400
+CATEGORY_COLUMNS = [f"p_category_{c}" for c in CATEGORIES]
 CREATED = dt.datetime(2026, 4, 2, 12, 0)
 
 
@@ -32,7 +33,7 @@ def _config(project_root, warehouse, tmp_path, *overrides):
 
 @pytest.fixture(scope="module")
 def scored_world(spark, tmp_path_factory):
-    """Two snapshots of features, two ok models (m2 better) and one failed, m2 scored once.
+    """Two snapshots of features, two models (m2 better) and one without a metric; m2 scored.
     Shared by the tests of this module that read it (one scoring run)."""
     project_root = Path(__file__).resolve().parent.parent
     tmp_path = tmp_path_factory.mktemp("scored")
@@ -44,9 +45,9 @@ def scored_world(spark, tmp_path_factory):
     m1 = save_linear_model(runs / "m1", train, seed=11)
     m2 = save_linear_model(runs / "m2", train, seed=12)
     write_models_table(spark, warehouse, [
-        ("m1", "ok", 0.40, str(m1), SNAPSHOTS[0], CREATED),
-        ("m2", "ok", 0.55, str(m2), SNAPSHOTS[0], CREATED),
-        ("m3", "failed", 0.99, str(runs / "m3"), SNAPSHOTS[0], CREATED),
+        ("m1", 0.60, str(m1), SNAPSHOTS[0], CREATED),
+        ("m2", 0.65, str(m2), SNAPSHOTS[0], CREATED),
+        ("m3", None, str(runs / "m3"), SNAPSHOTS[0], CREATED),  # no metric: never the default
     ])
     cfg = _config(project_root, warehouse, tmp_path, "score.explain_fraction=0.1",
                   "score.explain_user_keys=[key00007]",
@@ -60,7 +61,7 @@ def scored_world(spark, tmp_path_factory):
 def test_scores_equal_in_process_predict_and_rollup_is_the_sum(spark, scored_world):
     summary, current = scored_world["summary"], scored_world["current"]
     warehouse = scored_world["warehouse"]
-    assert summary["model_version"] == "m2"  # best ok model; failed m3 has a higher metric
+    assert summary["model_version"] == "m2"  # best val_roc_auc; m3 (no metric) is not chosen
     assert summary["snapshot_date"] == str(SNAPSHOTS[1]) and summary["users_scored"] == N_USERS
 
     got = (read_table(spark, warehouse, "predictions").where("model_version = 'm2'").toPandas()
@@ -74,9 +75,9 @@ def test_scores_equal_in_process_predict_and_rollup_is_the_sum(spark, scored_wor
 
     # Top categories: the 3 best category scores of the same predict, best first.
     for key in want.index[:50]:
-        expected = want.loc[key, CATEGORIES].sort_values(ascending=False, kind="stable")[:3]
+        expected = want.loc[key, CATEGORY_COLUMNS].sort_values(ascending=False, kind="stable")[:3]
         top = got.loc[key, "top_categories"]
-        assert [t["category_id"] for t in top] == list(expected.index)
+        assert ["p_category_" + t["category_id"] for t in top] == list(expected.index)
         np.testing.assert_allclose([t["score"] for t in top], expected.values, atol=1e-6)
 
     # Deciles: 1 holds the highest propensities, each decile about a tenth of the users.
@@ -88,7 +89,7 @@ def test_scores_equal_in_process_predict_and_rollup_is_the_sum(spark, scored_wor
     # category_demand = sums over users of the in-process per-user expectations.
     demand = (read_table(spark, warehouse, "category_demand").where("model_version = 'm2'")
               .toPandas().set_index("category_id"))
-    scores = want[CATEGORIES].to_numpy()
+    scores = want[CATEGORY_COLUMNS].to_numpy()
     allotted = scores / scores.sum(axis=1, keepdims=True) * want["expected_spend"].to_numpy()[:, None]
     np.testing.assert_allclose(demand.loc[CATEGORIES, "expected_buyers"], scores.sum(axis=0),
                                rtol=1e-9)
@@ -166,7 +167,7 @@ def test_model_that_does_not_fit_the_features_is_refused(spark, warehouse, tmp_p
     model_dir = save_linear_model(tmp_path / "runs" / "models" / "bad",
                                   train.assign(loyalty_tier="gold", region=1.0), seed=3,
                                   inputs=inputs)
-    write_models_table(spark, warehouse, [("bad", "ok", 0.5, str(model_dir), SNAPSHOTS[0], CREATED)])
+    write_models_table(spark, warehouse, [("bad", 0.5, str(model_dir), SNAPSHOTS[0], CREATED)])
     cfg = _config(project_root, warehouse, tmp_path)
     with pytest.raises(StageFailed) as err:
         run_score(spark, cfg, loader=load_linear_model)

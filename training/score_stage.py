@@ -44,7 +44,8 @@ def model_dir_of(runs_dir: str, model_version: str) -> str:
 
 
 def choose_model(spark: SparkSession, cfg: PipelineConfig) -> ModelChoice:
-    """The pinned version, or the best version with status ok by the configured metric."""
+    """The pinned version, or the best version by the configured metric (a models column; rows
+    without it come last). A `status` column, when the table has one, must say 'ok'."""
     settings = cfg.score
     models = read_table(spark, cfg.warehouse, "models")
     columns = set(models.columns)
@@ -74,24 +75,16 @@ def choose_model(spark: SparkSession, cfg: PipelineConfig) -> ModelChoice:
 
 
 def _metric_column(models: DataFrame, settings: ScoreSettings) -> Column:
-    if settings.selection_metric in models.columns:
-        return F.col(settings.selection_metric)
-    if "metrics" in models.columns:
-        return F.col("metrics").getItem(settings.selection_metric)
-    raise StageFailed(f"score.selection_metric {settings.selection_metric!r} is neither a column "
-                      f"nor a key of `metrics` in the models table (columns: {models.columns})")
+    if settings.selection_metric not in models.columns:
+        raise StageFailed(f"score.selection_metric {settings.selection_metric!r} is not a column of "
+                          f"the models table (columns: {models.columns})")
+    return F.col(settings.selection_metric)
 
 
 def _train_snapshot(row) -> dt.date | None:
-    """The latest snapshot the model was trained on, when the models table records it."""
-    fields = row.asDict()
-    for name in ("train_snapshot_dates", "snapshot_dates", "train_snapshot_date", "snapshot_date"):
-        value = fields.get(name)
-        if isinstance(value, (list, tuple)) and value:
-            return max(value)
-        if isinstance(value, dt.date):
-            return value
-    return None
+    """The latest snapshot the model was trained on (models.snapshot_dates, training.lineage)."""
+    dates = row.asDict().get("snapshot_dates")
+    return max(dates) if dates else None
 
 
 def choose_snapshot(features: DataFrame, settings: ScoreSettings) -> dt.date:

@@ -24,6 +24,7 @@ from pyspark.sql import types as T
 from demandcast.errors import DataQualityError, StageFailed
 from demandcast.logs import get_logger
 from training.explain import occlusion_contributions, top_drivers
+from training.model_io import category_score_column
 
 log = get_logger("scoring")
 
@@ -155,18 +156,12 @@ class ScoringPlan:
 
 
 def category_scores(prediction: pd.DataFrame, category_ids: Sequence[str]) -> np.ndarray:
-    """The (rows, categories) matrix of category scores from a predict() frame: columns named by
-    the category ids when present, otherwise the columns after p_purchase and expected_spend."""
-    if not category_ids:
-        return np.zeros((len(prediction), 0))
-    names = [str(c) for c in category_ids]
-    if all(n in prediction.columns for n in names):
-        return prediction[names].to_numpy(dtype="float64")
-    rest = [c for c in prediction.columns if c not in ("p_purchase", "expected_spend")]
-    if len(rest) != len(names):
-        raise StageFailed(f"model predict() returned {len(rest)} category columns for "
-                          f"{len(names)} category ids")
-    return prediction[rest].to_numpy(dtype="float64")
+    """The (rows, categories) matrix of the p_category_<id> columns of a predict() frame."""
+    names = [category_score_column(c) for c in category_ids]
+    missing = [n for n in names if n not in prediction.columns]
+    if missing:
+        raise StageFailed(f"model predict() did not return the category columns {missing}")
+    return prediction[names].to_numpy(dtype="float64") if names else np.zeros((len(prediction), 0))
 
 
 def spend_by_category(expected_spend: np.ndarray, scores: np.ndarray) -> np.ndarray:

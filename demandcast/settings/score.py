@@ -13,8 +13,8 @@ class ScoreSettings(Section):
     snapshot_date: dt.date | None = None
     # Pin a model version; None = the best version with status ok in the `models` table.
     model_version: str | None = None
-    # Metric of the models table that picks the best version, and its direction.
-    selection_metric: str = "auc_pr"
+    # Column of the models table (training.lineage) that picks the best version, and its direction.
+    selection_metric: str = "val_roc_auc"
     selection_higher_is_better: bool = True
     # Rows per Arrow batch sent to the Python workers; None = spark.arrow_batch_size.
     arrow_batch_size: int | None = Field(None, ge=1)
