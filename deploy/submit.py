@@ -4,8 +4,8 @@
         [--set KEY=VALUE ...] [--package wheel|venv] [--master URL] [--spark-conf KEY=VALUE ...]
         [--dry-run]
 
-STAGE is a stage of `demandcast` (ingest, features, ...) or the path of a job script such as
-deploy/cluster_probe.py. The wrapper
+STAGE is a stage of `demandcast` (ingest, features, ...; run through deploy/stage_launcher.py) or
+the path of a job script such as deploy/cluster_probe.py. The wrapper
 - validates the config (and its `extends` chain) before anything is built: exit 2 on errors;
 - packages the code: `wheel` builds the project wheel (`pip wheel --no-deps`) and ships it as a
   .zip with --py-files (Spark puts only .zip/.egg/.jar on sys.path; a pure wheel is such a zip);
@@ -132,20 +132,28 @@ class Artifacts:
                            check=True)
 
 
-def job_script(stage: str) -> Path:
-    """jobs/<stage>.py for a stage name, or the given path of a job script."""
+LAUNCHER = PROJECT_ROOT / "deploy" / "stage_launcher.py"
+
+
+def application(stage: str) -> tuple[Path, list[str]]:
+    """The file spark-submit runs and its leading arguments.
+
+    A stage runs through deploy/stage_launcher.py (`demandcast STAGE` from the shipped code):
+    running jobs/<stage>.py as the script would put jobs/ first on sys.path, where
+    jobs/features.py shadows the `features` package. A path runs that job script itself.
+    """
     if stage.endswith(".py"):
         path = Path(stage).resolve()
         if not path.is_file():
             raise ConfigError(f"job script not found: {stage}")
-        return path
+        return path, []
     if stage not in STAGES:
         raise ConfigError(f"unknown stage {stage!r}; stages are {', '.join(sorted(STAGES))} "
                           "or the path of a job script")
-    path = PROJECT_ROOT / (STAGES[stage].replace(".", "/") + ".py")
-    if not path.is_file():
-        raise ConfigError(f"stage {stage!r} has no job script yet ({path})")
-    return path
+    module = PROJECT_ROOT / (STAGES[stage].replace(".", "/") + ".py")
+    if not module.is_file():
+        raise ConfigError(f"stage {stage!r} has no job module yet ({module})")
+    return LAUNCHER, [stage]
 
 
 def config_files(conf: Path) -> list[Path]:
@@ -219,7 +227,8 @@ def build_command(
 
     # In cluster mode the driver runs on a node where --files sit in its working directory.
     conf_arg = conf.name if cluster_mode else str(conf.resolve())
-    argv += [str(job_script(stage)), "--conf", conf_arg]
+    script, leading = application(stage)
+    argv += [str(script), *leading, "--conf", conf_arg]
     for assignment in job_sets:
         argv += ["--set", assignment]
     return dict(profile.env), argv

@@ -90,7 +90,7 @@ def _pairs(argv: list[str], flag: str) -> list[str]:
 
 
 def _job_args(argv: list[str]) -> tuple[str, list[str]]:
-    """The application (first argument ending in .py) and the arguments after it."""
+    """The application (the first .py that is not a --py-files value) and the arguments after it."""
     index = next(i for i, word in enumerate(argv) if word.endswith(".py") and argv[i - 1] != "--py-files")
     return argv[index], argv[index + 1:]
 
@@ -110,7 +110,10 @@ def test_spark_tasks_submit_like_the_wrapper_yarn_profile(dags, tmp_path):
     for stage, argv in spark_tasks.items():
         assert stage in STAGES  # each task is a stage of the CLI ...
         application, args = _job_args(argv)
-        assert application.endswith(f"/jobs/{stage}.py")  # ... run through its jobs/<stage>.py
+        # ... run through the same launcher the wrapper submits
+        assert Path(application).name == Path(_job_args(expected)[0]).name == "stage_launcher.py"
+        assert args[0] == stage
+        args = args[1:]
         for flag in ("--master", "--deploy-mode", "--packages"):
             assert _pairs(argv, flag) == _pairs(expected, flag), flag
         assert [Path(f).name for f in _pairs(argv, "--files")[0].split(",")] == \

@@ -58,9 +58,9 @@ def test_dry_run_standalone_prints_the_exact_command(tmp_path):
     assert "spark.cores.max=2" in confs and "spark.scheduler.minRegisteredResourcesRatio=1.0" in confs
     # The job and its own arguments come last: config by path, the user's --set, then the
     # keys that make the session factory agree with spark-submit.
-    script = argv.index(str(PROJECT_ROOT / "jobs" / "run_all.py"))
+    script = argv.index(str(PROJECT_ROOT / "deploy" / "stage_launcher.py"))
     assert argv[script + 1:] == [
-        "--conf", str(PROJECT_ROOT / "conf" / "cluster.yaml"), "--set", "warehouse=/data/wh",
+        "run-all", "--conf", str(PROJECT_ROOT / "conf" / "cluster.yaml"), "--set", "warehouse=/data/wh",
         "--set", f"spark.python={VENV_PY}", "--set", "spark.packages=[]", "--set", "spark.jars_dir=null"]
     # ... and those job arguments form a valid configuration.
     sets = _pairs(argv[script:], "--set")
@@ -78,7 +78,8 @@ def test_dry_run_yarn_ships_the_venv_archive_and_config_by_name(tmp_path):
     assert _pairs(argv, "--packages") == ["io.delta:delta-spark_2.13:4.0.1"]
     assert "--jars" not in argv
     # The driver runs on a cluster node where --files land in its working directory.
-    assert argv[-4:] == ["--conf", "cluster.yaml", "--set", "spark.python=./environment/bin/python"]
+    assert argv[-6:] == [str(PROJECT_ROOT / "deploy" / "stage_launcher.py"), "run-all",
+                         "--conf", "cluster.yaml", "--set", "spark.python=./environment/bin/python"]
     assert "-Dlog4j2.configurationFile=log4j2.properties" in argv[argv.index("--driver-java-options") + 1]
     assert not any(tmp_path.iterdir())  # a dry run builds nothing
 
@@ -125,6 +126,16 @@ def test_code_package_holds_the_project_packages_only(tmp_path):
     assert out.stdout.strip().startswith(str(artifacts.code_zip))
 
 
+def test_stage_launcher_imports_the_project_from_anywhere(tmp_path):
+    """Run as a script the way spark-submit runs it, from another folder, the launcher reaches
+    the stage's config validation: imports work (jobs/ is not on sys.path), exit 2 on a bad key."""
+    launched = subprocess.run([VENV_PY, str(PROJECT_ROOT / "deploy" / "stage_launcher.py"), "features",
+                               "--conf", str(PROJECT_ROOT / "conf" / "local.yaml"), "--set", "no_such_key=1"],
+                              capture_output=True, text=True, cwd=tmp_path)
+    assert launched.returncode == 2, launched.stderr[-2000:]
+    assert "unknown key 'no_such_key'" in launched.stderr
+
+
 def test_profiles_are_complete():
     profiles = submit.load_profiles()
     assert set(profiles) >= {"standalone", "local", "yarn", "k8s"}
@@ -137,11 +148,12 @@ def test_k8s_manifest_parses_and_runs_a_real_stage_script():
     assert app["apiVersion"] == "sparkoperator.k8s.io/v1beta2"
     spec = app["spec"]
     assert spec["type"] == "Python" and spec["mode"] == "cluster"
-    stage = Path(spec["mainApplicationFile"]).stem
+    assert spec["mainApplicationFile"] == "local:///opt/demandcast/deploy/stage_launcher.py"
     from demandcast.cli import STAGES
-    assert STAGES[stage] == f"jobs.{stage}"
-    assert spec["arguments"][:2] == ["--conf", "/etc/demandcast/cluster.yaml"]
-    assert spec["sparkConf"]["spark.pyspark.python"] == spec["arguments"][3].split("=", 1)[1]
+    stage, *args = spec["arguments"]
+    assert stage in STAGES
+    assert args[:2] == ["--conf", "/etc/demandcast/cluster.yaml"]
+    assert spec["sparkConf"]["spark.pyspark.python"] == args[3].split("=", 1)[1]
     assert spec["deps"]["packages"] == load_config(PROJECT_ROOT / "conf" / "cluster.yaml").spark.packages
     for role in ("driver", "executor"):
         assert any(e["name"] == "DEMANDCAST_USER_HASH_KEY" for e in spec[role]["env"])
