@@ -67,7 +67,7 @@ def choose_model(spark: SparkSession, cfg: PipelineConfig) -> ModelChoice:
         tiebreak = [F.col("created_at").desc()] if "created_at" in columns else []
         row = candidates.orderBy(order, *tiebreak, F.col("model_version").desc()).first()
         if row is None:
-            raise StageFailed("the models table has no model with status 'ok'; run train first")
+            raise StageFailed("the models table has no usable model; run train first")
     version = str(row["model_version"])
     model_dir = row["model_dir"] if "model_dir" in columns and row["model_dir"] \
         else model_dir_of(cfg.runs_dir, version)
@@ -125,7 +125,11 @@ def run_score(spark: SparkSession, cfg: PipelineConfig,
                  "(--set score.force=true rescores it)", snapshot, choice.model_version)
         return {**summary, "skipped": "already scored"}
 
-    model = cached_model(choice.model_dir, loader)
+    try:
+        model = cached_model(choice.model_dir, loader)
+    except Exception as exc:  # a missing or unreadable directory: say which model and where
+        raise StageFailed(f"cannot load model {choice.model_version} from {choice.model_dir}: "
+                          f"{type(exc).__name__}: {exc}") from exc
     # Before anything is computed or written: the model must fit the feature table.
     check_model_inputs(model.input_columns, features.schema, choice.model_version)
     current = features.where(F.col("snapshot_date") == F.lit(snapshot))

@@ -1,0 +1,132 @@
+"""predictions and category_demand as a warehouse contract: read with Spark SQL (partitions,
+comments, time travel to the previous model's scores) and, slow-marked, with no Spark at all
+from the consumer venv (deltalake + DuckDB, its own pins: scripts/consumer_venv.sh)."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from demandcast.config import load_config
+from demandcast.tables import table_path
+from training.score_stage import run_score
+
+from scoring_fixtures import (CATEGORIES, SNAPSHOTS, feature_frame, load_linear_model,
+                              save_linear_model, write_features, write_models_table)
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+N_USERS = 200
+
+
+@pytest.fixture(scope="module")
+def two_models_scored(spark, tmp_path_factory):
+    """Snapshot 2 scored by m1, then by m2 (each pinned); versions after each run."""
+    tmp = tmp_path_factory.mktemp("consumers")
+    warehouse = str(tmp / "warehouse")
+    train = feature_frame(N_USERS, SNAPSHOTS[0], seed=1)
+    write_features(spark, warehouse, [train, feature_frame(N_USERS, SNAPSHOTS[1], seed=2)])
+    dirs = {v: save_linear_model(tmp / "runs" / "models" / v, train, seed=s)
+            for v, s in (("m1", 21), ("m2", 22))}
+    write_models_table(spark, warehouse, [(v, 0.6, str(d), SNAPSHOTS[0], dt.datetime(2026, 4, 2))
+                                          for v, d in dirs.items()])
+    versions = {}
+    for version in ("m1", "m2"):
+        cfg = load_config(PROJECT_ROOT / "conf" / "local.yaml", [
+            f"warehouse={warehouse}", f"runs_dir={tmp / 'runs'}", f"score.model_version={version}"])
+        versions[version] = run_score(spark, cfg, loader=load_linear_model)
+    return warehouse, versions
+
+
+def test_spark_sql_reads_the_contract_and_time_travels(spark, two_models_scored):
+    warehouse, runs = two_models_scored
+    predictions = table_path(warehouse, "predictions")
+    demand = table_path(warehouse, "category_demand")
+
+    detail = spark.sql(f"DESCRIBE DETAIL delta.`{predictions}`").first()
+    assert detail.partitionColumns == ["snapshot_date", "model_version"]
+    assert "propensity" in detail.description
+    comments = {r.col_name: r.comment for r in spark.sql(f"DESCRIBE TABLE delta.`{predictions}`").collect()}
+    assert all(comments.get(c) for c in ("user_key", "p_purchase", "expected_spend",
+                                         "top_categories", "decile", "drivers"))
+
+    per_model = {r.model_version: (r.n, r.lo, r.hi) for r in spark.sql(f"""
+        SELECT model_version, count(*) AS n, min(decile) AS lo, max(decile) AS hi
+        FROM delta.`{predictions}` WHERE snapshot_date = DATE'{SNAPSHOTS[1]}'
+        GROUP BY model_version""").collect()}
+    assert per_model == {"m1": (N_USERS, 1, 10), "m2": (N_USERS, 1, 10)}
+
+    # Time travel: the table as it was after m1's run holds only m1's scores, the same as now.
+    v_m1 = runs["m1"]["predictions_version"]
+    before = spark.sql(f"SELECT user_key, model_version, p_purchase "
+                       f"FROM delta.`{predictions}` VERSION AS OF {v_m1}").collect()
+    now_m1 = spark.sql(f"SELECT user_key, model_version, p_purchase FROM delta.`{predictions}` "
+                       f"WHERE model_version = 'm1'").collect()
+    assert {r.model_version for r in before} == {"m1"}
+    assert sorted(before) == sorted(now_m1)
+
+    top = spark.sql(f"""
+        SELECT category_id, expected_buyers, expected_revenue FROM delta.`{demand}`
+        WHERE snapshot_date = DATE'{SNAPSHOTS[1]}' AND model_version = 'm2'
+        ORDER BY expected_revenue DESC""").collect()
+    assert sorted(r.category_id for r in top) == sorted(CATEGORIES)
+    assert all(0 < r.expected_buyers <= N_USERS and r.expected_revenue > 0 for r in top)
+
+
+CONSUMER_SCRIPT = r"""
+import json, sys
+import duckdb
+from deltalake import DeltaTable
+
+predictions_path, demand_path, old_version = sys.argv[1], sys.argv[2], int(sys.argv[3])
+predictions = DeltaTable(predictions_path)
+demand = DeltaTable(demand_path)
+scores = predictions.to_pyarrow_dataset()
+by_model = duckdb.sql(
+    "SELECT model_version, count(*) AS n, sum(p_purchase) AS p, "
+    "sum(len(top_categories)) AS tops FROM scores GROUP BY model_version ORDER BY 1").fetchall()
+old = DeltaTable(predictions_path, version=old_version).to_pyarrow_table(
+    columns=["model_version", "p_purchase"])
+rollup = demand.to_pyarrow_table(
+    filters=[("model_version", "=", "m2")]).to_pandas()
+print(json.dumps({
+    "partition_columns": predictions.metadata().partition_columns,
+    "description": predictions.metadata().description,
+    "by_model": [[m, n, p, t] for m, n, p, t in by_model],
+    "old_models": sorted(set(old.column("model_version").to_pylist())),
+    "old_p_sum": sum(old.column("p_purchase").to_pylist()),
+    "m2_buyers": dict(zip(rollup["category_id"], rollup["expected_buyers"])),
+}))
+"""
+
+
+@pytest.mark.slow
+def test_consumer_without_spark_reads_the_tables(spark, two_models_scored):
+    """Builds .venv-consumer (PyPI only, once; later runs reuse it) and reads from there."""
+    subprocess.run(["bash", str(PROJECT_ROOT / "scripts" / "consumer_venv.sh")], check=True,
+                   timeout=900)
+    warehouse, runs = two_models_scored
+    consumer_python = PROJECT_ROOT / ".venv-consumer" / "bin" / "python"
+    out = subprocess.run(
+        [str(consumer_python), "-c", CONSUMER_SCRIPT, table_path(warehouse, "predictions"),
+         table_path(warehouse, "category_demand"), str(runs["m1"]["predictions_version"])],
+        check=True, capture_output=True, text=True, timeout=300)
+    seen = json.loads(out.stdout)
+
+    assert seen["partition_columns"] == ["snapshot_date", "model_version"]
+    assert "propensity" in seen["description"]
+    expected = {r.model_version: (r.n, r.p, r.tops) for r in spark.sql(f"""
+        SELECT model_version, count(*) AS n, sum(p_purchase) AS p, sum(size(top_categories)) AS tops
+        FROM delta.`{table_path(warehouse, 'predictions')}` GROUP BY model_version""").collect()}
+    for model, n, p, tops in seen["by_model"]:
+        assert (n, tops) == (expected[model][0], expected[model][2])
+        assert p == pytest.approx(expected[model][1], rel=1e-12)
+    assert seen["old_models"] == ["m1"]
+    assert seen["old_p_sum"] == pytest.approx(expected["m1"][1], rel=1e-12)
+    spark_buyers = {r.category_id: r.expected_buyers for r in spark.sql(
+        f"SELECT category_id, expected_buyers FROM delta.`{table_path(warehouse, 'category_demand')}`"
+        f" WHERE model_version = 'm2'").collect()}
+    assert seen["m2_buyers"] == pytest.approx(spark_buyers, rel=1e-12)
