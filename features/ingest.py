@@ -16,7 +16,7 @@ from demandcast.config import PipelineConfig
 from demandcast.errors import DataQualityError
 from demandcast.logs import get_logger
 from demandcast.settings.ingest import IngestSettings
-from demandcast.tables import TableSpec, commit_info, merge_table, table_path, write_table
+from demandcast.tables import TableSpec, commit_info, current_version, merge_table, table_path, write_table
 from features import raw_reader
 from features.column_mapping import map_to_contract, source_field
 from features.event_contract import FIELDS, Reason
@@ -189,9 +189,12 @@ def commit_batch(batch: IngestBatch, warehouse: str) -> dict:
     result: dict = {}
     spark = batch.events.sparkSession
     if batch.event_dates:
+        before = current_version(spark, table_path(warehouse, "events"))
         version = merge_table(batch.events, warehouse, EVENTS, keys=["event_id"], update_matched=False,
                               partition_values=batch.event_dates)
-        metrics = commit_info(spark, table_path(warehouse, "events"), version).get("metrics", {})
+        # A merge that inserts nothing commits nothing: then no version is new.
+        metrics = (commit_info(spark, table_path(warehouse, "events"), version).get("metrics", {})
+                   if version != before else {})
         result["events"] = {"version": version, "inserted": int(metrics.get("numTargetRowsInserted", 0)),
                             "dates": f"{batch.event_dates[0]}..{batch.event_dates[-1]}"}
     version = write_table(batch.quarantine, warehouse, QUARANTINE, "replace_partitions",

@@ -119,8 +119,11 @@ def _persisted(load: Callable[[list[str]], DataFrame], paths: list[str]) -> tupl
             df.unpersist()
         if len(paths) == 1:
             summary = _error_summary(exc)
+            # Spark's CSV reader refuses a file whose header differs from the batch's columns.
+            foreign = re.search(r"header does not conform to the schema", str(exc), re.IGNORECASE)
             log.warning("unreadable input file %s: %s", paths[0], summary)
-            return None, [FileProblem(paths[0], Reason.UNREADABLE_FILE, summary)]
+            return None, [FileProblem(paths[0], Reason.FOREIGN_SCHEMA if foreign else Reason.UNREADABLE_FILE,
+                                      summary)]
     middle = len(paths) // 2
     left, left_problems = _persisted(load, paths[:middle])
     right, right_problems = _persisted(load, paths[middle:])

@@ -1,0 +1,199 @@
+"""ingest on real Spark and Delta: quarantine reasons, exactly-once, mapped CSV, the gate."""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import hmac
+import json
+import os
+from pathlib import Path
+
+import pytest
+from pyspark.sql import functions as F
+
+from demandcast.config import load_config
+from demandcast.errors import ConfigError, DataQualityError
+from demandcast.tables import current_version, read_table, table_path
+from jobs import ingest as ingest_job
+
+TEST_KEY = os.environ["DEMANDCAST_USER_HASH_KEY"]  # set by conftest
+
+
+def _cfg(project_root: Path, tmp_path: Path, *overrides: str):
+    return load_config(project_root / "conf" / "local.yaml", [
+        "spark.shuffle_partitions=2", "spark.driver_memory=3g",
+        f"warehouse={tmp_path / 'warehouse'}", f"raw_dir={tmp_path / 'raw'}",
+        "ingest.ingest_dimensions=false", *overrides])
+
+
+def _event(n: int, **fields) -> dict:
+    record = {"event_id": f"E{n:04d}", "user_id": f"U{n % 7:03d}", "session_id": f"S{n}",
+              "event_time": f"2025-02-{1 + n % 3:02d}T10:{n % 60:02d}:00+02:00", "event_type": "view",
+              "item_id": f"I{n}", "category_id": "books", "price": 12.5, "quantity": 1,
+              "device": "desktop", "channel": "direct"}
+    record.update(fields)
+    return {k: v for k, v in record.items() if v is not None}
+
+
+def _write_json_gz(path: Path, lines: list[str]) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with gzip.open(path, "wt") as out:
+        out.write("\n".join(lines) + "\n")
+    return str(path)
+
+
+def _landing(tmp_path: Path, day: str, name: str) -> Path:
+    return tmp_path / "raw" / "events" / "json" / f"event_date={day}" / name
+
+
+def _events(spark, cfg):
+    return sorted(tuple(r) for r in read_table(spark, cfg.warehouse, "events").drop("extra").collect())
+
+
+BAD_RECORDS = {
+    '{"event_id": "B1", "user_id": "U1", "event_time": "2025-02-01T10:00:00Z", "event_typ': "malformed_record",
+    json.dumps(_event(101, user_id=None)): "missing_required",
+    json.dumps(_event(102, event_type="purchase", price=None)): "missing_required",
+    json.dumps(_event(103, price="abc")): "wrong_type",
+    json.dumps(_event(104, event_time="yesterday-ish")): "wrong_type",
+    json.dumps(_event(105, event_type="hover")): "unknown_event_type",
+    json.dumps(_event(106, price=-3.0)): "price_out_of_range",
+    json.dumps(_event(107, price=9e9)): "price_out_of_range",
+    json.dumps(_event(108, quantity=0)): "quantity_out_of_range",
+    json.dumps(_event(109, quantity=100000)): "quantity_out_of_range",
+    json.dumps(_event(110, event_time="2999-01-01T00:00:00Z")): "time_in_future",
+    json.dumps(_event(111, event_time="1990-01-01T00:00:00Z")): "time_before_floor",
+    json.dumps(_event(112, device="x" * 300)): "string_too_long",
+}
+
+
+def test_every_bad_row_and_bad_file_is_quarantined_with_its_reason(spark, project_root, tmp_path):
+    good = [json.dumps(_event(n)) for n in range(20)]
+    _write_json_gz(_landing(tmp_path, "2025-02-01", "a.json.gz"), good + list(BAD_RECORDS))
+    truncated = gzip.compress(("\n".join(good) + "\n").encode() * 50)
+    _landing(tmp_path, "2025-02-02", "truncated.json.gz").parent.mkdir(parents=True)
+    _landing(tmp_path, "2025-02-02", "truncated.json.gz").write_bytes(truncated[: len(truncated) // 2])
+    _landing(tmp_path, "2025-02-02", "empty.json.gz").write_bytes(b"")
+    _write_json_gz(_landing(tmp_path, "2025-02-02", "foreign.json.gz"),
+                   [json.dumps({"order": n, "customer": "c", "total": 3}) for n in range(5)])
+    _write_json_gz(_landing(tmp_path, "2025-02-02", "b.json.gz"), [json.dumps(_event(n)) for n in range(20, 30)])
+    cfg = _cfg(project_root, tmp_path, "ingest.max_bad_fraction=0.5")
+
+    summary = ingest_job.run(cfg)
+
+    assert summary["good_rows"] == 30 and summary["bad_rows"] == len(BAD_RECORDS)
+    expected_reasons = {}
+    for reason in BAD_RECORDS.values():
+        expected_reasons[reason] = expected_reasons.get(reason, 0) + 1
+    assert summary["bad_by_reason"] == {**expected_reasons, "foreign_schema": 5}
+    problems = {Path(p["path"]).name: p["reason"] for p in summary["file_problems"]}
+    assert problems == {"truncated.json.gz": "unreadable_file", "empty.json.gz": "empty_file",
+                        "foreign.json.gz": "foreign_schema"}
+
+    quarantine = read_table(spark, cfg.warehouse, "quarantine").collect()
+    by_record = {q.raw_record: q.reason for q in quarantine if q.raw_record and "order" not in q.raw_record}
+    redacted = {raw: reason for raw, reason in BAD_RECORDS.items()}
+    assert sorted(by_record.values()) == sorted(redacted.values())
+    assert {(Path(q.source_file).name, q.reason) for q in quarantine if q.raw_record is None} == {
+        ("truncated.json.gz", "unreadable_file"), ("empty.json.gz", "empty_file")}
+    assert sum(q.reason == "foreign_schema" for q in quarantine) == 5
+    assert all(q.batch_id == summary["batch_id"] for q in quarantine)
+    # Raw user ids reach no table: events carry the keyed hash, quarantine records are redacted.
+    assert not any('"U00' in (q.raw_record or "") for q in quarantine)
+    events = read_table(spark, cfg.warehouse, "events")
+    assert "user_id" not in events.columns
+    keys = {r.user_key for r in events.select("user_key").distinct().collect()}
+    assert keys == {hmac.new(TEST_KEY.encode(), f"U{n:03d}".encode(), hashlib.sha256).hexdigest()
+                    for n in range(7)}
+    # +02:00 in the source -> UTC in the table, partitioned by the UTC date.
+    first = events.where("event_id = 'E0000'").first()
+    assert str(first.event_time) == "2025-02-01 08:00:00" and str(first.event_date) == "2025-02-01"
+
+
+def test_reruns_and_overlapping_batches_never_duplicate(spark, project_root, tmp_path):
+    f1 = _write_json_gz(_landing(tmp_path, "2025-02-01", "1.json.gz"),
+                        [json.dumps(_event(n)) for n in range(0, 30)] + [json.dumps(_event(5))]
+                        + [json.dumps(_event(200, price=-1))])
+    f2 = _write_json_gz(_landing(tmp_path, "2025-02-02", "2.json.gz"), [json.dumps(_event(n)) for n in range(20, 50)])
+    f3 = _write_json_gz(_landing(tmp_path, "2025-02-03", "3.json.gz"), [json.dumps(_event(n)) for n in range(40, 60)])
+    batch_a = _cfg(project_root, tmp_path, f"ingest.paths=[{f1}, {f2}]")
+
+    first = ingest_job.run(batch_a)
+    assert first["duplicates_in_batch"] == 11  # E0005 twice in file 1, E0020..E0029 in both files
+    assert first["tables"]["events"]["inserted"] == 50
+    events_once = _events(spark, batch_a)
+    quarantine_once = sorted(tuple(r) for r in read_table(spark, batch_a.warehouse, "quarantine")
+                             .drop("quarantined_at").collect())
+
+    again = ingest_job.run(batch_a)
+    assert again["batch_id"] == first["batch_id"]
+    assert again["tables"]["events"]["inserted"] == 0
+    assert _events(spark, batch_a) == events_once
+    assert sorted(tuple(r) for r in read_table(spark, batch_a.warehouse, "quarantine")
+                  .drop("quarantined_at").collect()) == quarantine_once
+
+    overlapping = ingest_job.run(_cfg(project_root, tmp_path, f"ingest.paths=[{f2}, {f3}]"))
+    assert overlapping["batch_id"] != first["batch_id"]
+    assert overlapping["tables"]["events"]["inserted"] == 10
+    ids = [r.event_id for r in read_table(spark, batch_a.warehouse, "events").select("event_id").collect()]
+    assert len(ids) == len(set(ids)) == 60
+
+
+def test_gate_failure_commits_nothing(spark, project_root, tmp_path):
+    ok = _write_json_gz(_landing(tmp_path, "2025-02-01", "ok.json.gz"), [json.dumps(_event(n)) for n in range(10)])
+    cfg = _cfg(project_root, tmp_path, f"ingest.paths=[{ok}]")
+    ingest_job.run(cfg)
+    versions = {t: current_version(spark, table_path(cfg.warehouse, t)) for t in ("events", "quarantine")}
+
+    bad = _write_json_gz(_landing(tmp_path, "2025-02-02", "bad.json.gz"),
+                         [json.dumps(_event(n)) for n in range(10, 20)]
+                         + [json.dumps(_event(n, price=-1.0)) for n in range(20, 25)])
+    with pytest.raises(DataQualityError, match="5 of 15 rows are bad"):
+        ingest_job.run(_cfg(project_root, tmp_path, f"ingest.paths=[{bad}]", "ingest.max_bad_fraction=0.2"))
+    assert {t: current_version(spark, table_path(cfg.warehouse, t)) for t in versions} == versions
+    assert read_table(spark, cfg.warehouse, "events").count() == 10
+
+
+def test_platform_transaction_csv_through_column_mapping(spark, project_root, tmp_path):
+    folder = tmp_path / "exports"
+    folder.mkdir()
+    (folder / "orders.csv").write_text(
+        "customer_id,order_date,qty,amount,store\n"
+        "C1,01/03/2025,2,30.00,paris\n"
+        "C2,01/03/2025,1,9.99,lyon\n"
+        "C1,02/03/2025,3,4.50,paris\n"
+        "C3,02/03/2025,1,5.00,lille,EXTRA\n"       # a shifted row: one field too many
+        "C4,not-a-date,1,5.00,lille\n")
+    (folder / "other_layout.csv").write_text("sku,stock\nA,1\n")  # a foreign export
+    cfg = _cfg(project_root, tmp_path, "ingest.format=csv", f"ingest.paths=[{folder}]",
+               "ingest.mapping.columns={user_id: customer_id, event_time: order_date, quantity: qty}",
+               "ingest.mapping.constants={event_type: purchase}",
+               "ingest.mapping.derive={price: \"try_divide(try_cast(src['amount'] AS DOUBLE), "
+               "try_cast(src['qty'] AS DOUBLE))\"}",
+               "ingest.mapping.defaults={device: unknown, category_id: all}",
+               "ingest.mapping.event_id_from=[]",
+               "ingest.mapping.timestamp_format=dd/MM/yyyy",
+               "ingest.mapping.source_timezone=Europe/Paris",
+               "ingest.max_bad_fraction=0.5")
+
+    summary = ingest_job.run(cfg)
+
+    assert summary["good_rows"] == 3
+    assert summary["bad_by_reason"] == {"malformed_record": 1, "wrong_type": 1}
+    assert [(Path(p["path"]).name, p["reason"]) for p in summary["file_problems"]] == [
+        ("other_layout.csv", "foreign_schema")]
+    rows = {(r.event_date.isoformat(), str(r.event_time), r.quantity, round(r.price, 2), r.device,
+             r.category_id, r.event_type, r.extra.get("store"))
+            for r in read_table(spark, cfg.warehouse, "events").collect()}
+    # Midnight in Paris (UTC+1 in March) is 23:00 UTC the day before.
+    assert rows == {("2025-02-28", "2025-02-28 23:00:00", 2, 15.0, "unknown", "all", "purchase", "paris"),
+                    ("2025-02-28", "2025-02-28 23:00:00", 1, 9.99, "unknown", "all", "purchase", "lyon"),
+                    ("2025-03-01", "2025-03-01 23:00:00", 3, 1.5, "unknown", "all", "purchase", "paris")}
+    # Same file again: the derived ids are stable, nothing is inserted twice.
+    assert ingest_job.run(cfg)["tables"]["events"]["inserted"] == 0
+
+
+def test_cluster_mode_refuses_to_run_without_the_secret(project_root, tmp_path, monkeypatch):
+    monkeypatch.delenv("DEMANDCAST_USER_HASH_KEY")
+    with pytest.raises(ConfigError, match="DEMANDCAST_USER_HASH_KEY"):
+        ingest_job.run(_cfg(project_root, tmp_path, "env=cluster"))
