@@ -16,7 +16,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from features.catalog import FeatureSpec, feature_catalog
-from features.daily import ADDITIVE_COLUMNS
+from features.daily import ADDITIVE_COLUMNS, EXACT_SUM_COLUMNS, exact_sum
 from features.families.category_affinity import add_category_affinity_features, category_window_totals
 from features.families.common import total_name
 from features.families.context import add_context_features
@@ -49,10 +49,13 @@ def daily_before_snapshots(user_daily: DataFrame, snapshots: DataFrame) -> DataF
 def window_totals(daily: DataFrame, spec: FeatureSpec) -> DataFrame:
     """Per (user_key, snapshot_date): every additive column summed over every window, plus the
     all-history extremes (first/last event times, last device)."""
-    sums = [
-        F.coalesce(F.sum(F.when(F.col("age_days") <= w, F.col(c))), F.lit(0)).alias(total_name(c, w))
-        for c in ADDITIVE_COLUMNS for w in spec.all_windows
-    ]
+    def window_sum(column: str, w: int):
+        value = F.when(F.col("age_days") <= w, F.col(column))
+        if column in EXACT_SUM_COLUMNS:
+            return exact_sum(value)
+        return F.coalesce(F.sum(value), F.lit(0))
+
+    sums = [window_sum(c, w).alias(total_name(c, w)) for c in ADDITIVE_COLUMNS for w in spec.all_windows]
     return daily.groupBy(*KEYS).agg(
         *sums,
         F.min("first_event_time").alias("first_event_time"),

@@ -25,6 +25,22 @@ ADDITIVE_COLUMNS = (
     "active_days",
 )
 
+# Double columns, summed exactly (see `exact_sum`).
+EXACT_SUM_COLUMNS = frozenset({"viewed_value", "carted_value", "spend", "viewed_price_sum",
+                               "bought_price_sum", "session_seconds"})
+
+# Amounts are summed as integer millionths: integer addition does not depend on the order rows
+# arrive in, so a re-run, a backfill and a one-by-one run give bit-identical doubles (a plain
+# double sum changes in the last bits with the shuffle's arrival order).
+MICROS = 1_000_000
+
+
+def exact_sum(value: Column) -> Column:
+    """sum(value) rounded to millionths, independent of row order; 0.0 when there are no values."""
+    micros = F.sum(F.round(value * MICROS).cast("long"))
+    return (F.coalesce(micros, F.lit(0)) / MICROS).cast("double")
+
+
 # Struct of one entry of the `categories` array.
 CATEGORY_FIELDS = "category_id string, views int, purchases int, spend double"
 
@@ -47,7 +63,7 @@ def _count_if(cond: Column) -> Column:
 
 
 def _sum_if(cond: Column, value: Column) -> Column:
-    return F.coalesce(F.sum(F.when(cond, value)), F.lit(0.0)).cast("double")
+    return exact_sum(F.when(cond, value))
 
 
 def events_with_item_context(events: DataFrame, items: DataFrame) -> DataFrame:
@@ -108,11 +124,11 @@ def user_daily_aggregates(events: DataFrame, roles: EventRoles) -> DataFrame:
     # that falls on that day: sessions stay additive across days.
     sessions = (clustered
                 .groupBy("user_key", "event_date", "session_id")
-                .agg((F.max("event_time").cast("double") - F.min("event_time").cast("double"))
-                     .alias("seconds"))
+                .agg((F.unix_micros(F.max("event_time")) - F.unix_micros(F.min("event_time")))
+                     .alias("micros"))
                 .groupBy("user_key", "event_date")
                 .agg(F.count(F.lit(1)).cast("int").alias("sessions"),
-                     F.sum("seconds").cast("double").alias("session_seconds")))
+                     (F.sum("micros") / MICROS).cast("double").alias("session_seconds")))
 
     categories = (clustered.where(F.col("category_id").isNotNull())
                   .groupBy("user_key", "event_date", "category_id")

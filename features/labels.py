@@ -5,6 +5,8 @@ from __future__ import annotations
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from features.daily import exact_sum
+
 KEYS = ["user_key", "snapshot_date"]
 LABEL_COLUMNS = ("label_purchased", "label_spend", "label_n_purchases", "label_category_spend")
 
@@ -18,11 +20,11 @@ def labels(user_daily: DataFrame, population: DataFrame, snapshots: DataFrame,
                   (F.col("event_date") >= F.col("snapshot_date"))
                   & (F.col("event_date") < F.date_add("snapshot_date", window_days)))
             .where(F.col("purchases") > 0))
-    totals = rows.groupBy(*KEYS).agg(F.sum("spend").alias("spend"),
+    totals = rows.groupBy(*KEYS).agg(exact_sum(F.col("spend")).alias("spend"),
                                      F.sum("purchases").alias("n_purchases"))
     per_category = (rows.select(*KEYS, F.inline("categories"))
                     .where(F.col("purchases") > 0)
-                    .groupBy(*KEYS, "category_id").agg(F.sum("spend").alias("spend"))
+                    .groupBy(*KEYS, "category_id").agg(exact_sum(F.col("spend")).alias("spend"))
                     .groupBy(*KEYS)
                     .agg(F.map_from_entries(F.array_sort(F.collect_list(
                         F.struct("category_id", "spend")))).alias("category_spend")))

@@ -2,7 +2,7 @@
 category id), share of views and purchases in them, diversity (distinct categories, entropy)."""
 from __future__ import annotations
 
-from pyspark.sql import DataFrame, Window
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from features.catalog import Feature, FeatureSpec
@@ -51,36 +51,45 @@ def definitions(spec: FeatureSpec) -> list[Feature]:
 
 
 def category_window_totals(daily: DataFrame, spec: FeatureSpec) -> DataFrame:
-    """Per (user_key, snapshot_date, category_id): views, purchases, spend in the profile window.
+    """Per (user_key, snapshot_date, category_id): views and purchases in the profile window.
 
     `daily` holds user_daily rows paired with snapshots and their `age_days` (see assemble).
     """
     return (daily.where(F.col("age_days") <= spec.profile_window_days)
             .select(*KEYS, F.inline("categories"))
             .groupBy(*KEYS, "category_id")
-            .agg(F.sum("views").alias("views"), F.sum("purchases").alias("purchases"),
-                 F.sum("spend").alias("spend")))
+            .agg(F.sum("views").alias("views"), F.sum("purchases").alias("purchases")))
 
 
 def category_affinity_aggregates(category_totals: DataFrame, spec: FeatureSpec) -> DataFrame:
-    """Per (user_key, snapshot_date): the top-k categories and the sums the features divide."""
+    """Per (user_key, snapshot_date): the top-k categories and the sums the features divide.
+
+    The user's categories are collected and sorted (views desc, purchases desc, id asc), so the
+    top k are the first k entries and the entropy sum runs in a fixed order (bit-identical
+    re-runs) without a window function and its extra shuffle.
+    """
     k = spec.top_k_categories
+    entry = F.struct((-F.col("views")).alias("neg_views"), (-F.col("purchases")).alias("neg_purchases"),
+                     "category_id", "views", "purchases")
     ranked = (category_totals.where((F.col("views") > 0) | (F.col("purchases") > 0))
-              .withColumn("rank", F.row_number().over(
-                  Window.partitionBy(*KEYS).orderBy(F.desc("views"), F.desc("purchases"),
-                                                    F.asc("category_id")))))
-    in_top = F.col("rank") <= k
-    v = F.col("views").cast("double")
-    return ranked.groupBy(*KEYS).agg(
-        *[F.max(F.when(F.col("rank") == i, F.col("category_id"))).alias(f"cat__top_{i}")
-          for i in range(1, k + 1)],
-        F.sum(F.when(in_top, F.col("views")).otherwise(0)).alias("cat__views_top"),
-        F.sum(F.when(in_top, F.col("purchases")).otherwise(0)).alias("cat__purchases_top"),
-        F.sum("views").alias("cat__views"),
-        F.sum("purchases").alias("cat__purchases"),
-        F.count(F.when(F.col("views") > 0, 1)).alias("cat__distinct_viewed"),
-        F.count(F.when(F.col("purchases") > 0, 1)).alias("cat__distinct_bought"),
-        F.sum(F.when(v > 0, v * F.log(v)).otherwise(0.0)).alias("cat__sum_vlogv"),
+              .groupBy(*KEYS).agg(F.array_sort(F.collect_list(entry)).alias("ranked")))
+    top = F.slice("ranked", 1, k)
+
+    def total(array, field: str):
+        return F.aggregate(array, F.lit(0).cast("long"), lambda acc, x: acc + x[field])
+
+    return ranked.select(
+        *KEYS,
+        *[F.get("ranked", i - 1)["category_id"].alias(f"cat__top_{i}") for i in range(1, k + 1)],
+        total(top, "views").alias("cat__views_top"),
+        total(top, "purchases").alias("cat__purchases_top"),
+        total("ranked", "views").alias("cat__views"),
+        total("ranked", "purchases").alias("cat__purchases"),
+        F.size(F.filter("ranked", lambda x: x["views"] > 0)).alias("cat__distinct_viewed"),
+        F.size(F.filter("ranked", lambda x: x["purchases"] > 0)).alias("cat__distinct_bought"),
+        F.aggregate("ranked", F.lit(0.0), lambda acc, x: acc + F.when(
+            x["views"] > 0, x["views"].cast("double") * F.log(x["views"].cast("double")))
+            .otherwise(0.0)).alias("cat__sum_vlogv"),
     )
 
 

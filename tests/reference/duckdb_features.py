@@ -250,3 +250,44 @@ GROUP BY ALL ORDER BY ALL
 def features(con: duckdb.DuckDBPyConnection, snapshots: Sequence[dt.date], spec: FeatureSpec) -> pd.DataFrame:
     return pd.concat([con.execute(features_sql(s, spec)).fetchdf() for s in snapshots],
                      ignore_index=True)
+
+
+def labels(con: duckdb.DuckDBPyConnection, snapshots: Sequence[dt.date], window_days: int,
+           spec: FeatureSpec) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(labels without the map, long-form category spend with a snapshot_date column)."""
+    main = pd.concat([con.execute(labels_sql(s, window_days, spec)).fetchdf() for s in snapshots],
+                     ignore_index=True)
+    parts = []
+    for s in snapshots:
+        part = con.execute(label_category_spend_sql(s, window_days, spec)).fetchdf()
+        part.insert(1, "snapshot_date", s)
+        parts.append(part)
+    return main, pd.concat(parts, ignore_index=True)
+
+
+def differences(actual: pd.DataFrame, expected: pd.DataFrame, keys: Sequence[str],
+                rel_tol: float = 1e-9, abs_tol: float = 1e-9) -> list[str]:
+    """Every (column, key) where two tables disagree: strings exactly, numbers within tolerance,
+    null only against null. Empty list = equal."""
+    import numpy as np
+
+    problems = []
+    if sorted(actual.columns) != sorted(expected.columns):
+        return [f"columns differ: only actual {sorted(set(actual.columns) - set(expected.columns))}, "
+                f"only expected {sorted(set(expected.columns) - set(actual.columns))}"]
+    norm = lambda df: df.assign(**{k: df[k].astype(str) for k in keys}).sort_values(list(keys)).reset_index(drop=True)  # noqa: E731
+    a, e = norm(actual), norm(expected)
+    if len(a) != len(e) or not (a[list(keys)].values == e[list(keys)].values).all():
+        return [f"rows differ: {len(a)} actual vs {len(e)} expected keys"]
+    for column in a.columns:
+        if column in keys:
+            continue
+        x, y = a[column], e[column]
+        if x.dtype == object or y.dtype == object:
+            ok = x.isna().values == y.isna().values
+            ok &= (x.isna().values | (x.astype(str).values == y.astype(str).values))
+        else:
+            ok = np.isclose(x.astype(float), y.astype(float), rtol=rel_tol, atol=abs_tol, equal_nan=True)
+        for i in np.flatnonzero(~ok)[:3]:
+            problems.append(f"{column} at {tuple(a.loc[i, list(keys)])}: {x.iloc[i]!r} vs {y.iloc[i]!r}")
+    return problems
