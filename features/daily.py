@@ -50,7 +50,7 @@ class EventRoles:
     """Which source event_type values play the roles view, cart and purchase."""
 
     view: str = "view"
-    cart: str = "cart"
+    cart: str = "add_to_cart"
     purchase: str = "purchase"
 
 

@@ -64,7 +64,7 @@ def random_inputs(seed: int, n_users: int, n_events: int, start: dt.date, days: 
     seconds = rng.integers(0, days * 86400, n_events)
     times = base + pd.to_timedelta(seconds, unit="s")
     user_idx = rng.zipf(1.6, n_events) % n_users
-    event_type = rng.choice(["view", "cart", "purchase", "wishlist"], n_events, p=[0.7, 0.15, 0.1, 0.05])
+    event_type = rng.choice(["view", "add_to_cart", "purchase", "search"], n_events, p=[0.7, 0.15, 0.1, 0.05])
     list_price = items["list_price"].to_numpy()[item_idx]
     price = np.where(rng.random(n_events) < 0.2, np.round(list_price * 0.8, 2), list_price)
     price = np.where(rng.random(n_events) < 0.03, np.nan, price)

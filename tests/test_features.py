@@ -24,7 +24,7 @@ HAND_EVENTS = [
     # user A: a Monday morning session (view, cart, promotional purchase) the day before D ...
     dict(user_key="A", event_time=ts("2026-03-09 10:00"), event_type="view", item_id="i1",
          category_id="c1", price=10.0, session_id="s1", device="mobile"),
-    dict(user_key="A", event_time=ts("2026-03-09 10:30"), event_type="cart", item_id="i1",
+    dict(user_key="A", event_time=ts("2026-03-09 10:30"), event_type="add_to_cart", item_id="i1",
          category_id="c1", price=10.0, quantity=2, session_id="s1", device="mobile"),
     dict(user_key="A", event_time=ts("2026-03-09 11:00"), event_type="purchase", item_id="i1",
          category_id="c1", price=8.0, quantity=2, session_id="s1", device="desktop"),

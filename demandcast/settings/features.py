@@ -30,7 +30,7 @@ class FeaturesSettings(Section):
     top_k_categories: int = Field(3, ge=1, le=20)
     # Event types of the source data that play the roles view, cart and purchase.
     view_event: str = "view"
-    cart_event: str = "cart"
+    cart_event: str = "add_to_cart"
     purchase_event: str = "purchase"
     # Write labels only for snapshots whose whole label window lies inside the ingested events.
     require_complete_label_window: bool = True
