@@ -123,7 +123,7 @@ def build_model(state: dict, params: ModelParams) -> tf.keras.Model:
         wide_terms.append(tf.keras.layers.Embedding(state["cross_hash_buckets"], 1,
                                                     embeddings_initializer="zeros",
                                                     name=f"{WIDE_PREFIX}cross_{label}")(hashed))
-    wide_sum = tf.keras.layers.Add(name="wide_sum")(wide_terms) if len(wide_terms) > 1 else wide_terms[0]
+    wide_sum = tf.keras.layers.Add(name="sum_of_wide_terms")(wide_terms) if len(wide_terms) > 1 else wide_terms[0]
     # Class imbalance: the bias starts at the base rate's log-odds, so training starts calibrated.
     wide_logit = tf.keras.layers.Dense(
         1, name=f"{WIDE_PREFIX}bias", kernel_initializer="ones", trainable=True,

@@ -1,0 +1,172 @@
+"""`evaluate`: the model and its baselines on the model's own test split, same metrics, one run.
+
+The protocol is the one the training set was built with (train.protocol): `holdout` (users held
+out by a stable hash at the same snapshots) or `out_of_time` (the last snapshot is the test set).
+On simulated data the oracle (the simulator's true probabilities) is scored too.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from demandcast.config import PipelineConfig
+from demandcast.errors import StageFailed
+from demandcast.logs import get_logger
+from demandcast.tables import absolute_uri, is_delta_table
+from training import metrics as M
+from training.baselines import WideIds, lightgbm, logistic_regression, recency_scores
+from training.dataset import KEYS, TrainingSet, category_label_column
+from training.lineage import latest_model_version, model_record, record_evaluation
+from training.model_io import load_keras_model, load_scoring_model, read_model_info
+from training.report_plots import html_report
+from training.run import local_dir
+
+log = get_logger("training.evaluation")
+
+
+def to_pandas(df: DataFrame, limit: int | None, seed: int) -> pd.DataFrame:
+    """Arrow collect, with a uniform sample when the split is larger than `limit`."""
+    if limit is not None:
+        n = df.count()
+        if n > limit:
+            df = df.sample(fraction=min(1.0, 1.1 * limit / n), seed=seed).limit(limit)
+    return df.toPandas()
+
+
+def oracle_frame(spark: SparkSession, cfg: PipelineConfig, test: DataFrame) -> pd.DataFrame | None:
+    """The simulator's true p_purchase / expected_spend for the test rows, joined on user_key."""
+    from features.pseudonymise import resolve_hash_key, with_user_key
+
+    path = f"{absolute_uri(cfg.raw_dir)}/ground_truth"
+    if not is_delta_table(spark, path):
+        log.info("no ground truth at %s: no oracle (real data)", path)
+        return None
+    truth = (spark.read.format("delta").load(path)
+             .where(F.col("window_days") == cfg.label_window_days)
+             .select("user_id", F.col("cutoff_date").alias("snapshot_date"),
+                     F.col("p_purchase").alias("oracle_p"),
+                     F.col("expected_spend").alias("oracle_spend")))
+    keyed = with_user_key(truth, resolve_hash_key(cfg.user_hash_key_env, cfg.env))
+    return test.select(*KEYS).join(keyed, list(KEYS), "inner").toPandas()
+
+
+def permutation_importance(predict, df: pd.DataFrame, columns: list[str], y: np.ndarray,
+                           seed: int) -> dict[str, float]:
+    """AUC lost when one column is shuffled (global importance of the model's inputs)."""
+    rng = np.random.default_rng(seed)
+    base = M.auc(y, predict(df))
+    out = {}
+    for column in columns:
+        shuffled = df.copy()
+        shuffled[column] = df[column].to_numpy()[rng.permutation(len(df))]
+        out[column] = float(base - M.auc(y, predict(shuffled)))
+    return out
+
+
+def evaluate(spark: SparkSession, cfg: PipelineConfig) -> dict:
+    settings = cfg.evaluate
+    version = settings.model_version or latest_model_version(spark, cfg.warehouse)
+    if version is None:
+        raise StageFailed("no model to evaluate: the models table is empty; run `train` first")
+    record = model_record(spark, cfg.warehouse, version)
+    model_dir = record.get("model_dir") or str(local_dir(cfg.runs_dir) / "models" / version)
+    if not Path(model_dir, "model.json").is_file():
+        raise StageFailed(f"model {version}: no model directory at {model_dir}")
+    info = read_model_info(model_dir)
+    training_set = TrainingSet.from_json(info["training_set"])
+    scoring = load_scoring_model(model_dir)
+    keras_model, state = load_keras_model(model_dir)
+    features = list(scoring.input_columns)
+    categories = list(scoring.category_ids)
+    label_cols = ["label_purchased", "label_spend",
+                  *[category_label_column(i) for i in range(len(categories))]]
+    wanted = [*KEYS, *features, *label_cols]
+
+    test_df = training_set.read(spark, "test").select(*wanted)
+    test = to_pandas(test_df, None, cfg.seed)
+    train = to_pandas(training_set.read(spark, "train").select(*wanted), settings.baseline_max_rows, cfg.seed)
+    validation = to_pandas(training_set.read(spark, "validation").select(*wanted),
+                           settings.baseline_max_rows, cfg.seed)
+    y = test["label_purchased"].to_numpy(np.float64)
+    if len(y) == 0 or y.sum() in (0, len(y)):
+        raise StageFailed(f"the test split of training_set v{training_set.version} has {len(y)} rows "
+                          "and one class only: AUC is undefined")
+
+    predictions = scoring.predict(test)
+    scores: dict[str, np.ndarray] = {"wide_and_deep": predictions["p_purchase"].to_numpy()}
+    skipped: dict[str, str] = {}
+    if settings.recency_feature in test.columns:
+        scores["recency_rule"] = recency_scores(test, settings.recency_feature)
+    else:
+        skipped["recency_rule"] = f"feature {settings.recency_feature!r} is not a model input"
+    scores["logistic_regression_wide"] = logistic_regression(WideIds(keras_model, state), train)(test)
+    lgb_predict, lgb_importance = lightgbm(train, validation, state, settings.lightgbm_rounds, cfg.seed)
+    scores["lightgbm"] = lgb_predict(test)
+
+    oracle = oracle_frame(spark, cfg, test_df) if settings.oracle else None
+    oracle_block = None
+    if oracle is not None and len(oracle):
+        merged = test[list(KEYS)].reset_index().merge(oracle, on=list(KEYS), how="inner")
+        index = merged["index"].to_numpy()
+        oracle_block = {
+            "coverage": float(len(merged) / len(test)),
+            "oracle": M.classification_metrics(y[index], merged["oracle_p"], settings.threshold,
+                                               settings.top_k_percent, settings.calibration_bins),
+            "wide_and_deep_same_rows": M.classification_metrics(
+                y[index], scores["wide_and_deep"][index], settings.threshold,
+                settings.top_k_percent, settings.calibration_bins),
+            "oracle_spend": M.spend_errors(test["label_spend"].to_numpy()[index], merged["oracle_spend"]),
+        }
+        if len(merged) == len(test):
+            scores["oracle"] = merged.sort_values("index")["oracle_p"].to_numpy()
+    elif settings.oracle:
+        skipped["oracle"] = "no simulator ground truth for these rows"
+
+    # The recency rule ranks but is no probability: rank metrics only make sense for it; the
+    # probability metrics use its rank turned into (0, 1) so the table stays complete.
+    results = {}
+    for name, s in scores.items():
+        p = s if name != "recency_rule" else pd.Series(s).rank(pct=True).to_numpy() * 0.999
+        results[name] = M.classification_metrics(y, p, settings.threshold, settings.top_k_percent,
+                                                 settings.calibration_bins)
+    curves = {name: M.curves(y, s if np.all(np.isfinite(s)) else np.nan_to_num(s, neginf=-1e9))
+              for name, s in scores.items()}
+
+    category_auc = {
+        cat: M.auc(test[category_label_column(i)], predictions[scoring.category_columns[i]])
+        for i, cat in enumerate(categories)}
+    sample = test.sample(n=min(len(test), settings.importance_rows), random_state=cfg.seed)
+    importance = {
+        "wide_and_deep (AUC drop when shuffled)": permutation_importance(
+            lambda d: scoring.predict(d)["p_purchase"].to_numpy(), sample, features,
+            sample["label_purchased"].to_numpy(), cfg.seed),
+        "lightgbm (gain)": lgb_importance,
+    }
+    report = {
+        "model_version": version, "model_dir": model_dir, "protocol": training_set.protocol,
+        "training_set_version": training_set.version,
+        "snapshot_dates": [d.isoformat() for d in training_set.snapshot_dates],
+        "threshold": settings.threshold, "top_k_percent": settings.top_k_percent,
+        "scorers": results, "skipped": skipped,
+        "spend": M.spend_errors(test["label_spend"], predictions["expected_spend"]),
+        "category_roc_auc": category_auc, "oracle": oracle_block,
+        "feature_importance": importance,
+        "train_rows_for_baselines": int(len(train)),
+    }
+    out_dir = local_dir(cfg.runs_dir) / "evaluations" / version
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "metrics.json").write_text(json.dumps(report, indent=1, sort_keys=True, default=str))
+    (out_dir / "report.html").write_text(html_report(report, curves))
+    record_evaluation(spark, cfg.warehouse, version, results["wide_and_deep"])
+    summary = {"model_version": version, "protocol": training_set.protocol,
+               "test_rows": int(len(test)), "report": str(out_dir / "report.html"),
+               **{f"auc_{k}": round(v["roc_auc"], 4) for k, v in results.items()}}
+    if oracle_block:
+        summary["auc_oracle_same_rows"] = round(oracle_block["oracle"]["roc_auc"], 4)
+        summary["auc_model_same_rows"] = round(oracle_block["wide_and_deep_same_rows"]["roc_auc"], 4)
+    return summary
