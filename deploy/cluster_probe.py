@@ -43,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--partitions", type=int, default=8)
     args = parser.parse_args(argv)
 
+    from pyspark.sql import functions as F
+
     from demandcast.config import load_config
     from demandcast.session import build_spark_session
     from demandcast.tables import TableSpec, read_table, write_table
@@ -56,14 +58,11 @@ def main(argv: list[str] | None = None) -> int:
                          "demandcast_file": "where the executor imported the project code from"})
     df = spark.range(0, args.rows, numPartitions=args.partitions).mapInPandas(executor_facts, SCHEMA)
     version = write_table(df, cfg.warehouse, spec, mode="overwrite")
-    back = read_table(spark, cfg.warehouse, "cluster_check", version)
-    summary = {
-        "version": version,
-        "rows": back.count(),
-        "distinct_ids": back.select("id").distinct().count(),
-        "executors": sorted(r[0] for r in back.select("executor_workdir").distinct().collect()),
-        "master": spark.sparkContext.master,
-    }
+    back = read_table(spark, cfg.warehouse, "cluster_check", version).agg(
+        F.count("*").alias("rows"), F.countDistinct("id").alias("distinct_ids"),
+        F.collect_set("executor_workdir").alias("executors")).first()
+    summary = {"version": version, "rows": back["rows"], "distinct_ids": back["distinct_ids"],
+               "executors": sorted(back["executors"]), "master": spark.sparkContext.master}
     print("cluster_probe: " + json.dumps(summary, sort_keys=True), flush=True)
     spark.stop()
     return 0 if summary["rows"] == summary["distinct_ids"] == args.rows else 1
