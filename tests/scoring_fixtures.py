@@ -15,6 +15,7 @@ from typing import Sequence
 
 
 import numpy as np
+import pytest
 import pandas as pd
 from pyspark import cloudpickle  # the copy Spark pickles UDFs with
 
@@ -25,6 +26,9 @@ MODELS_SPEC = TableSpec("models", "test models", properties=NO_DELETION_VECTORS)
 FEATURES_SPEC = TableSpec("user_features", "test features", ("snapshot_date",),
                           properties=NO_DELETION_VECTORS)
 SNAPSHOTS = [dt.date(2026, 3, 1), dt.date(2026, 4, 1)]
+CREATED = dt.datetime(2026, 4, 2, 12, 0)
+N_USERS = 400
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CATEGORIES = ["books", "garden", "toys", "tech"]
 FEATURE_SCHEMA = ("user_key string, snapshot_date date, days_since_last_purchase double, "
                   "purchases_last_30d long, spend_last_30d double, sessions_last_7d int, "
@@ -163,3 +167,47 @@ def save_wide_and_deep(features, model_dir: Path, model_version: str,
             "params": {"embedding_dim": 4, "hidden_units": list(hidden_units), "dropout": 0.0,
                        "l2": 0.0}}
     return save_model_dir(model, state, model_dir, info, metrics={})
+
+
+_SHARED: dict[str, dict] = {}
+
+
+@pytest.fixture(scope="session")
+def scored_world(spark, tmp_path_factory):
+    """Built once per session even though two test modules import this fixture."""
+    if "world" not in _SHARED:
+        _SHARED["world"] = _build_scored_world(spark, tmp_path_factory)
+    return _SHARED["world"]
+
+
+def _build_scored_world(spark, tmp_path_factory) -> dict:
+    """One warehouse shared by the scoring and consumer tests (two scoring runs in all):
+    two snapshots of features (sessions shifted in the second), models m1 < m2 by val_roc_auc and
+    m3 without a metric; the default run scores snapshot 2 with m2 and explains a subset, then
+    m1 (pinned) scores the same snapshot beside it."""
+    from demandcast.config import load_config
+    from training.score_stage import run_score
+
+    tmp = tmp_path_factory.mktemp("scored")
+    warehouse = str(tmp / "warehouse")
+    train = feature_frame(N_USERS, SNAPSHOTS[0], seed=1)
+    current = feature_frame(N_USERS, SNAPSHOTS[1], seed=2, shift=2.0)
+    write_features(spark, warehouse, [train, current])
+    models = tmp / "runs" / "models"
+    m1 = save_linear_model(models / "m1", train, seed=11)
+    m2 = save_linear_model(models / "m2", train, seed=12)
+    write_models_table(spark, warehouse, [
+        ("m1", 0.60, str(m1), SNAPSHOTS[0], CREATED),
+        ("m2", 0.65, str(m2), SNAPSHOTS[0], CREATED),
+        ("m3", None, str(models / "m3"), SNAPSHOTS[0], CREATED),  # no metric: never the default
+    ])
+    cfg = load_config(PROJECT_ROOT / "conf" / "local.yaml", [
+        f"warehouse={warehouse}", f"runs_dir={tmp / 'runs'}", "spark.arrow_batch_size=64",
+        "score.explain_fraction=0.1", "score.explain_user_keys=[key00007]",
+        "score.feature_groups={recency: [days_since_last_purchase], "
+        "activity: [purchases_last_30d, spend_last_30d, sessions_last_7d]}"])
+    summary = run_score(spark, cfg, loader=load_linear_model)
+    pinned = cfg.model_copy(update={"score": cfg.score.model_copy(update={"model_version": "m1"})})
+    summary_m1 = run_score(spark, pinned, loader=load_linear_model)
+    return {"cfg": cfg, "summary": summary, "summary_m1": summary_m1, "current": current,
+            "train": train, "m1": m1, "m2": m2, "warehouse": warehouse}

@@ -17,45 +17,16 @@ from training.drift import feature_drift, psi, reference_profile
 from training.score_stage import run_score
 from training.scoring import input_mismatches
 
-from scoring_fixtures import (CATEGORIES, SNAPSHOTS, feature_frame, load_linear_model,
-                              save_linear_model, write_features, write_models_table)
+from scoring_fixtures import (CATEGORIES, CREATED, N_USERS, SNAPSHOTS, feature_frame,
+                              load_linear_model, save_linear_model, scored_world,  # noqa: F401
+                              write_features, write_models_table)
 
-N_USERS = 400
 CATEGORY_COLUMNS = [f"p_category_{c}" for c in CATEGORIES]
-CREATED = dt.datetime(2026, 4, 2, 12, 0)
 
 
 def _config(project_root, warehouse, tmp_path, *overrides):
     return load_config(project_root / "conf" / "local.yaml", [
-        f"warehouse={warehouse}", f"runs_dir={tmp_path / 'runs'}", "spark.arrow_batch_size=64",
-        *overrides])
-
-
-@pytest.fixture(scope="module")
-def scored_world(spark, tmp_path_factory):
-    """Two snapshots of features, two models (m2 better) and one without a metric; m2 scored.
-    Shared by the tests of this module that read it (one scoring run)."""
-    project_root = Path(__file__).resolve().parent.parent
-    tmp_path = tmp_path_factory.mktemp("scored")
-    warehouse = str(tmp_path / "warehouse")
-    train = feature_frame(N_USERS, SNAPSHOTS[0], seed=1)
-    current = feature_frame(N_USERS, SNAPSHOTS[1], seed=2, shift=2.0)
-    write_features(spark, warehouse, [train, current])
-    runs = tmp_path / "runs" / "models"
-    m1 = save_linear_model(runs / "m1", train, seed=11)
-    m2 = save_linear_model(runs / "m2", train, seed=12)
-    write_models_table(spark, warehouse, [
-        ("m1", 0.60, str(m1), SNAPSHOTS[0], CREATED),
-        ("m2", 0.65, str(m2), SNAPSHOTS[0], CREATED),
-        ("m3", None, str(runs / "m3"), SNAPSHOTS[0], CREATED),  # no metric: never the default
-    ])
-    cfg = _config(project_root, warehouse, tmp_path, "score.explain_fraction=0.1",
-                  "score.explain_user_keys=[key00007]",
-                  "score.feature_groups={recency: [days_since_last_purchase], "
-                  "activity: [purchases_last_30d, spend_last_30d, sessions_last_7d]}")
-    summary = run_score(spark, cfg, loader=load_linear_model)
-    return {"cfg": cfg, "summary": summary, "current": current, "m1": m1, "m2": m2,
-            "warehouse": warehouse}
+        f"warehouse={warehouse}", f"runs_dir={tmp_path / 'runs'}", *overrides])
 
 
 def test_scores_equal_in_process_predict_and_rollup_is_the_sum(spark, scored_world):
@@ -112,7 +83,7 @@ def test_drivers_for_the_explained_subset_only(spark, scored_world):
     model = load_linear_model(str(scored_world["m2"]))
     row = scored_world["current"].set_index("user_key").loc[["key00007"]]
     base = model.predict(row)["p_purchase"].iloc[0]
-    train = feature_frame(N_USERS, SNAPSHOTS[0], seed=1)
+    train = scored_world["train"]
     for driver in predictions.loc["key00007", "drivers"]:
         occluded = row.copy()
         if driver["feature_group"] == "recency":
@@ -142,11 +113,10 @@ def test_rerun_is_idempotent_and_keeps_the_other_models_scores(spark, scored_wor
     assert again["skipped"] == "already scored"
     assert {t: current_version(spark, p) for t, p in paths.items()} == before
 
-    # A forced rescore replaces its own partition with the same rows; m1 lands beside m2.
+    # A forced rescore replaces its own partition with the same rows; m1's scores stay beside.
     forced = cfg.model_copy(update={"score": cfg.score.model_copy(update={"force": True})})
-    run_score(spark, forced, loader=load_linear_model)
-    pinned = cfg.model_copy(update={"score": cfg.score.model_copy(update={"model_version": "m1"})})
-    run_score(spark, pinned, loader=load_linear_model)
+    rerun = run_score(spark, forced, loader=load_linear_model)
+    assert rerun["predictions_version"] == before["predictions"] + 1
 
     now = read_table(spark, warehouse, "predictions")
     counts = {r.model_version: r["count"] for r in now.groupBy("model_version").count().collect()}

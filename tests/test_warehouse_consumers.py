@@ -15,30 +15,16 @@ from demandcast.config import load_config
 from demandcast.tables import table_path
 from training.score_stage import run_score
 
-from scoring_fixtures import (CATEGORIES, SNAPSHOTS, feature_frame, load_linear_model,
-                              save_linear_model, write_features, write_models_table)
+from scoring_fixtures import CATEGORIES, N_USERS, SNAPSHOTS, scored_world  # noqa: F401
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-N_USERS = 200
 
 
 @pytest.fixture(scope="module")
-def two_models_scored(spark, tmp_path_factory):
-    """Snapshot 2 scored by m1, then by m2 (each pinned); versions after each run."""
-    tmp = tmp_path_factory.mktemp("consumers")
-    warehouse = str(tmp / "warehouse")
-    train = feature_frame(N_USERS, SNAPSHOTS[0], seed=1)
-    write_features(spark, warehouse, [train, feature_frame(N_USERS, SNAPSHOTS[1], seed=2)])
-    dirs = {v: save_linear_model(tmp / "runs" / "models" / v, train, seed=s)
-            for v, s in (("m1", 21), ("m2", 22))}
-    write_models_table(spark, warehouse, [(v, 0.6, str(d), SNAPSHOTS[0], dt.datetime(2026, 4, 2))
-                                          for v, d in dirs.items()])
-    versions = {}
-    for version in ("m1", "m2"):
-        cfg = load_config(PROJECT_ROOT / "conf" / "local.yaml", [
-            f"warehouse={warehouse}", f"runs_dir={tmp / 'runs'}", f"score.model_version={version}"])
-        versions[version] = run_score(spark, cfg, loader=load_linear_model)
-    return warehouse, versions
+def two_models_scored(scored_world):
+    """Snapshot 2 scored by m2 (table versions in `summary`), then by m1 (`summary_m1`)."""
+    return scored_world["warehouse"], {"m2": scored_world["summary"],
+                                       "m1": scored_world["summary_m1"]}
 
 
 def test_spark_sql_reads_the_contract_and_time_travels(spark, two_models_scored):
@@ -59,14 +45,16 @@ def test_spark_sql_reads_the_contract_and_time_travels(spark, two_models_scored)
         GROUP BY model_version""").collect()}
     assert per_model == {"m1": (N_USERS, 1, 10), "m2": (N_USERS, 1, 10)}
 
-    # Time travel: the table as it was after m1's run holds only m1's scores, the same as now.
-    v_m1 = runs["m1"]["predictions_version"]
+    # Time travel: the table as it was before m1 scored the snapshot holds m2's scores only,
+    # the same as m2's rows now.
+    v_m2 = runs["m2"]["predictions_version"]
+    assert runs["m1"]["predictions_version"] > v_m2
     before = spark.sql(f"SELECT user_key, model_version, p_purchase "
-                       f"FROM delta.`{predictions}` VERSION AS OF {v_m1}").collect()
-    now_m1 = spark.sql(f"SELECT user_key, model_version, p_purchase FROM delta.`{predictions}` "
-                       f"WHERE model_version = 'm1'").collect()
-    assert {r.model_version for r in before} == {"m1"}
-    assert sorted(before) == sorted(now_m1)
+                       f"FROM delta.`{predictions}` VERSION AS OF {v_m2}").collect()
+    now_m2 = spark.sql(f"SELECT user_key, model_version, p_purchase FROM delta.`{predictions}` "
+                       f"WHERE model_version = 'm2'").collect()
+    assert {r.model_version for r in before} == {"m2"}
+    assert sorted(before) == sorted(now_m2)
 
     top = spark.sql(f"""
         SELECT category_id, expected_buyers, expected_revenue FROM delta.`{demand}`
@@ -112,7 +100,7 @@ def test_consumer_without_spark_reads_the_tables(spark, two_models_scored):
     consumer_python = PROJECT_ROOT / ".venv-consumer" / "bin" / "python"
     out = subprocess.run(
         [str(consumer_python), "-c", CONSUMER_SCRIPT, table_path(warehouse, "predictions"),
-         table_path(warehouse, "category_demand"), str(runs["m1"]["predictions_version"])],
+         table_path(warehouse, "category_demand"), str(runs["m2"]["predictions_version"])],
         check=True, capture_output=True, text=True, timeout=300)
     seen = json.loads(out.stdout)
 
@@ -124,8 +112,8 @@ def test_consumer_without_spark_reads_the_tables(spark, two_models_scored):
     for model, n, p, tops in seen["by_model"]:
         assert (n, tops) == (expected[model][0], expected[model][2])
         assert p == pytest.approx(expected[model][1], rel=1e-12)
-    assert seen["old_models"] == ["m1"]
-    assert seen["old_p_sum"] == pytest.approx(expected["m1"][1], rel=1e-12)
+    assert seen["old_models"] == ["m2"]
+    assert seen["old_p_sum"] == pytest.approx(expected["m2"][1], rel=1e-12)
     spark_buyers = {r.category_id: r.expected_buyers for r in spark.sql(
         f"SELECT category_id, expected_buyers FROM delta.`{table_path(warehouse, 'category_demand')}`"
         f" WHERE model_version = 'm2'").collect()}
