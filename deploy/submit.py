@@ -117,19 +117,39 @@ class Artifacts:
             shutil.copytree(PROJECT_ROOT / package, source / package,
                             ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         # No build isolation: the venv's setuptools builds it, nothing is downloaded.
-        subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-                        "--disable-pip-version-check", "-q", "-w", str(wheel_dir), str(source)],
-                       check=True, cwd=source)
+        built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+                                "--disable-pip-version-check", "-q", "-w", str(wheel_dir), str(source)],
+                               cwd=source, capture_output=True, text=True)
+        if built.returncode != 0:  # setuptools' warnings are noise unless the build failed
+            raise RuntimeError(f"building the project wheel failed:\n{built.stdout}{built.stderr}")
         wheels = sorted(wheel_dir.glob("demandcast-*.whl"))
         if len(wheels) != 1:
             raise RuntimeError(f"expected one demandcast wheel in {wheel_dir}, found {wheels}")
         shutil.copyfile(wheels[0], self.code_zip)
         if self.env_archive is not None:
-            # The editable install of the project stays out of the archive: the code ships
-            # in --py-files, so the archive only changes when the pins do.
-            subprocess.run([str(venv / "bin" / "venv-pack"), "-p", str(venv), "-o", str(self.env_archive),
-                            "--force", "--exclude", "*__editable__*", "--exclude", "*demandcast*"],
+            venv_pack = Path(sys.executable).with_name("venv-pack")
+            subprocess.run([str(venv_pack), "-q", "-p", str(venv), "-o", str(self.env_archive), "--force"],
                            check=True)
+
+
+def check_packable(venv: Path) -> None:
+    """venv-pack refuses environments with editable installs (a .pth pointing outside the
+    environment), like the development .venv: say so before anything is built."""
+    if not (venv / "pyvenv.cfg").is_file():
+        raise ConfigError(f"--venv {venv}: not a virtual environment")
+    outside = []
+    for pth in venv.glob("lib/python3.*/site-packages/*.pth"):
+        for line in pth.read_text().splitlines():
+            line = line.strip()
+            if line and not line.startswith("#"):
+                target = os.path.normpath(os.path.join(pth.parent, line))
+                if not target.startswith(str(venv.resolve())):
+                    outside.append(f"{pth.name}: {line[:80]}")
+    if outside:
+        raise ConfigError(
+            f"--package venv: {venv} has editable installs, which venv-pack cannot pack "
+            f"({'; '.join(outside)}). Pack a release environment without them (the project code "
+            "ships in --py-files anyway): --venv PATH; see deploy/README.md")
 
 
 LAUNCHER = PROJECT_ROOT / "deploy" / "stage_launcher.py"
@@ -270,6 +290,8 @@ def main(argv: list[str] | None = None) -> int:
         artifacts = Artifacts.planned(package, args.build_dir.resolve())
         env, command = build_command(args.stage, profile, args.conf, args.sets, package, artifacts,
                                      args.master, args.spark_conf)
+        if package == "venv" and not args.dry_run:
+            check_packable(args.venv.resolve())
     except ConfigError as exc:
         print(f"submit: {exc}", file=sys.stderr)
         return EXIT_USAGE

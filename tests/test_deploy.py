@@ -136,6 +136,38 @@ def test_stage_launcher_imports_the_project_from_anywhere(tmp_path):
     assert "unknown key 'no_such_key'" in launched.stderr
 
 
+def _small_venv(root: Path) -> Path:
+    """A stand-in for a release environment (packing the real one takes minutes)."""
+    venv = root / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    (next((venv / "lib").glob("python3.*")) / "site-packages" / "stub_module.py").write_text("")
+    return venv
+
+
+def test_venv_package_packs_the_environment(tmp_path):
+    venv = _small_venv(tmp_path)
+    submit.check_packable(venv)
+    artifacts = submit.Artifacts.planned("venv", tmp_path / "out")
+    artifacts.build(venv)
+    import tarfile
+    names = tarfile.open(artifacts.env_archive).getnames()
+    assert "bin/python" in names and "pyvenv.cfg" in names
+    assert any(n.endswith("site-packages/stub_module.py") for n in names)
+    assert artifacts.code_zip.is_file()
+
+
+def test_venv_package_refuses_an_editable_environment_before_building(tmp_path):
+    venv = _small_venv(tmp_path)
+    site = next((venv / "lib").glob("python3.*")) / "site-packages"
+    (site / "__editable__.demandcast-0.1.0.pth").write_text(str(PROJECT_ROOT) + "\n")
+    result = subprocess.run([sys.executable, str(PROJECT_ROOT / "deploy" / "submit.py"), "run-all",
+                             "--profile", "yarn", "--venv", str(venv), "--build-dir", str(tmp_path / "out")],
+                            capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=120)
+    assert result.returncode == 2
+    assert "editable installs" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_profiles_are_complete():
     profiles = submit.load_profiles()
     assert set(profiles) >= {"standalone", "local", "yarn", "k8s"}
