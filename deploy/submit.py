@@ -127,14 +127,16 @@ class Artifacts:
             raise RuntimeError(f"expected one demandcast wheel in {wheel_dir}, found {wheels}")
         shutil.copyfile(wheels[0], self.code_zip)
         if self.env_archive is not None:
+            # A setuptools editable install (an import hook in a .pth, which venv-pack accepts)
+            # stays out: it points at this checkout; the code ships in --py-files.
             venv_pack = Path(sys.executable).with_name("venv-pack")
-            subprocess.run([str(venv_pack), "-q", "-p", str(venv), "-o", str(self.env_archive), "--force"],
-                           check=True)
+            subprocess.run([str(venv_pack), "-q", "-p", str(venv), "-o", str(self.env_archive), "--force",
+                            "--exclude", "*__editable__*"], check=True)
 
 
 def check_packable(venv: Path) -> None:
-    """venv-pack refuses environments with editable installs (a .pth pointing outside the
-    environment), like the development .venv: say so before anything is built."""
+    """venv-pack refuses environments whose .pth files point outside them (legacy editable
+    installs, `setup.py develop`): say so before anything is built."""
     if not (venv / "pyvenv.cfg").is_file():
         raise ConfigError(f"--venv {venv}: not a virtual environment")
     outside = []
@@ -147,7 +149,7 @@ def check_packable(venv: Path) -> None:
                     outside.append(f"{pth.name}: {line[:80]}")
     if outside:
         raise ConfigError(
-            f"--package venv: {venv} has editable installs, which venv-pack cannot pack "
+            f"--package venv: .pth files of {venv} point outside it, which venv-pack cannot pack "
             f"({'; '.join(outside)}). Pack a release environment without them (the project code "
             "ships in --py-files anyway): --venv PATH; see deploy/README.md")
 

@@ -146,6 +146,10 @@ def _small_venv(root: Path) -> Path:
 
 def test_venv_package_packs_the_environment(tmp_path):
     venv = _small_venv(tmp_path)
+    site = next((venv / "lib").glob("python3.*")) / "site-packages"
+    # The import-hook editable install `pip install -e .` makes (as in .venv): packable, left out.
+    (site / "__editable__.demandcast-0.1.0.pth").write_text("import __editable___demandcast_finder\n")
+    (site / "__editable___demandcast_finder.py").write_text("")
     submit.check_packable(venv)
     artifacts = submit.Artifacts.planned("venv", tmp_path / "out")
     artifacts.build(venv)
@@ -153,18 +157,19 @@ def test_venv_package_packs_the_environment(tmp_path):
     names = tarfile.open(artifacts.env_archive).getnames()
     assert "bin/python" in names and "pyvenv.cfg" in names
     assert any(n.endswith("site-packages/stub_module.py") for n in names)
+    assert not any("editable" in n for n in names), names
     assert artifacts.code_zip.is_file()
 
 
-def test_venv_package_refuses_an_editable_environment_before_building(tmp_path):
+def test_venv_package_refuses_a_develop_install_before_building(tmp_path):
     venv = _small_venv(tmp_path)
     site = next((venv / "lib").glob("python3.*")) / "site-packages"
-    (site / "__editable__.demandcast-0.1.0.pth").write_text(str(PROJECT_ROOT) + "\n")
+    (site / "demandcast.egg-link.pth").write_text(str(PROJECT_ROOT) + "\n")  # `setup.py develop`
     result = subprocess.run([sys.executable, str(PROJECT_ROOT / "deploy" / "submit.py"), "run-all",
                              "--profile", "yarn", "--venv", str(venv), "--build-dir", str(tmp_path / "out")],
                             capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=120)
     assert result.returncode == 2
-    assert "editable installs" in result.stderr and "Traceback" not in result.stderr
+    assert "point outside" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "out").exists()
 
 
