@@ -39,6 +39,8 @@ from demandcast.config import _read_yaml, load_config  # noqa: E402
 from demandcast.errors import EXIT_USAGE, ConfigError  # noqa: E402
 
 PROFILES_FILE = PROJECT_ROOT / "deploy" / "profiles.yaml"
+# Spark's default redaction plus the hashing key's variable.
+REDACTION_REGEX = "(?i)secret|password|token|access[.]?key|hash_key"
 ENV_ALIAS = "environment"  # --archives env.tar.gz#environment -> ./environment on every node
 PACKAGES = ("wheel", "venv")
 
@@ -242,6 +244,15 @@ def build_command(
         raise ConfigError(f"profile {profile.name} takes the Delta jars from spark.packages, "
                           f"which is empty in {conf}")
 
+    # The user-id hashing key reaches a driver that runs on the cluster through its environment
+    # (client mode: inherited). Spark redacts the value in its UI and event log; render() here.
+    key = os.environ.get(cfg.user_hash_key_env)
+    driver_env = {"yarn": "spark.yarn.appMasterEnv.", "k8s": "spark.kubernetes.driverEnv."}
+    kind = "k8s" if (master or profile.master).startswith("k8s://") else (master or profile.master)
+    if cluster_mode and key and kind in driver_env:
+        argv += ["--conf", f"{driver_env[kind]}{cfg.user_hash_key_env}={key}",
+                 "--conf", f"spark.redaction.regex={REDACTION_REGEX}"]
+
     log4j = "log4j2.properties" if cluster_mode else str(PROJECT_ROOT / "conf" / "log4j2.properties")
     argv += ["--driver-java-options", f"-Duser.timezone=UTC -Dlog4j2.configurationFile={log4j}"]
     for key, value in {**profile.conf, **dict(kv.split("=", 1) for kv in spark_conf)}.items():
@@ -256,8 +267,13 @@ def build_command(
     return dict(profile.env), argv
 
 
-def render(env: dict[str, str], argv: list[str]) -> str:
-    return " ".join([*(f"{k}={shlex.quote(v)}" for k, v in env.items()), shlex.join(argv)])
+def render(env: dict[str, str], argv: list[str], secrets: tuple[str, ...] = ()) -> str:
+    """The command as a shell line, with secret values masked."""
+    text = " ".join([*(f"{k}={shlex.quote(v)}" for k, v in env.items()), shlex.join(argv)])
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -297,7 +313,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"submit: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    print(render(env, command), flush=True)
+    secret = os.environ.get(load_config(args.conf, args.sets).user_hash_key_env, "")
+    print(render(env, command, (secret,)), flush=True)
     if args.dry_run:
         return 0
     artifacts.build(args.venv)

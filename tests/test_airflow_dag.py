@@ -26,7 +26,8 @@ from airflow.models.dagbag import DagBag
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 bag = DagBag(dag_folder=sys.argv[1], include_examples=False)
 out = {"import_errors": {k: str(v) for k, v in bag.import_errors.items()}, "dags": {}}
-context = {"ds": "2025-06-30", "ds_nodash": "20250630"}
+context = {"ds": "2025-06-30", "ds_nodash": "20250630",
+           "var": {"value": {"demandcast_hash_key_secret": "***"}}}
 for dag_id, dag in bag.dags.items():
     tasks = {}
     for t in dag.tasks:
@@ -100,9 +101,12 @@ def test_spark_tasks_submit_like_the_wrapper_yarn_profile(dags, tmp_path):
     wrapper = subprocess.run(
         [str(PROJECT_ROOT / ".venv" / "bin" / "python"), str(PROJECT_ROOT / "deploy" / "submit.py"),
          "run-all", "--profile", "yarn", "--build-dir", str(tmp_path), "--dry-run"],
-        capture_output=True, text=True, check=True, cwd=PROJECT_ROOT)
+        capture_output=True, text=True, check=True, cwd=PROJECT_ROOT,
+        env={**os.environ, "DEMANDCAST_USER_HASH_KEY": "a-key"})  # printed masked as ***
     expected = shlex.split(wrapper.stdout.strip())
     expected_conf = set(_pairs(expected, "--conf")) - {"cluster.yaml"}
+    # Both hand the hashing key to the driver's environment on the cluster.
+    assert "spark.yarn.appMasterEnv.DEMANDCAST_USER_HASH_KEY=***" in expected_conf
 
     spark_tasks = {task_id: t["argv"] for dag in dags.values() for task_id, t in dag["tasks"].items()
                    if t["operator"] == "SparkSubmitOperator"}

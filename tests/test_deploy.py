@@ -1,6 +1,8 @@
 """deploy/: the submit wrapper's exact commands, its packaging, and the manifests."""
 from __future__ import annotations
 
+import os
+import re
 import shlex
 import subprocess
 import sys
@@ -82,6 +84,21 @@ def test_dry_run_yarn_ships_the_venv_archive_and_config_by_name(tmp_path):
                          "--conf", "cluster.yaml", "--set", "spark.python=./environment/bin/python"]
     assert "-Dlog4j2.configurationFile=log4j2.properties" in argv[argv.index("--driver-java-options") + 1]
     assert not any(tmp_path.iterdir())  # a dry run builds nothing
+
+
+def test_cluster_mode_passes_the_hash_key_to_the_driver_and_masks_it(tmp_path):
+    secret = "9f" * 32
+    result = subprocess.run(
+        [sys.executable, str(PROJECT_ROOT / "deploy" / "submit.py"), "run-all", "--profile", "yarn",
+         "--build-dir", str(tmp_path), "--dry-run"],
+        capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=120,
+        env={**os.environ, "DEMANDCAST_USER_HASH_KEY": secret})
+    assert result.returncode == 0, result.stderr
+    assert secret not in result.stdout + result.stderr
+    confs = _pairs(_split(result.stdout.strip())[1], "--conf")
+    assert "spark.yarn.appMasterEnv.DEMANDCAST_USER_HASH_KEY=***" in confs
+    regex = next(c for c in confs if c.startswith("spark.redaction.regex="))
+    assert re.search(regex.split("=", 1)[1], "DEMANDCAST_USER_HASH_KEY")
 
 
 def test_package_override_and_extra_conf(tmp_path):

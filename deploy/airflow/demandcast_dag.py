@@ -45,6 +45,14 @@ SPARK_CONF = {
     "spark.dynamicAllocation.maxExecutors": "50",
     "spark.hadoop.fs.s3a.aws.credentials.provider": "com.amazonaws.auth.DefaultAWSCredentialsProviderChain",
     "spark.driver.extraJavaOptions": "-Duser.timezone=UTC -Dlog4j2.configurationFile=log4j2.properties",
+    # Keeps the hashing key (driver environment, below) out of the Spark UI and event log.
+    "spark.redaction.regex": "(?i)secret|password|token|access[.]?key|hash_key",
+}
+# The user-id hashing key, from an Airflow Variable whose name Airflow masks in task logs;
+# the driver (on the cluster in cluster mode) gets it as DEMANDCAST_USER_HASH_KEY.
+DRIVER_ENV = {
+    "TF_CPP_MIN_LOG_LEVEL": "2",
+    "DEMANDCAST_USER_HASH_KEY": "{{ var.value.demandcast_hash_key_secret }}",
 }
 DELTA_PACKAGES = "io.delta:delta-spark_2.13:4.0.1"
 
@@ -75,7 +83,7 @@ def stage_task(stage: str, extra_sets: tuple[str, ...] = (), **spark_overrides: 
         files=",".join(f"{RELEASE}/conf/{name}" for name in ("base.yaml", "cluster.yaml", "log4j2.properties")),
         packages=DELTA_PACKAGES,
         conf=conf,
-        env_vars={"TF_CPP_MIN_LOG_LEVEL": "2"},
+        env_vars=DRIVER_ENV,
     )
 
 
