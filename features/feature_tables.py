@@ -1,4 +1,4 @@
-"""The I/O edge of the features stage: table specs, the incremental user_daily MERGE, and the
+"""The I/O edge of the features stage: table specs, the incremental user_daily update, and the
 idempotent per-snapshot writes of user_features and labels."""
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from demandcast.logs import get_logger
-from demandcast.tables import (NO_DELETION_VECTORS, TableSpec, is_delta_table, merge_table,
-                               read_table, table_path, write_table)
+from demandcast.tables import (NO_DELETION_VECTORS, TableSpec, is_delta_table, read_table,
+                               table_path, write_table)
 from features.assemble import snapshot_frame, user_features
 from features.catalog import FeatureSpec, column_comments
 from features.daily import ADDITIVE_COLUMNS, events_with_item_context, user_daily_aggregates
@@ -48,8 +48,8 @@ assert set(_DAILY_COMMENTS) >= set(ADDITIVE_COLUMNS)
 
 USER_DAILY = TableSpec(
     name="user_daily",
-    comment="One row per user and UTC day with the day's additive aggregates; maintained by MERGE "
-            "for event dates whose event count changed (features stage).",
+    comment="One row per user and UTC day with the day's additive aggregates; the partitions of "
+            "event dates whose event count changed are recomputed and replaced (features stage).",
     partition_by=("event_date",),
     column_comments=_DAILY_COMMENTS,
     properties=NO_DELETION_VECTORS,
@@ -110,7 +110,13 @@ def dates_to_process(events: DataFrame, user_daily: DataFrame | None) -> tuple[l
 
 
 def update_user_daily(spark: SparkSession, warehouse: str, spec: FeatureSpec) -> DailyUpdate:
-    """MERGEs the aggregates of new or changed event dates into user_daily."""
+    """Recomputes user_daily for new or changed event dates only, in one commit.
+
+    A changed date is recomputed whole from its events, so its user_daily partition is replaced
+    (replaceWhere event_date IN changed dates). That is what a MERGE on (user_key, event_date)
+    with update-all would produce, without joining the new rows to the target first; dates not
+    in the list are not read or rewritten.
+    """
     events = read_table(spark, warehouse, "events")
     items = read_table(spark, warehouse, "items")
     path = table_path(warehouse, "user_daily")
@@ -123,8 +129,7 @@ def update_user_daily(spark: SparkSession, warehouse: str, spec: FeatureSpec) ->
     log.info("user_daily: aggregating %d event dates (%s .. %s)", len(changed), changed[0], changed[-1])
     new_events = events.where(F.col("event_date").isin(changed))
     daily = user_daily_aggregates(events_with_item_context(new_events, items), spec.roles)
-    result.version = merge_table(daily, warehouse, USER_DAILY, ["user_key", "event_date"],
-                                 update_matched=True, partition_values=changed)
+    result.version = write_table(daily, warehouse, USER_DAILY, "replace_partitions", changed)
     return result
 
 

@@ -1,0 +1,145 @@
+"""The features stage (user_daily from scratch + one snapshot of user_features and labels) against
+DuckDB computing the same features and labels from the same events Parquet files, in the same run.
+
+    .venv/bin/python bench/features.py --events 10000000,50000000
+    .venv/bin/python bench/features.py --events 10000000,200000000 --reference-up-to 50000000
+
+Events come from the project's simulator (features/simulator), written as the `events` Delta
+table the way ingest lays it out (partitioned by event_date, user_key = a 64-hex hash). Inputs
+are generated once per size under --workdir and reused. Figures: median wall time of each
+engine, the time ratio Spark / DuckDB, peak RSS of the whole process tree (JVM included) during
+each engine's runs, and events per second.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import shutil
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from bench.harness import PeakMemory, emit, measure  # noqa: E402
+from demandcast.config import load_config  # noqa: E402
+from demandcast.logs import configure_logging  # noqa: E402
+from demandcast.session import build_spark_session  # noqa: E402
+from demandcast.settings.generate import GenerateSettings  # noqa: E402
+from demandcast.tables import (TableSpec, current_version, files_of_version, read_table,  # noqa: E402
+                               table_path, write_table)
+
+START = dt.date(2025, 1, 1)
+DAYS = 365
+SNAPSHOT = START + dt.timedelta(days=DAYS - 30)  # the 30-day label window ends with the data
+EVENTS_PER_USER = 72.0  # measured on the simulator's defaults over 365 days; sizes are approximate
+
+
+def build_inputs(spark, warehouse: str, target_events: int, seed: int) -> int:
+    """Simulated events/users/items as warehouse tables; returns the number of events."""
+    from pyspark.sql import functions as F
+
+    from features.simulator import population, simulate
+
+    marker = Path(warehouse) / "_inputs.json"
+    if marker.exists():
+        return json.loads(marker.read_text())["events"]
+    shutil.rmtree(warehouse, ignore_errors=True)
+    n_users = max(1000, int(target_events / EVENTS_PER_USER))
+    s = GenerateSettings(n_users=n_users, n_days=DAYS, start_date=START,
+                         partitions=max(8, target_events // 2_000_000))
+    world = simulate(spark, s, seed)
+    user_key = F.sha2(F.col("user_id"), 256)
+    events = world.events.select(
+        "event_id", user_key.alias("user_key"), "session_id", "event_time", "event_type", "item_id",
+        "category_id", "price", "quantity", "device", "channel",
+        F.create_map().cast("map<string,string>").alias("extra"), F.lit("bench").alias("source_file"),
+        F.lit("bench").alias("batch_id"), F.current_timestamp().alias("ingested_at"), "event_date")
+    write_table(events.repartition("event_date"), warehouse,
+                TableSpec("events", "bench events", ("event_date",)), "overwrite")
+    users = population.user_dimension(world.users, START).select(
+        user_key.alias("user_key"), "signup_date", "region", "age_band", "gender")
+    write_table(users, warehouse, TableSpec("users", "bench users"), "overwrite")
+    write_table(population.item_dimension(world.items), warehouse, TableSpec("items", "bench items"),
+                "overwrite")
+    n = read_table(spark, warehouse, "events").count()
+    marker.write_text(json.dumps({"events": n, "users": n_users}))
+    return n
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--events", default="10000000,50000000", help="comma-separated target sizes")
+    parser.add_argument("--reference-up-to", type=int, default=10**12,
+                        help="run the DuckDB reference only for sizes up to this")
+    parser.add_argument("--workdir", default="/tmp/demandcast-bench-features")
+    parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument("--shuffle-partitions", type=int, default=16)
+    parser.add_argument("--driver-memory", default="5g")
+    parser.add_argument("--seed", type=int, default=42)
+    args = parser.parse_args()
+    configure_logging("WARNING")
+
+    from features.catalog import FeatureSpec
+    from features.feature_tables import update_user_daily, write_snapshots
+    from reference import duckdb_features as reference
+
+    cfg = load_config(ROOT / "conf" / "local.yaml", [
+        f"spark.shuffle_partitions={args.shuffle_partitions}", f"spark.driver_memory={args.driver_memory}",
+        "spark.log_level=ERROR"])
+    spark = build_spark_session("bench-features", cfg.spark)
+    spec = FeatureSpec.from_config(cfg)
+    results = []
+    for target in [int(x) for x in args.events.split(",")]:
+        warehouse = f"{args.workdir}/{target}"
+        n_events = build_inputs(spark, warehouse, target, args.seed)
+        out = Path(warehouse) / "_duckdb"
+
+        def spark_stage() -> None:
+            for name in ("user_daily", "user_features", "labels"):
+                shutil.rmtree(Path(warehouse) / name, ignore_errors=True)
+            daily = update_user_daily(spark, warehouse, spec)
+            write_snapshots(spark, warehouse, [SNAPSHOT], spec, daily.last_event_date)
+
+        files = {name: files_of_version(spark, table_path(warehouse, name),
+                                        current_version(spark, table_path(warehouse, name)))
+                 for name in ("events", "users", "items")}
+
+        def duckdb_stage() -> None:
+            shutil.rmtree(out, ignore_errors=True)
+            out.mkdir(parents=True)
+            con = reference.connect()
+            reference.register_inputs(con, files["events"], files["users"], files["items"])
+            con.execute(f"COPY ({reference.features_sql(SNAPSHOT, spec)}) TO '{out}/features.parquet'")
+            con.execute(f"COPY ({reference.labels_sql(SNAPSHOT, spec.label_window_days, spec)}) "
+                        f"TO '{out}/labels.parquet'")
+            con.execute(f"COPY ({reference.label_category_spend_sql(SNAPSHOT, spec.label_window_days, spec)}) "
+                        f"TO '{out}/label_category_spend.parquet'")
+            con.close()
+
+        with PeakMemory() as spark_memory:
+            spark_timing = measure("spark_features", spark_stage, warmup=0, runs=args.runs)
+        figures = {
+            "target_events": target, "events": n_events, "snapshot": str(SNAPSHOT),
+            "spark": spark_timing.as_dict(), "spark_peak_rss_tree_mb": round(spark_memory.peak_mb),
+            "spark_events_per_s": round(n_events / spark_timing.median),
+            "spark_us_per_event": round(1e6 * spark_timing.median / n_events, 3),
+            "feature_rows": read_table(spark, warehouse, "user_features").count(),
+        }
+        if target <= args.reference_up_to:
+            with PeakMemory() as duck_memory:
+                duck_timing = measure("duckdb_features", duckdb_stage, warmup=0, runs=args.runs)
+            import duckdb
+            figures.update({
+                "duckdb": duck_timing.as_dict(), "duckdb_peak_rss_tree_mb": round(duck_memory.peak_mb),
+                "time_ratio_spark_over_duckdb": round(spark_timing.median / duck_timing.median, 3),
+                "duckdb_feature_rows": duckdb.sql(f"SELECT count(*) FROM '{out}/features.parquet'").fetchone()[0],
+            })
+        results.append(emit("features", figures))
+    spark.stop()
+
+
+if __name__ == "__main__":
+    main()
