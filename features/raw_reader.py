@@ -120,7 +120,7 @@ def _persisted(load: Callable[[list[str]], DataFrame], paths: list[str]) -> tupl
         if len(paths) == 1:
             summary = _error_summary(exc)
             # Spark's CSV reader refuses a file whose header differs from the batch's columns.
-            foreign = re.search(r"header does not conform to the schema", str(exc), re.IGNORECASE)
+            foreign = re.search(r"CSV header", str(exc))
             log.warning("unreadable input file %s: %s", paths[0], summary)
             return None, [FileProblem(paths[0], Reason.FOREIGN_SCHEMA if foreign else Reason.UNREADABLE_FILE,
                                       summary)]
@@ -224,6 +224,4 @@ def read_records(spark: SparkSession, files: Sequence[InputFile], fmt: str,
     for path in paths:
         if path not in unread and counts.get(path, 0) == 0:
             problems.append(FileProblem(path, Reason.EMPTY_FILE, "no records"))
-    for problem in problems:
-        log.warning("skipped input file %s: %s (%s)", problem.path, problem.reason, problem.detail)
     return RawRecords(records, counts, problems)

@@ -24,35 +24,40 @@ EVENT_COLUMNS = ("event_id", "user_id", "session_id", "event_time", "event_type"
 
 
 def with_flaws(events_df: DataFrame, flaws: SimulatorFlaws, seed: int) -> DataFrame:
-    """Events plus `landing_date` and `bad_kind` (null for valid rows), flaws included."""
+    """Events plus `landing_date` and `bad_kind` (null for valid rows), flaws included.
+
+    One pass: each event explodes into itself, maybe a duplicate and maybe an invalid copy, so
+    the events are generated once however many flaws are planted.
+    """
     eid = F.col("event_id")
+    copies = F.array_compact(F.array(
+        F.lit("original"),
+        F.when(uniform(seed, "duplicate", eid) < flaws.duplicate_fraction, F.lit("duplicate")),
+        F.when((uniform(seed, "bad", eid) < flaws.bad_row_fraction) & (F.col("event_type") != "search"),
+               F.lit("bad"))))
     late_by = F.when(uniform(seed, "late", eid) < flaws.late_fraction,
                      F.lit(1) + (uniform(seed, "late_days", eid) < 0.5).cast("int")).otherwise(F.lit(0))
-    base = events_df.withColumn("landing_date", F.date_add("event_date", late_by)) \
-        .withColumn("bad_kind", F.lit(None).cast("string"))
-    duplicates = (base.where(uniform(seed, "duplicate", eid) < flaws.duplicate_fraction)
-                  .withColumn("landing_date", F.date_add("landing_date",
-                                                         (uniform(seed, "dup_day", eid) < 0.3).cast("int"))))
-    kind = F.element_at(F.array(*[F.lit(k) for k in BAD_KINDS]),
-                        (F.floor(uniform(seed, "bad_kind", eid) * len(BAD_KINDS)) + 1).cast("int"))
-    bad = (
-        base.where((uniform(seed, "bad", eid) < flaws.bad_row_fraction) & (F.col("event_type") != "search"))
-        .withColumn("bad_kind", kind)
-        .withColumn("event_id", F.concat(eid, F.lit("-bad")))
-        .withColumn("user_id", F.when(F.col("bad_kind") != "missing_user_id", F.col("user_id")))
-        .withColumn("event_type", F.when(F.col("bad_kind") == "unknown_event_type", F.lit("hover"))
+    redelivered = F.when(F.col("_copy") == "duplicate",
+                         (uniform(seed, "dup_day", eid) < 0.3).cast("int")).otherwise(F.lit(0))
+    kind_drawn = F.element_at(F.array(*[F.lit(k) for k in BAD_KINDS]),
+                              (F.floor(uniform(seed, "bad_kind", eid) * len(BAD_KINDS)) + 1).cast("int"))
+    kind = F.col("bad_kind")
+    return (
+        events_df.withColumn("_copy", F.explode(copies))
+        .withColumn("landing_date", F.date_add("event_date", late_by + redelivered))
+        .withColumn("bad_kind", F.when(F.col("_copy") == "bad", kind_drawn))
+        .withColumn("event_id", F.when(kind.isNotNull(), F.concat(eid, F.lit("-bad"))).otherwise(eid))
+        .withColumn("user_id", F.when(kind.isNull() | (kind != "missing_user_id"), F.col("user_id")))
+        .withColumn("event_type", F.when(kind == "unknown_event_type", F.lit("hover"))
                     .otherwise(F.col("event_type")))
-        .withColumn("price", F.when(F.col("bad_kind") == "negative_price", -F.col("price") - 1)
-                    .otherwise(F.col("price")))
-        .withColumn("quantity", F.when(F.col("bad_kind") == "absurd_quantity", F.lit(1_000_000))
-                    .otherwise(F.col("quantity")))
-        .withColumn("event_time", F.when(F.col("bad_kind") == "future_timestamp",
-                                         F.col("event_time") + F.expr("INTERVAL 80 YEARS"))
+        .withColumn("price", F.when(kind == "negative_price", -F.col("price") - 1).otherwise(F.col("price")))
+        .withColumn("quantity", F.when(kind == "absurd_quantity", F.lit(1_000_000)).otherwise(F.col("quantity")))
+        .withColumn("event_time", F.when(kind == "future_timestamp", F.col("event_time") + F.expr("INTERVAL 80 YEARS"))
                     .otherwise(F.col("event_time")))
-        .withColumn("device", F.when(F.col("bad_kind") == "oversized_string", F.repeat(F.lit("x"), 5000))
+        .withColumn("device", F.when(kind == "oversized_string", F.repeat(F.lit("x"), 5000))
                     .otherwise(F.col("device")))
+        .drop("_copy")
     )
-    return base.unionByName(duplicates).unionByName(bad)
 
 
 def json_lines(landed: DataFrame) -> DataFrame:
