@@ -246,11 +246,11 @@ def build_command(
 
     # The user-id hashing key reaches a driver that runs on the cluster through its environment
     # (client mode: inherited). Spark redacts the value in its UI and event log; render() here.
-    key = os.environ.get(cfg.user_hash_key_env)
+    hash_key = os.environ.get(cfg.user_hash_key_env)
     driver_env = {"yarn": "spark.yarn.appMasterEnv.", "k8s": "spark.kubernetes.driverEnv."}
     kind = "k8s" if (master or profile.master).startswith("k8s://") else (master or profile.master)
-    if cluster_mode and key and kind in driver_env:
-        argv += ["--conf", f"{driver_env[kind]}{cfg.user_hash_key_env}={key}",
+    if cluster_mode and hash_key and kind in driver_env:
+        argv += ["--conf", f"{driver_env[kind]}{cfg.user_hash_key_env}={hash_key}",
                  "--conf", f"spark.redaction.regex={REDACTION_REGEX}"]
 
     log4j = "log4j2.properties" if cluster_mode else str(PROJECT_ROOT / "conf" / "log4j2.properties")
@@ -268,12 +268,13 @@ def build_command(
 
 
 def render(env: dict[str, str], argv: list[str], secrets: tuple[str, ...] = ()) -> str:
-    """The command as a shell line, with secret values masked."""
-    text = " ".join([*(f"{k}={shlex.quote(v)}" for k, v in env.items()), shlex.join(argv)])
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return text
+    """The command as a shell line; a KEY=VALUE argument whose value is a secret shows ***."""
+    shown = list(argv)
+    for i, word in enumerate(argv):
+        for secret in secrets:
+            if secret and word.endswith("=" + secret):
+                shown[i] = word[: -len(secret)] + "***"
+    return " ".join([*(f"{k}={shlex.quote(v)}" for k, v in env.items()), shlex.join(shown)])
 
 
 def build_parser() -> argparse.ArgumentParser:
