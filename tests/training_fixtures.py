@@ -7,6 +7,9 @@ so a model using all features beats the recency rule, and the true probability i
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import hmac
+import os
 
 import numpy as np
 import pandas as pd
@@ -18,6 +21,12 @@ FEATURES_SPEC = TableSpec("user_features", "test features", ("snapshot_date",),
 LABELS_SPEC = TableSpec("labels", "test labels", ("snapshot_date",), properties=NO_DELETION_VECTORS)
 CATEGORIES = ["books", "garden", "toys", "tech"]
 SNAPSHOTS = [dt.date(2026, 3, 1), dt.date(2026, 4, 1)]
+
+
+def user_key(user_id: str) -> str:
+    """HMAC-SHA256 as features.pseudonymise computes it, with the test key from conftest."""
+    secret = os.environ["DEMANDCAST_USER_HASH_KEY"].encode()
+    return hmac.new(secret, user_id.encode(), hashlib.sha256).hexdigest()
 
 
 def simulate(n_users: int, snapshots: list[dt.date], seed: int = 7) -> pd.DataFrame:
@@ -39,7 +48,7 @@ def simulate(n_users: int, snapshots: list[dt.date], seed: int = 7) -> pd.DataFr
         spend = np.where(bought, rng.gamma(2.0, 20.0, n) * (1 + purchases * 0.2), 0.0)
         frames.append(pd.DataFrame({
             "user_id": [f"u{i:05d}" for i in range(n)],
-            "user_key": [f"key{i:05d}" for i in range(n)],
+            "user_key": [user_key(f"u{i:05d}") for i in range(n)],
             "snapshot_date": snapshot,
             "days_since_last_purchase": days,
             "purchases_last_30d": purchases.astype("int64"),
@@ -74,3 +83,14 @@ def write_contract_tables(spark, warehouse: str, data: pd.DataFrame) -> tuple[in
         "label_n_purchases int, label_category_spend map<string,double>")
     return (write_table(features, warehouse, FEATURES_SPEC, "overwrite"),
             write_table(labels, warehouse, LABELS_SPEC, "overwrite"))
+
+
+def write_ground_truth(spark, raw_dir: str, data: pd.DataFrame, window_days: int = 30) -> None:
+    """The simulator's ground_truth contract (raw user ids, true probabilities) for the oracle."""
+    rows = [(r.user_id, r.snapshot_date, window_days, float(r.p_true), float(r.p_true) * 40.0, {}, {})
+            for r in data.itertuples()]
+    df = spark.createDataFrame(rows, "user_id string, cutoff_date date, window_days int, "
+                               "p_purchase double, expected_spend double, "
+                               "p_purchase_by_category map<string,double>, "
+                               "expected_spend_by_category map<string,double>")
+    df.write.format("delta").mode("overwrite").save(f"{raw_dir}/ground_truth")

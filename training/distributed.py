@@ -179,8 +179,7 @@ def train_worker(spec: dict) -> dict:
 
     def batches(files, epoch, rank_, size_):
         return shard_batches(files, inputs, batch_size, rank_, size_, seed, epoch,
-                             settings["shuffle_buffer_batches"], settings["reader_pool"],
-                             settings["reader_workers"])
+                             settings["shuffle_buffer_batches"])
 
     def validation_scores() -> tuple[np.ndarray, np.ndarray]:
         """Logits and labels of the whole validation split, gathered from every rank's shard."""

@@ -78,10 +78,16 @@ def rebatch(row_groups: Iterator[dict[str, np.ndarray]], batch_size: int, buffer
 
 
 def shard_batches(files: list[str], spec: InputSpec, batch_size: int, rank: int, size: int,
-                  seed: int, epoch: int, buffer_batches: int = 4, pool: str = "thread",
-                  workers: int = 2) -> Iterator[dict[str, np.ndarray]]:
-    """One epoch of this rank's shard as dicts of numpy arrays (with a weight column of 1s)."""
+                  seed: int, epoch: int, buffer_batches: int = 4) -> Iterator[dict[str, np.ndarray]]:
+    """One epoch of this rank's shard as dicts of numpy arrays (with a weight column of 1s).
+
+    The reader runs petastorm's "dummy" pool: row groups are decoded on the calling thread, which
+    is tf.data's generator thread, so reading still overlaps training. Its "thread" pool loses
+    row groups here (petastorm 0.13.1: 12 of 40 one-row-group passes came back empty, a race
+    between the ventilator and ThreadPool.get_results), which would silently drop rows.
+    """
     from petastorm import make_batch_reader
+    from petastorm.errors import NoDataAvailableError
 
     # petastorm 0.13 uses pyarrow's legacy dataset API, which warns on every reader.
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"petastorm\.|pyarrow\.")
@@ -89,14 +95,22 @@ def shard_batches(files: list[str], spec: InputSpec, batch_size: int, rank: int,
         raise ValueError("no data files to read: the pinned training_set version is empty")
     # One seed per (run seed, epoch): same order for the same seed, a new order every epoch.
     epoch_seed = (seed * 1_000_003 + epoch) % (2 ** 31)
-    with make_batch_reader(files, schema_fields=spec.columns, cur_shard=rank, shard_count=size,
-                           shuffle_row_groups=True, seed=epoch_seed, num_epochs=1,
-                           reader_pool_type=pool, workers_count=workers) as reader:
+    try:
+        reader = make_batch_reader(files, schema_fields=spec.columns, cur_shard=rank,
+                                   shard_count=size, shuffle_row_groups=True, seed=epoch_seed,
+                                   num_epochs=1, reader_pool_type="dummy")
+    except NoDataAvailableError:
+        # Fewer row groups than ranks (tiny splits): rank 0 reads everything, the others nothing,
+        # which still shows every row once per epoch; the training loop pads idle ranks.
+        if rank != 0:
+            return
+        reader = make_batch_reader(files, schema_fields=spec.columns, shuffle_row_groups=True,
+                                   seed=epoch_seed, num_epochs=1, reader_pool_type="dummy")
+    with reader:
         groups = (to_model_arrays(group._asdict(), spec) for group in reader)
         rng = np.random.default_rng([seed, epoch, rank])
         for batch in rebatch(groups, batch_size, buffer_batches, rng):
-            batch[WEIGHT] = np.ones(len(batch[WEIGHT if WEIGHT in batch else spec.columns[0]]),
-                                    dtype=np.float32)
+            batch[WEIGHT] = np.ones(len(batch[spec.columns[0]]), dtype=np.float32)
             yield batch
 
 

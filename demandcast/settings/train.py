@@ -61,11 +61,6 @@ class TrainSettings(Section):
     # Per-rank learning rates are multiplied by the number of ranks (Goyal et al.).
     scale_lr_by_size: bool = True
     shuffle_buffer_batches: int = Field(4, ge=1)
-    # "dummy" reads on the tf.data prefetch thread. petastorm 0.13.1's thread pool returned an
-    # empty epoch now and then on small file lists here (2 of 12 passes), so it is opt-in; the
-    # epoch row-count check in training.distributed fails the run if it ever happens.
-    reader_pool: Literal["thread", "dummy"] = "dummy"
-    reader_workers: int = Field(2, ge=1)
     resume: bool = False
 
     # Distribution: horovodrun starts num_proc local processes (Gloo); spark runs the same

@@ -1,0 +1,92 @@
+"""Model, model directory, batching and metrics without Spark (fast)."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from training import metrics as M
+from training.input import rebatch
+from training.model import ModelParams, build_model
+from training.model_io import category_score_column, load_scoring_model, save_model_dir
+
+STATE = {
+    "numeric": {"recency": {"mean": 2.0, "std": 1.5, "boundaries": [1.0, 2.0, 3.0]},
+                "spend": {"mean": 1.0, "std": 1.0, "boundaries": [0.5]}},
+    "categorical": {"region": {"vocabulary": ["north", "south"]}, "device": {"vocabulary": []}},
+    "crosses": [["region", "device"], ["region", "recency"]], "cross_hash_buckets": 32,
+    "category_ids": ["books", "toys"],
+    "labels": {"rows": 100, "base_rate": 0.2, "spend_mean": 12.0, "category_rates": [0.1, 0.05]},
+    "calibration": {"method": "none", "a": 1.0, "b": 0.0},
+}
+PARAMS = ModelParams(embedding_dim=4, hidden_units=(8,), dropout=0.0, l2=0.0)
+
+
+def test_saved_model_scores_raw_columns_like_the_keras_model(tmp_path):
+    import tensorflow as tf
+
+    model = build_model(STATE, PARAMS)
+    model.get_layer("calibration").a.assign(0.5)  # calibration must travel with the SavedModel
+    model.get_layer("calibration").b.assign(-0.25)
+    save_model_dir(model, STATE, tmp_path / "m", {"model_version": "v1",
+                                                  "params": dataclasses.asdict(PARAMS)}, {})
+    scoring = load_scoring_model(tmp_path / "m")
+    assert scoring.input_columns == {"recency": "numeric", "spend": "numeric",
+                                     "region": "categorical", "device": "categorical"}
+    assert scoring.category_ids == ["books", "toys"]
+    frame = pd.DataFrame({"recency": [3.0, None, 40.0], "spend": [0, 5, 1], "extra": 1,
+                          "region": ["north", None, "mars"], "device": ["a", "b", None]},
+                         index=[10, 11, 12])
+    out = scoring.predict(frame)
+    assert list(out.index) == [10, 11, 12]
+    assert list(out.columns) == ["p_purchase", "expected_spend",
+                                 category_score_column("books"), category_score_column("toys")]
+    raw = model({"recency": tf.constant([3.0, np.nan, 40.0]), "spend": tf.constant([0.0, 5, 1]),
+                 "region": tf.constant(["north", "", "mars"]), "device": tf.constant(["a", "b", ""])})
+    expected_p = 1 / (1 + np.exp(-(0.5 * raw["logit"].numpy() - 0.25)))
+    np.testing.assert_allclose(out["p_purchase"], expected_p, rtol=1e-5)
+    np.testing.assert_allclose(out["expected_spend"], 12.0 * np.exp(raw["spend_log"].numpy()), rtol=1e-5)
+    assert out.notna().all().all()
+    with pytest.raises(ValueError, match="missing model columns"):
+        scoring.predict(frame.drop(columns=["region"]))
+
+
+def test_output_bias_starts_at_the_base_rate():
+    import tensorflow as tf
+
+    model = build_model(STATE, PARAMS)
+    deep = model.get_layer("deep_logit")
+    deep.set_weights([np.zeros_like(w) for w in deep.get_weights()])
+    out = model({"recency": tf.constant([1.0]), "spend": tf.constant([1.0]),
+                 "region": tf.constant(["north"]), "device": tf.constant(["x"])})
+    assert float(out["p_purchase"][0]) == pytest.approx(0.2, abs=1e-4)
+
+
+def test_rebatch_yields_every_row_once_in_reproducible_batches():
+    groups = [{"id": np.arange(start, start + n)} for start, n in ((0, 7), (7, 30), (37, 0), (37, 13))]
+    run = lambda seed: list(rebatch(iter(groups), 8, 2, np.random.default_rng(seed)))
+    batches = run(1)
+    ids = np.concatenate([b["id"] for b in batches])
+    assert sorted(ids) == list(range(50))
+    assert all(len(b["id"]) == 8 for b in batches[:-1]) and 0 < len(batches[-1]["id"]) <= 8
+    assert [b["id"].tolist() for b in run(1)] == [b["id"].tolist() for b in batches]
+    assert ids.tolist() != list(range(50))
+
+
+def test_classification_metrics_on_a_known_case():
+    y = np.array([0, 0, 1, 1, 0, 1, 0, 0, 0, 1])
+    p = np.array([0.1, 0.2, 0.8, 0.7, 0.3, 0.4, 0.1, 0.6, 0.2, 0.9])
+    m = M.classification_metrics(y, p, threshold=0.5, top_k_percent=20, bins=2)
+    assert m["roc_auc"] == pytest.approx(roc_auc_score(y, p))
+    # bins [0,0.5): p=.1,.2,.3,.4,.1,.2 -> mean .2167, rate 1/6; [0.5,1]: .8,.7,.6,.9 -> .75, 3/4
+    assert m["ece"] == pytest.approx((6 * abs(1.3 / 6 - 1 / 6) + 4 * abs(0.75 - 0.75)) / 10)
+    assert m["at_threshold"]["precision"] == pytest.approx(3 / 4)
+    assert m["at_threshold"]["recall"] == pytest.approx(3 / 4)
+    assert m["at_top_k"]["predicted_positive"] == 2 and m["at_top_k"]["precision"] == 1.0
+    assert m["lift"][0]["lift"] == pytest.approx(1 / 0.4)
+    assert m["lift"][-1]["cumulative_capture"] == pytest.approx(1.0)
+    with pytest.raises(ValueError):
+        M.classification_metrics(y, p[:-1])
