@@ -21,6 +21,22 @@ from demandcast.logs import configure_logging  # noqa: E402
 from demandcast.session import build_spark_session  # noqa: E402
 
 
+def tree_cpu_seconds() -> float:
+    """User + system CPU of this process and its children (the JVM): a figure that, unlike wall
+    time, does not grow when other work shares the machine."""
+    import psutil
+
+    total = 0.0
+    root = psutil.Process()
+    for proc in [root, *root.children(recursive=True)]:
+        try:
+            t = proc.cpu_times()
+            total += t.user + t.system
+        except psutil.Error:
+            pass
+    return total
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--users", type=int, default=20_000)
@@ -39,13 +55,19 @@ def main() -> None:
         spark = build_spark_session("bench-generate", cfg.spark)
         out: dict = {}
 
+        cpu: dict[str, list[float]] = {"generate": [], "ingest": []}
+
         def run_generate() -> None:
+            started = tree_cpu_seconds()
             out["generate"] = generate.run(cfg)
+            cpu["generate"].append(tree_cpu_seconds() - started)
 
         def run_ingest() -> None:
             import shutil
             shutil.rmtree(f"{tmp}/warehouse", ignore_errors=True)
+            started = tree_cpu_seconds()
             out["ingest"] = ingest.run(cfg)
+            cpu["ingest"].append(tree_cpu_seconds() - started)
 
         with PeakMemory() as memory:
             gen = measure("generate", run_generate, warmup=args.warmup, runs=args.runs)
@@ -71,6 +93,8 @@ def main() -> None:
             "ingest_vs_reference": compare(ing, ref),
             "generate_records_per_s": round(n_events / gen.median),
             "ingest_records_per_s": round(n_events / ing.median),
+            "cpu_seconds_last_run": {k: round(v[-1], 1) for k, v in cpu.items()},
+            "load_average_1m_at_end": round(__import__("os").getloadavg()[0], 1),
             "peak_rss_tree_mb": round(memory.peak_mb),
         })
 

@@ -48,7 +48,14 @@ def test_generate_then_ingest_both_formats_exactly_once(spark, project_root, tmp
     assert read_table(spark, str(tmp_path / "warehouse"), "items").count() == 200
 
     # The same events landed as Parquet add nothing: exactly once across formats and batches.
+    # A foreign Parquet file and a truncated one are reported and skipped; the rest is read.
+    landing = tmp_path / "raw" / "events" / "parquet" / "event_date=2025-01-03"
+    spark.createDataFrame([(1, "a")], "sku int, name string").coalesce(1).write.parquet(str(landing / "foreign"))
+    healthy = sorted(landing.glob("*.parquet"))[0].read_bytes()
+    (landing / "truncated.parquet").write_bytes(healthy[: len(healthy) // 2])
     from_parquet = ingest_job.run(cfg("ingest.format=parquet"))
     assert from_parquet["batch_id"] != from_json["batch_id"]
+    assert {(p["reason"], "foreign" in p["path"] or "truncated" in p["path"])
+            for p in from_parquet["file_problems"]} == {("foreign_schema", True), ("unreadable_file", True)}
     assert from_parquet["tables"]["events"]["inserted"] == 0
     assert read_table(spark, str(tmp_path / "warehouse"), "events").count() == n_events
