@@ -90,3 +90,28 @@ def test_classification_metrics_on_a_known_case():
     assert m["lift"][-1]["cumulative_capture"] == pytest.approx(1.0)
     with pytest.raises(ValueError):
         M.classification_metrics(y, p[:-1])
+
+
+def test_gpu_path_refuses_clearly_without_a_gpu():
+    import horovod.tensorflow as hvd
+
+    from demandcast.config import load_config
+    from demandcast.errors import ConfigError
+    from training.distributed import configure_devices
+
+    hvd.init()
+    with pytest.raises(RuntimeError, match="no GPU"):
+        configure_devices(hvd, use_gpu=True, mixed_precision=False)
+    with pytest.raises(ConfigError, match="mixed_precision"):
+        load_config("conf/local.yaml", ["train.mixed_precision=true"])
+    with pytest.raises(ConfigError, match="inprocess"):
+        load_config("conf/local.yaml", ["train.launcher=inprocess", "train.num_proc=2"])
+
+
+def test_warmup_schedule_reaches_the_scaled_rate():
+    from training.distributed import make_schedule
+
+    schedule = make_schedule(0.01, size=4, scale=True, warmup_steps=10)
+    assert float(schedule(0)) == pytest.approx(0.01 * (0.25 + 0.75 * 0.1))
+    assert float(schedule(9)) == pytest.approx(0.04)
+    assert float(schedule(500)) == pytest.approx(0.04)
