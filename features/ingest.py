@@ -19,7 +19,7 @@ from demandcast.settings.ingest import IngestSettings
 from demandcast.tables import TableSpec, commit_info, current_version, merge_table, table_path, write_table
 from features import raw_reader
 from features.column_mapping import map_to_contract, source_field
-from features.event_contract import FIELDS, Reason
+from features.event_contract import Reason
 from features.pseudonymise import HashKey, with_user_key
 from features.raw_reader import FileProblem, InputFile
 from features.validation import validate_events
@@ -249,4 +249,4 @@ def ingest_dimensions(spark: SparkSession, cfg: PipelineConfig, key: HashKey) ->
 
 
 __all__ = ["EVENTS", "QUARANTINE", "USERS", "ITEMS", "IngestBatch", "prepare_batch", "check_gate",
-           "commit_batch", "ingest_dimensions", "FIELDS"]
+           "commit_batch", "ingest_dimensions"]

@@ -9,7 +9,6 @@ import os
 from pathlib import Path
 
 import pytest
-from pyspark.sql import functions as F
 
 from demandcast.config import load_config
 from demandcast.errors import ConfigError, DataQualityError
