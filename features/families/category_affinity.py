@@ -50,13 +50,23 @@ def definitions(spec: FeatureSpec) -> list[Feature]:
     return features
 
 
-def category_window_totals(daily: DataFrame, spec: FeatureSpec) -> DataFrame:
-    """Per (user_key, snapshot_date, category_id): views and purchases in the profile window.
+def categories_in_profile_window(daily: DataFrame, spec: FeatureSpec) -> DataFrame:
+    """One row per (user_key, snapshot_date, daily category entry) in the profile window.
 
     `daily` holds user_daily rows paired with snapshots and their `age_days` (see assemble).
     """
     return (daily.where(F.col("age_days") <= spec.profile_window_days)
-            .select(*KEYS, F.inline("categories"))
+            .select(*KEYS, F.inline("categories")))
+
+
+def category_window_totals(daily: DataFrame, spec: FeatureSpec) -> DataFrame:
+    """Per (user_key, snapshot_date, category_id): views and purchases in the profile window.
+
+    Partitioned by (user_key, snapshot_date): the per-user aggregation that follows and the join
+    with the window totals (same keys) then need no further shuffle.
+    """
+    return (categories_in_profile_window(daily, spec)
+            .repartition(*KEYS)
             .groupBy(*KEYS, "category_id")
             .agg(F.sum("views").alias("views"), F.sum("purchases").alias("purchases")))
 

@@ -2,7 +2,7 @@
 their popularity and conversion among all users in the profile window before the snapshot."""
 from __future__ import annotations
 
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from features.catalog import Feature, FeatureSpec
@@ -36,28 +36,39 @@ def definitions(spec: FeatureSpec) -> list[Feature]:
     return features
 
 
-def category_popularity(category_totals: DataFrame) -> DataFrame:
-    """Per (snapshot_date, category_id): share of the snapshot's views, and purchases per view."""
-    per_category = category_totals.groupBy("snapshot_date", "category_id").agg(
+def category_popularity(category_entries: DataFrame) -> DataFrame:
+    """Per (snapshot_date, category_id): share of the snapshot's views, and purchases per view.
+
+    From the daily category entries (categories_in_profile_window): aggregated by snapshot and
+    category straight away, so the map side reduces them to a few rows before any shuffle.
+    """
+    per_category = category_entries.groupBy("snapshot_date", "category_id").agg(
         F.sum("views").alias("views"), F.sum("purchases").alias("purchases"))
-    all_views = per_category.groupBy("snapshot_date").agg(F.sum("views").alias("all_views"))
-    return (per_category.join(F.broadcast(all_views), "snapshot_date")
-            .select("snapshot_date", "category_id",
-                    ratio(F.col("views"), F.col("all_views")).alias("popularity"),
-                    ratio(F.col("purchases"), F.col("views")).alias("conversion")))
+    # A window over the few (snapshot, category) rows instead of a join back to the totals.
+    all_views = F.sum("views").over(Window.partitionBy("snapshot_date"))
+    return per_category.select(
+        "snapshot_date", "category_id",
+        ratio(F.col("views"), all_views).alias("popularity"),
+        ratio(F.col("purchases"), F.col("views")).alias("conversion"))
 
 
-def add_context_features(base: DataFrame, category_totals: DataFrame, spec: FeatureSpec) -> DataFrame:
-    """`base` carries region, age_band, last_device and the top_category_i columns."""
-    popularity = F.broadcast(category_popularity(category_totals))
-    joined = base
-    helper_columns = []
+def add_context_features(base: DataFrame, category_entries: DataFrame, spec: FeatureSpec) -> DataFrame:
+    """`base` carries region, age_band, last_device and the top_category_i columns.
+
+    The popularity table becomes one map per snapshot (category -> (popularity, conversion)),
+    broadcast and joined once; each top category looks its entry up in the map, so the
+    popularity is computed once however many top categories there are.
+    """
+    popularity = (category_popularity(category_entries)
+                  .groupBy("snapshot_date")
+                  .agg(F.map_from_entries(F.collect_list(F.struct(
+                      "category_id", F.struct("popularity", "conversion")))).alias("ctx__popularity")))
+    joined = base.join(F.broadcast(popularity), "snapshot_date", "left")
+    helper_columns = ["ctx__popularity"]
     for i in range(1, spec.top_k_categories + 1):
-        top = top_category_name(i)
-        renamed = popularity.select(
-            "snapshot_date", F.col("category_id").alias(top),
-            F.col("popularity").alias(f"ctx__popularity_{i}"),
-            F.col("conversion").alias(f"ctx__conversion_{i}"))
-        joined = joined.join(renamed, ["snapshot_date", top], "left")
+        entry = F.when(F.col(top_category_name(i)).isNotNull(),
+                       F.col("ctx__popularity")[F.col(top_category_name(i))])
+        joined = (joined.withColumn(f"ctx__popularity_{i}", entry["popularity"])
+                  .withColumn(f"ctx__conversion_{i}", entry["conversion"]))
         helper_columns += [f"ctx__popularity_{i}", f"ctx__conversion_{i}"]
     return with_features(joined, definitions(spec)).drop(*helper_columns)

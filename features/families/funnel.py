@@ -11,7 +11,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from features.catalog import Feature, FeatureSpec
-from features.families.common import ratio, total, total_name, with_features
+from features.families.common import ratio, total, with_features
 
 FAMILY = "funnel"
 
@@ -43,15 +43,22 @@ def definitions(spec: FeatureSpec) -> list[Feature]:
     ]
 
 
-def population_rates(totals: DataFrame, spec: FeatureSpec) -> DataFrame:
-    """One row per snapshot: each ratio over all users of the snapshot."""
-    return totals.groupBy("snapshot_date").agg(*[
-        ratio(F.sum(total_name(num, w)), F.sum(total_name(den, w))).alias(_prior_name(stem, w))
+def population_rates(daily: DataFrame, spec: FeatureSpec) -> DataFrame:
+    """One row per snapshot: each ratio over all users of the snapshot.
+
+    Summed straight from the daily rows (`age_days` per snapshot, see assemble): the same totals
+    as summing the users' window totals, without a second pass over the per-user aggregation.
+    """
+    def window_sum(column: str, w: int):
+        return F.sum(F.when(F.col("age_days") <= w, F.col(column)))
+
+    return daily.groupBy("snapshot_date").agg(*[
+        ratio(window_sum(num, w), window_sum(den, w)).alias(_prior_name(stem, w))
         for w in spec.funnel_windows_days for stem, num, den in RATIOS
     ])
 
 
-def add_funnel_features(totals: DataFrame, spec: FeatureSpec) -> DataFrame:
-    priors = population_rates(totals, spec)
+def add_funnel_features(totals: DataFrame, daily: DataFrame, spec: FeatureSpec) -> DataFrame:
+    priors = population_rates(daily, spec)
     with_priors = totals.join(F.broadcast(priors), "snapshot_date", "left")
     return with_features(with_priors, definitions(spec)).drop(*priors.columns[1:])
