@@ -7,6 +7,8 @@ with numpy and cut into batches: no per-row Python anywhere.
 """
 from __future__ import annotations
 
+import contextlib
+import sys
 import warnings
 from dataclasses import dataclass
 from typing import Iterator
@@ -106,12 +108,17 @@ def shard_batches(files: list[str], spec: InputSpec, batch_size: int, rank: int,
             return
         reader = make_batch_reader(files, schema_fields=spec.columns, shuffle_row_groups=True,
                                    seed=epoch_seed, num_epochs=1, reader_pool_type="dummy")
-    with reader:
+    try:
         groups = (to_model_arrays(group._asdict(), spec) for group in reader)
         rng = np.random.default_rng([seed, epoch, rank])
         for batch in rebatch(groups, batch_size, buffer_batches, rng):
             batch[WEIGHT] = np.ones(len(batch[spec.columns[0]]), dtype=np.float32)
             yield batch
+    finally:
+        # petastorm prints "Cache cleanup complete." on stdout, where figures and results go.
+        with contextlib.redirect_stdout(sys.stderr):
+            reader.stop()
+            reader.join()
 
 
 def tf_dataset(make_batches, spec: InputSpec, prefetch: int = 2):
