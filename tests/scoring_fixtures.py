@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 from pathlib import Path
 from typing import Sequence
 
@@ -98,6 +99,9 @@ class LinearScoringModel:
 
 
 def load_linear_model(model_dir: str) -> LinearScoringModel:
+    """Loads the model and records the loading process id in loads.log (the caching test)."""
+    with open(Path(model_dir) / "loads.log", "a") as log:
+        log.write(f"{os.getpid()}\n")
     return LinearScoringModel(json.loads((Path(model_dir) / "model.json").read_text()))
 
 
@@ -207,7 +211,8 @@ def _build_scored_world(spark, tmp_path_factory) -> dict:
         "score.feature_groups={recency: [days_since_last_purchase], "
         "activity: [purchases_last_30d, spend_last_30d, sessions_last_7d]}"])
     summary = run_score(spark, cfg, loader=load_linear_model)
+    m2_loads = (m2 / "loads.log").read_text().split()
     pinned = cfg.model_copy(update={"score": cfg.score.model_copy(update={"model_version": "m1"})})
     summary_m1 = run_score(spark, pinned, loader=load_linear_model)
     return {"cfg": cfg, "summary": summary, "summary_m1": summary_m1, "current": current,
-            "train": train, "m1": m1, "m2": m2, "warehouse": warehouse}
+            "train": train, "m1": m1, "m2": m2, "warehouse": warehouse, "m2_loads": m2_loads}

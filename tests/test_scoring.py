@@ -196,3 +196,12 @@ def test_replace_where_on_two_partition_columns(spark, warehouse):
     with pytest.raises(ValueError, match="non-partition"):
         write_table(rows([("a", d, "m1", 0.9)]), warehouse, spec, "replace_partitions",
                     replace_where={"p": [0.9]})
+
+
+def test_model_is_loaded_once_per_process_not_per_batch(scored_world):
+    """The fixture's m2 run scored 400 rows in Arrow batches of 64 (7+ batches) and explained a
+    subset; every process (driver, Python workers) loaded the model at most once."""
+    pids = scored_world["m2_loads"]
+    assert len(pids) == len(set(pids))
+    # The driver (schema check) plus the worker processes: fewer loads than the 8 batches.
+    assert 2 <= len(pids) < 8
