@@ -15,6 +15,7 @@ demo: install
 
 # The full suite, slow end-to-end tests included (CI runs exactly this).
 test: install
+	bash scripts/install_system.sh
 	bash scripts/run_tests.sh
 
 # Without the slow-marked tests, for quick local iterations.
