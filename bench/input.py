@@ -124,8 +124,11 @@ def horovod_examples_per_s(paths: list[str], state: dict, ranks: int, batch_size
             "model_info": {"model_version": f"bench-{ranks}", "training_set": {}, "config": {},
                            "code_version": "bench"}}
     path = write_spec(spec)
-    subprocess.run(horovodrun_command(path, ranks), cwd=ROOT, env=worker_env(False), check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    with open(run_dir / "ranks.log", "w") as log:
+        done = subprocess.run(horovodrun_command(path, ranks), cwd=ROOT, env=worker_env(False),
+                              stdout=log, stderr=subprocess.STDOUT)
+    if done.returncode != 0:
+        return {"ranks": ranks, "failed": f"exit {done.returncode}, see {run_dir / 'ranks.log'}"}
     result = json.loads((run_dir / "result.json").read_text())
     return {"ranks": ranks, "examples_per_s": round(result["examples_per_s"], 1),
             "epochs": result["epochs_run"],

@@ -155,11 +155,12 @@ def train_worker(spec: dict) -> dict:
         return total, purchase, spend, category
 
     n_wide = len(wide_vars)
+    feature_names = [*inputs.numeric, *inputs.categorical]
 
     @tf.function
     def train_step(batch):
         with tf.GradientTape() as tape:
-            out = model(batch, training=True)
+            out = model({c: batch[c] for c in feature_names}, training=True)
             total, purchase, spend, category = losses(out, batch)
             objective = total + tf.add_n(model.losses) if model.losses else total
             if mixed:
@@ -175,7 +176,8 @@ def train_worker(spec: dict) -> dict:
 
     @tf.function
     def predict_logits(batch):
-        return tf.cast(model(batch, training=False)["logit"], tf.float32)
+        features = {c: batch[c] for c in feature_names}
+        return tf.cast(model(features, training=False)["logit"], tf.float32)
 
     def batches(files, epoch, rank_, size_):
         return shard_batches(files, inputs, batch_size, rank_, size_, seed, epoch,
