@@ -16,7 +16,6 @@ catalog's columns, with preprocessing statistics from the generated rows and ini
 from __future__ import annotations
 
 import argparse
-import functools
 import os
 import sys
 import time

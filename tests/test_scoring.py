@@ -3,7 +3,6 @@ idempotent reruns beside another model's scores, refusal of a model that does no
 from __future__ import annotations
 
 import datetime as dt
-from pathlib import Path
 
 import numpy as np
 import pandas as pd

@@ -3,17 +3,13 @@ comments, time travel to the previous model's scores) and, slow-marked, with no 
 from the consumer venv (deltalake + DuckDB, its own pins: scripts/consumer_venv.sh)."""
 from __future__ import annotations
 
-import datetime as dt
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from demandcast.config import load_config
 from demandcast.tables import table_path
-from training.score_stage import run_score
 
 from scoring_fixtures import CATEGORIES, N_USERS, SNAPSHOTS, scored_world  # noqa: F401
 
