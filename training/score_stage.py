@@ -147,7 +147,8 @@ def run_score(spark: SparkSession, cfg: PipelineConfig,
     batch_size = settings.arrow_batch_size or cfg.spark.arrow_batch_size
     previous_batch = spark.conf.get(ARROW_BATCH_CONF, None)
     spark.conf.set(ARROW_BATCH_CONF, str(batch_size))
-    scored_at = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    # Timezone-aware, so Spark stores the same instant whatever the machine's local zone.
+    scored_at = dt.datetime.now(dt.timezone.utc)
     try:
         scored = score_snapshot(current, plan, explained_users(settings))
         try:
@@ -172,7 +173,7 @@ def run_score(spark: SparkSession, cfg: PipelineConfig,
         "arrow_batch_size": batch_size, "reference_snapshot_date": str(reference_date),
         "drift_warnings": [d.feature for d in drift if d.psi > settings.psi_warn_threshold],
     })
-    report = {**summary, "scored_at": scored_at.isoformat() + "Z",
+    report = {**summary, "scored_at": scored_at.isoformat(),
               "psi_warn_threshold": settings.psi_warn_threshold,
               "drift": [d.as_dict() for d in drift], "global_importance": importance}
     summary["report"] = write_report(cfg.runs_dir, snapshot, choice.model_version, report)
