@@ -19,7 +19,7 @@ from demandcast.settings.ingest import IngestSettings
 from demandcast.tables import TableSpec, commit_info, current_version, merge_table, table_path, write_table
 from features import raw_reader
 from features.column_mapping import map_to_contract, source_field
-from features.event_contract import Reason
+from features.event_contract import REQUIRED, Reason
 from features.pseudonymise import HashKey, with_user_key
 from features.raw_reader import FileProblem, InputFile
 from features.validation import validate_events
@@ -118,13 +118,14 @@ def prepare_batch(spark: SparkSession, cfg: PipelineConfig, key: HashKey, now: d
     keyed = with_user_key(checked, key, drop_source=False).persist(StorageLevel.MEMORY_AND_DISK)
     # A file none of whose records carries the contract is a foreign file: reported as one
     # problem, its records quarantined as foreign_schema, and kept out of the bad-row gate.
-    per_file = keyed.groupBy("source_file").agg(F.sum(
+    per_file = {r.source_file: r for r in keyed.groupBy("source_file").agg(F.sum(
         (F.size(F.filter("problems", lambda p: p.reason.isin(Reason.MALFORMED_RECORD, Reason.MISSING_REQUIRED)))
-         == 0).cast("int")).alias("carrying")).collect()
+         == 0).cast("int")).alias("carrying"),
+        *[F.max(F.col(name).isNotNull().cast("int")).alias(f"has_{name}") for name in REQUIRED]).collect()}
     raw.release()  # `keyed` is materialised: the raw records are not needed any more
-    foreign = sorted(r.source_file for r in per_file if r.carrying == 0)
-    problems = list(raw.problems) + [FileProblem(f, Reason.FOREIGN_SCHEMA, "no record carries the required "
-                                                 "fields of the event contract") for f in foreign]
+    foreign = sorted(f for f, r in per_file.items() if r.carrying == 0)
+    problems = list(raw.problems) + [FileProblem(f, Reason.FOREIGN_SCHEMA, foreign_schema_detail(per_file[f], s))
+                                     for f in foreign]
     for f in foreign:
         log.warning("foreign schema in %s: its records are quarantined as %s", f, Reason.FOREIGN_SCHEMA)
     in_foreign = F.col("source_file").isin(*foreign) if foreign else F.lit(False)
@@ -171,6 +172,14 @@ def prepare_batch(spark: SparkSession, cfg: PipelineConfig, key: HashKey, now: d
                        _cached=[keyed])
 
 
+def foreign_schema_detail(file_counts, s: IngestSettings) -> str:
+    """Names the required contract fields (and their source fields) no record of the file has."""
+    never = [f"{name} (source field {source_field(s.mapping, name)!r})" for name in REQUIRED
+             if not file_counts[f"has_{name}"]]
+    return ("no record carries the required fields of the event contract"
+            + (f"; no record has a usable value for: {', '.join(never)}" if never else ""))
+
+
 def check_gate(batch: IngestBatch, max_bad_fraction: float) -> None:
     """Raises DataQualityError (exit 3) when the batch must not be committed."""
     c = batch.counts
@@ -181,7 +190,8 @@ def check_gate(batch: IngestBatch, max_bad_fraction: float) -> None:
             f"{c['bad_by_reason']}; nothing was committed")
     if c["good_rows"] == 0 and batch.problems:
         raise DataQualityError(f"batch {batch.batch_id}: no valid rows; file problems: "
-                               f"{[(p.path, p.reason) for p in batch.problems]}; nothing was committed")
+                               f"{[(p.path, p.reason, p.detail) for p in batch.problems]}; "
+                               "nothing was committed")
 
 
 def commit_batch(batch: IngestBatch, warehouse: str) -> dict:
