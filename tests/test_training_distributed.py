@@ -24,8 +24,10 @@ FAST_MODEL = ["train.files_per_split=2", "train.batch_size=64", "train.deep_lear
 
 
 def config(tmp_path: Path, *overrides: str):
+    snapshots = ",".join(d.isoformat() for d in SNAPSHOTS)  # the fixture's, whatever conf/ says
     return load_config("conf/local.yaml", [f"warehouse={tmp_path}/warehouse", f"runs_dir={tmp_path}/runs",
-                                           f"raw_dir={tmp_path}/raw", *FAST_MODEL, *overrides])
+                                           f"raw_dir={tmp_path}/raw", f"snapshot_dates=[{snapshots}]",
+                                           *FAST_MODEL, *overrides])
 
 
 def test_two_ranks_stay_identical_and_beat_the_recency_rule(spark, tmp_path):
