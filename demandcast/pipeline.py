@@ -93,10 +93,16 @@ def run_pipeline(
     return outcomes
 
 
-def _figures(summary: dict[str, Any], limit: int = 6) -> str:
+def _is_location(key: str, value: Any) -> bool:
+    return isinstance(value, str) and (key in ("report", "raw_dir") or key.endswith(("_path", "_dir")))
+
+
+def _figures(summary: dict[str, Any], limit: int = 7) -> str:
     scalars = [(k, v) for k, v in summary.items()
                if isinstance(v, (int, float, str)) and not isinstance(v, bool)
-               and not (k.endswith("_path") or k.endswith("_dir"))]
+               and not _is_location(k, v)]
+    # Quality figures first: they are what a reader of the summary looks for.
+    scalars.sort(key=lambda kv: not kv[0].startswith("auc_"))
     return ", ".join(f"{k}={round(v, 4) if isinstance(v, float) else v}" for k, v in scalars[:limit])
 
 
@@ -106,4 +112,6 @@ def render_summary(outcomes: list[StageOutcome]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     lines = [" | ".join(r[i].ljust(widths[i]) for i in range(3)) + " | " + r[3] for r in rows]
     lines.insert(1, "-+-".join("-" * w for w in widths) + "-+-" + "-" * 20)
-    return "run-all summary\n" + "\n".join(lines)
+    where = [f"  {o.stage}.{k}: {v}" for o in outcomes for k, v in o.summary.items()
+             if _is_location(k, v)]
+    return "run-all summary\n" + "\n".join(lines) + ("\nwhere:\n" + "\n".join(where) if where else "")

@@ -17,6 +17,7 @@ from demandcast.config import PipelineConfig
 from demandcast.logs import get_logger
 from demandcast.pipeline import STAGE_ORDER, render_summary, run_pipeline
 from demandcast.session import build_spark_session
+from demandcast.tables import absolute_uri
 
 log = get_logger("run_all")
 
@@ -30,6 +31,7 @@ def run(cfg: PipelineConfig) -> dict:
     spark = build_spark_session("run-all", cfg.spark)
     outcomes = run_pipeline(cfg, stages, run_stage, spark, force=cfg.run_all.force)
     print(render_summary(outcomes), flush=True)
+    print(f"tables: {absolute_uri(cfg.warehouse)}/<table>", flush=True)
     return {
         "stages": {o.stage: o.status for o in outcomes},
         "missing": missing,
