@@ -1,0 +1,179 @@
+"""One tiny pipeline, built once per session through the real CLI (subprocesses), that the
+reliability tests attack: kill -9 mid-write, concurrent scoring, schema drift, determinism, and
+the security scans. Copies of its warehouse keep the tests independent of each other's writes."""
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+CLI = str(Path(sys.executable).with_name("demandcast"))
+SNAPSHOTS = ("2025-02-01", "2025-02-15")
+# A field no contract knows: ingest must carry it in events.extra and features must not care.
+NEW_OPTIONAL_FIELD = "coupon_code"
+STAGE_TIMEOUT_S = 900
+
+TINY_CONF = """\
+extends: {local}
+warehouse: {root}/warehouse
+raw_dir: {raw}
+runs_dir: {root}/runs
+seed: 7
+snapshot_dates: [{snapshots}]
+label_window_days: 14
+spark: {{master: "local[2]", driver_memory: 1g, shuffle_partitions: 2}}
+generate: {{n_users: 400, n_items: 120, n_days: 60, partitions: 2, formats: [json]}}
+train:
+  launcher: inprocess
+  num_proc: 1
+  epochs: 2
+  batch_size: 128
+  files_per_split: 1
+  hidden_units: [16]
+  top_k_categories: 3
+"""
+
+
+def stage_env() -> dict[str, str]:
+    env = dict(os.environ)  # DEMANDCAST_USER_HASH_KEY comes from tests/conftest.py
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH")) if p)
+    return env
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """A warehouse, runs folder and raw landing zone with the config file that points at them."""
+
+    root: Path
+    conf: Path
+    raw_dir: Path
+
+    @property
+    def warehouse(self) -> Path:
+        return self.root / "warehouse"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.root / "runs"
+
+    def command(self, stage: str, *sets: str) -> list[str]:
+        return [CLI, stage, "--conf", str(self.conf), *[a for s in sets for a in ("--set", s)]]
+
+    def cli(self, stage: str, *sets: str, check: bool = True,
+            timeout: float = STAGE_TIMEOUT_S) -> subprocess.CompletedProcess:
+        done = subprocess.run(self.command(stage, *sets), cwd=PROJECT_ROOT, env=stage_env(),
+                              capture_output=True, text=True, timeout=timeout)
+        if check and done.returncode != 0:
+            raise AssertionError(f"`demandcast {stage}` exited {done.returncode}:\n{done.stderr[-4000:]}")
+        return done
+
+    def start(self, stage: str, *sets: str) -> subprocess.Popen:
+        """The stage in its own process group, so os.killpg reaches the JVM and Python workers."""
+        return subprocess.Popen(self.command(stage, *sets), cwd=PROJECT_ROOT, env=stage_env(),
+                                start_new_session=True, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+
+    def copy_to(self, dest: Path) -> "Pipeline":
+        """Same raw data, a copy of the warehouse (Delta logs hold relative paths) and runs."""
+        dest.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(self.warehouse, dest / "warehouse")
+        if self.runs_dir.exists():
+            shutil.copytree(self.runs_dir, dest / "runs")
+        return make_pipeline(dest, self.raw_dir)
+
+
+def make_pipeline(root: Path, raw_dir: Path) -> Pipeline:
+    conf = root / "conf.yaml"
+    conf.write_text(TINY_CONF.format(local=PROJECT_ROOT / "conf" / "local.yaml", root=root,
+                                     raw=raw_dir, snapshots=", ".join(SNAPSHOTS)))
+    return Pipeline(root, conf, raw_dir)
+
+
+def raw_user_ids(raw_dir: Path) -> set[str]:
+    import pyarrow.parquet as pq
+
+    return set(pq.read_table(raw_dir / "users", columns=["user_id"]).column("user_id").to_pylist())
+
+
+def land_events_with_new_field(raw_dir: Path, dest: Path | None = None,
+                               drop: tuple[str, ...] = ()) -> Path:
+    """A JSON landing file whose records carry a field the event contract does not know
+    (and lack the fields in `drop`)."""
+    users = sorted(raw_user_ids(raw_dir))[:10] if (raw_dir / "users").exists() else ["U00000001"]
+    records = [{"event_id": f"schema-evolution-{n:03d}", "user_id": users[n % len(users)],
+                "session_id": f"se-{n}", "event_time": f"2025-01-20T1{n % 10}:00:00Z",
+                "event_type": "view", "item_id": "I-evolution", "category_id": "c00",
+                "price": 10.0, "quantity": 1, "device": "mobile", "channel": "direct",
+                NEW_OPTIONAL_FIELD: f"SPRING{n}"} for n in range(20)]
+    path = dest or raw_dir / "events" / "json" / "event_date=2025-01-20" / "zz-new-field.json.gz"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with gzip.open(path, "wt") as out:
+        out.write("\n".join(json.dumps({k: v for k, v in r.items() if k not in drop}, sort_keys=True)
+                            for r in records) + "\n")
+    return path
+
+
+def build_pipeline(root: Path, raw_dir: Path | None = None) -> Pipeline:
+    """generate (unless raw_dir is given) -> ingest -> features -> train -> score, via the CLI."""
+    root.mkdir(parents=True, exist_ok=True)
+    pipeline = make_pipeline(root, raw_dir or root / "raw")
+    if raw_dir is None:
+        pipeline.cli("generate")
+        land_events_with_new_field(pipeline.raw_dir)
+    for stage in ("ingest", "features", "train", "score"):
+        pipeline.cli(stage)
+    return pipeline
+
+
+@pytest.fixture(scope="session")
+def pipeline(tmp_path_factory) -> Pipeline:
+    # Working on the suite itself: point this at a folder build_pipeline filled earlier (the
+    # tests only read it and attack copies) to skip the few minutes of building it again.
+    reuse = os.environ.get("DEMANDCAST_RELIABILITY_PIPELINE")
+    if reuse:
+        return make_pipeline(Path(reuse), Path(reuse) / "raw")
+    return build_pipeline(tmp_path_factory.mktemp("reliability") / "clean")
+
+
+def data_files(table: Path) -> set[Path]:
+    return {p for p in table.rglob("*.parquet") if "_delta_log" not in p.parts}
+
+
+def kill_during_write(process: subprocess.Popen, table: Path, timeout_s: float = 600) -> bool:
+    """Waits until the stage has written new data files into `table` (its commit not yet
+    visible in the log), then SIGKILLs its whole process group. False if the stage ended first."""
+    before = data_files(table)
+    log_before = set((table / "_delta_log").glob("*.json"))
+    deadline = time.monotonic() + timeout_s
+    while process.poll() is None and time.monotonic() < deadline:
+        if data_files(table) - before:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+            return set((table / "_delta_log").glob("*.json")) == log_before
+        time.sleep(0.01)
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    return False
+
+
+def table_rows(spark, path: Path, drop: tuple[str, ...] = (), where: str | None = None) -> list[tuple]:
+    """Every row of a Delta table (all columns but `drop`) as sorted tuples, for exact comparison."""
+    df = spark.read.format("delta").load(str(path))
+    if where:
+        df = df.where(where)
+    df = df.select(*sorted(c for c in df.columns if c not in drop))
+    return sorted((tuple(r) for r in df.collect()), key=repr)
+
+
