@@ -21,7 +21,8 @@ STAGE_OUTPUT_TABLES: dict[str, tuple[str, ...]] = {
     "generate": (),
     "ingest": ("events", "quarantine", "users", "items"),
     "features": ("user_daily", "user_features", "labels"),
-    "train": ("training_set", "models"),
+    # Not `models`: evaluate writes test metrics back into it, which is no change to training.
+    "train": ("training_set",),
     "evaluate": (),
     "score": ("predictions", "category_demand"),
 }
@@ -65,13 +66,19 @@ def run_pipeline(
     ledger = StageLedger(Path(cfg.runs_dir) / "ledger")
     outcomes: list[StageOutcome] = []
     upstream = "root"
+    rerun_from: str | None = None  # once a stage runs, every stage after it must run too
     for index, stage in enumerate(stages, start=1):
         fp = fingerprint(_stage_config(cfg, stage), upstream)
         upstream = fp
         tables = STAGE_OUTPUT_TABLES.get(stage, ())
         versions = {t: current_version(spark, table_path(cfg.warehouse, t)) for t in tables}
         record = ledger.load(stage)
-        reason = "forced" if force else still_current(record, fp, versions)
+        if force:
+            reason: str | None = "forced"
+        elif rerun_from is not None:
+            reason = f"upstream stage {rerun_from} ran"
+        else:
+            reason = still_current(record, fp, versions)
         banner = f"[{index}/{len(stages)}] {stage}"
         if reason is None and record is not None:
             log.info("%s: skipped, unchanged since %s (use --force to rerun)", banner, record.finished_at)
@@ -90,6 +97,7 @@ def run_pipeline(
         after = {t: current_version(spark, table_path(cfg.warehouse, t)) for t in tables}
         ledger.save(StageRecord(stage, fp, after, _artifacts(summary), summary, round(seconds, 1)))
         outcomes.append(StageOutcome(stage, "ran", seconds, summary, reason or ""))
+        rerun_from = rerun_from or stage
     return outcomes
 
 
