@@ -95,8 +95,11 @@ def train_worker(spec: dict) -> dict:
     settings = spec["settings"]
     device = configure_devices(hvd, settings["use_gpu"], settings["mixed_precision"])
     seed = int(spec["seed"])
-    tf.random.set_seed(seed)
-    np.random.seed(seed)
+    # Keras draws the seeds of unseeded initializers and dropout from Python's `random`:
+    # set_random_seed seeds it with numpy and TensorFlow, so the same seed gives the same model
+    # (tests/reliability/test_determinism.py); op determinism pins the kernels' reduction order.
+    tf.keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
     run_dir = Path(spec["run_dir"])
     state = json.loads(Path(spec["state_path"]).read_text())
     params = ModelParams(settings["embedding_dim"], tuple(settings["hidden_units"]),
