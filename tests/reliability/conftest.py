@@ -79,10 +79,14 @@ class Pipeline:
         return done
 
     def start(self, stage: str, *sets: str) -> subprocess.Popen:
-        """The stage in its own process group, so os.killpg reaches the JVM and Python workers."""
-        return subprocess.Popen(self.command(stage, *sets), cwd=PROJECT_ROOT, env=stage_env(),
-                                start_new_session=True, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
+        """The stage in its own process group, so os.killpg reaches the JVM and Python workers.
+        Its stderr goes to a file (`.log_path`): a pipe nobody reads fills up and blocks Spark."""
+        log_path = self.root / f"{stage}-{time.monotonic_ns()}.log"
+        with open(log_path, "w") as log:
+            job = subprocess.Popen(self.command(stage, *sets), cwd=PROJECT_ROOT, env=stage_env(),
+                                   start_new_session=True, stdout=subprocess.DEVNULL, stderr=log)
+        job.log_path = log_path
+        return job
 
     def copy_to(self, dest: Path) -> "Pipeline":
         """Same raw data, a copy of the warehouse (Delta logs hold relative paths) and runs."""

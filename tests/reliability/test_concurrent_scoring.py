@@ -18,7 +18,7 @@ def test_two_snapshots_scored_at_the_same_time_both_commit(spark, pipeline, tmp_
         shutil.rmtree(copy.warehouse / table)
 
     jobs = {snapshot: copy.start("score", f"score.snapshot_date={snapshot}") for snapshot in SNAPSHOTS}
-    outcomes = {snapshot: (job.wait(timeout=900), job.communicate()[1]) for snapshot, job in jobs.items()}
+    outcomes = {snapshot: (job.wait(timeout=900), job.log_path.read_text()) for snapshot, job in jobs.items()}
     for snapshot, (code, stderr) in outcomes.items():
         assert code == 0, f"scoring {snapshot} exited {code}:\n{stderr[-4000:]}"
 
