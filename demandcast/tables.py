@@ -89,7 +89,8 @@ def current_version(spark: SparkSession, path: str) -> int | None:
     return int(DeltaTable.forPath(spark, path).history(1).select("version").first()[0])
 
 
-def with_retries(action: Callable[[], T], what: str, attempts: int = 5) -> T:
+def with_retries(action: Callable[[], T], what: str, attempts: int = 5,
+                 also_retry: tuple[str, ...] = ()) -> T:
     """Runs a Delta commit again when another writer committed first (optimistic concurrency)."""
     for attempt in range(1, attempts + 1):
         try:
@@ -97,7 +98,8 @@ def with_retries(action: Callable[[], T], what: str, attempts: int = 5) -> T:
         except Exception as exc:  # Delta's conflict errors arrive as Py4J/Spark exceptions
             retriable = "Concurrent" in type(exc).__name__ or "ConcurrentAppend" in str(exc) \
                 or "ConcurrentWrite" in str(exc) or "ProtocolChanged" in str(exc) \
-                or "MetadataChanged" in str(exc) or "DELTA_CONCURRENT" in str(exc)
+                or "MetadataChanged" in str(exc) or "DELTA_CONCURRENT" in str(exc) \
+                or any(marker in str(exc) for marker in also_retry)
             if not retriable or attempt == attempts:
                 raise
             wait = 0.5 * 2 ** (attempt - 1)
@@ -152,7 +154,10 @@ def ensure_table(spark: SparkSession, warehouse: str, spec: TableSpec, df: DataF
         builder = builder.partitionedBy(*spec.partition_by)
     for key, value in spec.properties.items():
         builder = builder.property(key, value)
-    with_retries(builder.execute, f"create {spec.name}")
+    # Two jobs creating the same table race: one may see the other's folder before its first
+    # commit ("not empty and not a Delta table") or lose the put of version 0; both settle.
+    with_retries(builder.execute, f"create {spec.name}",
+                 also_retry=("DELTA_CREATE_TABLE_WITH_NON_EMPTY_LOCATION", "FileAlreadyExists"))
     return path
 
 
