@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from training.input import WEIGHT, InputSpec, shard_batches, tf_dataset
+from training.progress import EpochProgress
 
 RESULT_FILE = "result.json"
 
@@ -202,12 +203,14 @@ def train_worker(spec: dict) -> dict:
     dummy = dummy_batch(inputs)
     started = time.monotonic()
     examples = 0.0
+    display = EpochProgress(steps_per_epoch, int(settings["epochs"]), enabled=rank == 0)
     for epoch in range(start_epoch, int(settings["epochs"])):
         if int(progress["bad_epochs"].numpy()) >= int(settings["patience"]):
             break
         epoch_start = time.monotonic()
         dataset = iter(tf_dataset(lambda e=epoch: batches(spec["train_files"], e, rank, size), inputs))
         sums, seen, steps = np.zeros(4), 0.0, 0
+        display.start_epoch(epoch + 1)
         while True:
             batch = next(dataset, None)
             # Every rank steps together; a rank out of rows contributes a zero-weight batch.
@@ -221,6 +224,7 @@ def train_worker(spec: dict) -> dict:
             sums += parts.numpy() * float(weight)
             seen += float(weight)
             steps += 1
+            display.step(steps, sums[0] / max(seen, 1.0))
         totals = hvd.allreduce(tf.constant(np.append(sums, seen), tf.float64), op=hvd.Sum,
                                name="epoch_loss").numpy()
         if int(round(totals[4])) != int(spec["train_rows"]):
@@ -236,6 +240,7 @@ def train_worker(spec: dict) -> dict:
         val_auc = M.auc(labels, logits)
         if math.isnan(val_auc):
             val_auc = 0.5
+        display.end_epoch(steps, float(mean_losses[0]), val_auc, time.monotonic() - epoch_start)
         improved = val_auc > float(progress["best_auc"].numpy()) + 1e-5
         progress["epoch"].assign(epoch + 1)
         if improved:
