@@ -16,6 +16,7 @@ from demandcast.settings.evaluate import EvaluateSettings
 from demandcast.settings.features import FeaturesSettings
 from demandcast.settings.generate import GenerateSettings
 from demandcast.settings.ingest import IngestSettings
+from demandcast.settings.report import ReportSettings
 from demandcast.settings.run_all import RunAllSettings
 from demandcast.settings.runtime import RuntimeSettings, SparkSettings
 from demandcast.settings.score import ScoreSettings
@@ -36,6 +37,7 @@ class PipelineConfig(RuntimeSettings):
     evaluate: EvaluateSettings = EvaluateSettings()
     score: ScoreSettings = ScoreSettings()
     run_all: RunAllSettings = RunAllSettings()
+    report: ReportSettings = ReportSettings()
 
 
 def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> tuple[dict[str, Any], list[Path]]:

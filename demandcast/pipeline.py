@@ -27,8 +27,9 @@ STAGE_OUTPUT_TABLES: dict[str, tuple[str, ...]] = {
     "score": ("predictions", "category_demand"),
 }
 
-# Config that changes no stage's output (where and how Spark runs, logging, run-all itself).
-_NEUTRAL_KEYS = {"spark", "log_level", "run_all"}
+# Config that changes no stage's output (where and how Spark runs, logging, run-all itself,
+# the run report written after the stages).
+_NEUTRAL_KEYS = {"spark", "log_level", "run_all", "report"}
 
 
 @dataclass
