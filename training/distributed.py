@@ -11,6 +11,7 @@ import hashlib
 import json
 import math
 import os
+import socket
 import sys
 import time
 from dataclasses import asdict
@@ -266,7 +267,8 @@ def train_worker(spec: dict) -> dict:
 
     checksum = weights_checksum(model.trainable_variables)
     (run_dir / f"weights_rank{rank}.sha256").write_text(checksum)
-    result = {"rank": rank, "size": size, "device": device, "weights_sha256": checksum,
+    result = {"rank": rank, "size": size, "pid": os.getpid(), "host": socket.gethostname(),
+              "device": device, "weights_sha256": checksum,
               "resumed_from_epoch": resumed_from, "start_epoch": start_epoch,
               "epochs_run": len(history), "history": history,
               "examples_per_s": examples / train_seconds if train_seconds > 0 else None}

@@ -15,6 +15,7 @@ from training.distributed import RESULT_FILE, train_worker
 log = get_logger("training.launch")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SPEC_FILE = "spec.json"
+RANKS_FILE = "ranks.json"
 
 
 def write_spec(spec: dict) -> Path:
@@ -56,16 +57,48 @@ def run_horovodrun(spec: dict, num_proc: int, timeout_s: int, use_gpu: bool) -> 
     return json.loads((Path(spec["run_dir"]) / RESULT_FILE).read_text())
 
 
-def run_on_spark(spec: dict, num_proc: int, timeout_s: int, use_gpu: bool) -> dict:
-    """horovod.spark.run: one task per rank on the active session's executors (Gloo)."""
-    import horovod.spark
+def rank_summary(result: dict) -> dict:
+    """What ranks.json keeps of one rank's result: who ran it, where, and what it ended with."""
+    keys = ("rank", "size", "pid", "host", "device", "weights_sha256", "start_epoch", "epochs_run",
+            "history", "model_dir")
+    return {k: result[k] for k in keys if k in result}
 
+
+def run_on_spark(spec: dict, num_proc: int, timeout_s: int, use_gpu: bool) -> dict:
+    """horovod.spark.run: one Spark task per rank on the active session's executors (Gloo).
+
+    Every task starts `train_worker` in a process of its own; the results of all ranks come back
+    to the driver and are kept in the run folder (ranks.json)."""
+    import horovod.spark
+    from pyspark.sql import SparkSession
+
+    active = SparkSession.getActiveSession()
+    if active is None:
+        raise StageFailed("train.launcher=spark needs an active Spark session")
+    master, slots = active.sparkContext.master, active.sparkContext.defaultParallelism
+    if slots < num_proc:
+        # horovod.spark.run needs every rank running at once. In local mode no executor will ever
+        # join, so it would only time out with a vague "timed out waiting for tasks"; a cluster
+        # may still add executors (dynamic allocation) within the start timeout.
+        message = (f"train.num_proc={num_proc} ranks need as many concurrent Spark tasks; "
+                   f"{master} offers {slots} now")
+        if master.startswith("local"):
+            raise StageFailed(message)
+        log.warning("%s; waiting up to %d s for more executors", message, min(timeout_s, 600))
     write_spec(spec)
     env = {k: v for k, v in worker_env(use_gpu).items()
            if k in ("PYTHONPATH", "TF_CPP_MIN_LOG_LEVEL", "HOROVOD_HIERARCHICAL_ALLREDUCE",
                     "DEMANDCAST_CODE_VERSION", "PATH")}
-    results = horovod.spark.run(train_worker, args=(spec,), num_proc=num_proc, use_gloo=True,
-                                start_timeout=min(timeout_s, 600), env=env)
+    log.info("launching %d ranks with horovod.spark.run on %s", num_proc, master)
+    try:
+        results = horovod.spark.run(train_worker, args=(spec,), num_proc=num_proc, use_gloo=True,
+                                    start_timeout=min(timeout_s, 600), env=env, verbose=1)
+    except Exception as exc:  # noqa: BLE001 - any rank's failure surfaces here as a Spark error
+        raise StageFailed(f"horovod.spark.run failed: {type(exc).__name__}: {str(exc)[:2000]}; "
+                          f"rerun with --resume to continue from the last checkpoint of "
+                          f"{spec['run_dir']}") from exc
+    ranks = sorted((rank_summary(r) for r in results), key=lambda r: r["rank"])
+    (Path(spec["run_dir"]) / RANKS_FILE).write_text(json.dumps(ranks, indent=1, default=str))
     return next(r for r in results if r["rank"] == 0)
 
 
