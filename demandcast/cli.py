@@ -25,6 +25,7 @@ STAGES = {
     "evaluate": "jobs.evaluate",
     "score": "jobs.score",
     "run-all": "jobs.run_all",
+    "report": "jobs.report",
 }
 
 # Flags that are shorthands for a config key, so `--resume` reads as the issue asks.
@@ -86,6 +87,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILURE
     if summary:
         log.info("summary: %s", json.dumps(summary, sort_keys=True, default=str))
+    if isinstance(summary, dict) and summary.get("report_html"):
+        # The last line of run-all and report: where the run's HTML report is.
+        print(summary["report_html"], flush=True)
     return EXIT_OK
 
 

@@ -36,6 +36,8 @@ figure{margin:1rem 0}
 figure img{max-width:100%;border:1px solid #dde3e9}
 figcaption{color:#5b6b7b;font-size:.85rem}
 nav ul{columns:2;padding-left:1.2rem}
+p.note{background:#fff6dd;border-left:4px solid #e0a800;padding:.5rem .8rem}
+p.warn{background:#fde8e8;border-left:4px solid #d62728;padding:.5rem .8rem}
 """
 
 
@@ -69,6 +71,11 @@ class Section:
 
     def paragraph(self, text: str) -> "Section":
         self._parts.append(f"<p>{html.escape(text)}</p>")
+        return self
+
+    def note(self, text: str, warning: bool = False) -> "Section":
+        """A highlighted remark: why something is missing (or, with warning=True, a problem)."""
+        self._parts.append(f'<p class="{"warn" if warning else "note"}">{html.escape(text)}</p>')
         return self
 
     def table(self, rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None,

@@ -10,7 +10,7 @@ from typing import Any, Callable
 from demandcast.config import PipelineConfig
 from demandcast.logs import get_logger
 from demandcast.stage_ledger import StageLedger, StageRecord, fingerprint, still_current
-from demandcast.tables import current_version, table_path
+from demandcast.tables import absolute_uri, current_version, table_path
 
 log = get_logger("pipeline")
 
@@ -102,6 +102,12 @@ def run_pipeline(
     return outcomes
 
 
+def table_locations(warehouse: str) -> dict[str, str]:
+    """Where each table the pipeline writes lives (`models` is written by train and evaluate)."""
+    names = dict.fromkeys([*(t for s in STAGE_ORDER for t in STAGE_OUTPUT_TABLES[s]), "models"])
+    return {f"table {name}": table_path(absolute_uri(warehouse), name) for name in names}
+
+
 def _is_location(key: str, value: Any) -> bool:
     return isinstance(value, str) and (key in ("report", "raw_dir") or key.endswith(("_path", "_dir")))
 
@@ -115,12 +121,25 @@ def _figures(summary: dict[str, Any], limit: int = 7) -> str:
     return ", ".join(f"{k}={round(v, 4) if isinstance(v, float) else v}" for k, v in scalars[:limit])
 
 
-def render_summary(outcomes: list[StageOutcome]) -> str:
+def render_summary(outcomes: list[StageOutcome], figures: dict[str, Any] | None = None,
+                   locations: dict[str, str] | None = None) -> str:
+    """The stages table, then the run's key figures (rows in, quarantined, users scored, AUCs of
+    model, baselines and oracle) and where each table and report is, when given."""
     rows = [("stage", "status", "seconds", "figures")]
     rows += [(o.stage, o.status, f"{o.seconds:.1f}", _figures(o.summary)) for o in outcomes]
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     lines = [" | ".join(r[i].ljust(widths[i]) for i in range(3)) + " | " + r[3] for r in rows]
     lines.insert(1, "-+-".join("-" * w for w in widths) + "-+-" + "-" * 20)
+    if figures:
+        width = max(len(k) for k in figures)
+        lines += ["key figures:"] + [f"  {k.ljust(width)}  {_figure(v)}" for k, v in figures.items()]
     where = [f"  {o.stage}.{k}: {v}" for o in outcomes for k, v in o.summary.items()
              if _is_location(k, v)]
+    where += [f"  {k}: {v}" for k, v in (locations or {}).items()]
     return "run-all summary\n" + "\n".join(lines) + ("\nwhere:\n" + "\n".join(where) if where else "")
+
+
+def _figure(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)

@@ -68,9 +68,11 @@ def still_current(record: StageRecord | None, fp: str, table_versions: dict[str,
         return "never ran"
     if record.fingerprint != fp:
         return "inputs or config changed"
-    for table, version in record.table_versions.items():
-        if table_versions.get(table) != version:
-            return f"table {table} is at version {table_versions.get(table)}, recorded {version}"
+    # The tables the stage declares now: one it no longer declares (a record written before
+    # train stopped tracking `models`) is no reason to rerun; a newly declared one is.
+    for table, version in table_versions.items():
+        if record.table_versions.get(table) != version:
+            return f"table {table} is at version {version}, recorded {record.table_versions.get(table)}"
     missing = [a for a in record.artifacts if not Path(a).exists()]
     if missing:
         return f"missing {missing[0]}"

@@ -15,9 +15,9 @@ import importlib.util
 from demandcast.cli import STAGES, job_main, run_stage
 from demandcast.config import PipelineConfig
 from demandcast.logs import get_logger
-from demandcast.pipeline import STAGE_ORDER, render_summary, run_pipeline
+from demandcast.pipeline import (STAGE_ORDER, StageOutcome, render_summary, run_pipeline,
+                                 table_locations)
 from demandcast.session import build_spark_session
-from demandcast.tables import absolute_uri
 
 log = get_logger("run_all")
 
@@ -30,13 +30,32 @@ def run(cfg: PipelineConfig) -> dict:
     stages = [s for s in built if s != "generate" or cfg.env == "local"]
     spark = build_spark_session("run-all", cfg.spark)
     outcomes = run_pipeline(cfg, stages, run_stage, spark, force=cfg.run_all.force)
-    print(render_summary(outcomes), flush=True)
-    print(f"tables: {absolute_uri(cfg.warehouse)}/<table>", flush=True)
-    return {
+    report, figures = _run_report(spark, cfg, outcomes)
+    locations = {**table_locations(cfg.warehouse), "run report": report or "not written (see log)"}
+    print(render_summary(outcomes, figures, locations), flush=True)
+    summary = {
         "stages": {o.stage: o.status for o in outcomes},
         "missing": missing,
         **{f"{o.stage}_seconds": round(o.seconds, 1) for o in outcomes},
     }
+    if report:
+        summary["report_html"] = report  # the CLI prints it as the last line
+    return summary
+
+
+def _run_report(spark, cfg: PipelineConfig, outcomes: list[StageOutcome]) -> tuple[str | None, dict]:
+    """The run's HTML report, also when every stage was skipped. A report that cannot be written
+    (remote runs_dir, a bug in a plot) is logged and leaves the pipeline's result alone."""
+    from training.run_report import key_figures, make_run_report
+
+    stages = [{"stage": o.stage, "status": o.status, "seconds": round(o.seconds, 1), "why": o.reason}
+              for o in outcomes]
+    try:
+        path, inputs = make_run_report(spark, cfg, {o.stage: o.summary for o in outcomes}, stages)
+    except Exception:
+        log.exception("the run report could not be written")
+        return None, {}
+    return str(path), key_figures(inputs)
 
 
 if __name__ == "__main__":

@@ -161,6 +161,8 @@ def evaluate(spark: SparkSession, cfg: PipelineConfig) -> dict:
     out_dir = local_dir(cfg.runs_dir) / "evaluations" / version
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "metrics.json").write_text(json.dumps(report, indent=1, sort_keys=True, default=str))
+    # The thinned ROC and PR points, so the run report can redraw them without rescoring.
+    (out_dir / "curves.json").write_text(json.dumps(curves, default=float))
     (out_dir / "report.html").write_text(html_report(report, curves))
     record_evaluation(spark, cfg.warehouse, version, results["wide_and_deep"])
     summary = {"model_version": version, "protocol": training_set.protocol,
