@@ -69,6 +69,71 @@ def build_inputs(spark, warehouse: str, target_events: int, seed: int) -> int:
     return n
 
 
+def replicate_inputs(spark, source: str, warehouse: str, target_events: int) -> int:
+    """Inputs of about `target_events` events made of k copies of a smaller simulated world
+    (k = target / its events, rounded): copy c > 0 of a user gets a new key
+    sha2(user_key#c) and new session and event ids, so the copies are distinct users with the
+    same behaviour. Each source file holds one event_date, and scan tasks never split a small
+    file, so the copies are written without a shuffle, one file per source file.
+    """
+    from pyspark.sql import functions as F
+
+    marker = Path(warehouse) / "_inputs.json"
+    if marker.exists():
+        return json.loads(marker.read_text())["events"]
+    shutil.rmtree(warehouse, ignore_errors=True)
+    have = json.loads((Path(source) / "_inputs.json").read_text())
+    copies = max(1, round(target_events / have["events"]))
+    copy = F.broadcast(spark.range(copies).select(F.col("id").cast("int").alias("copy")))
+
+    def renamed(column: str, hashed: bool = False):
+        name = F.concat_ws("#", F.col(column), F.col("copy").cast("string"))
+        return F.when(F.col("copy") == 0, F.col(column)).otherwise(
+            F.sha2(name, 256) if hashed else name).alias(column)
+
+    events = read_table(spark, source, "events")
+    changed = {"user_key": renamed("user_key", True), "session_id": renamed("session_id"),
+               "event_id": renamed("event_id")}
+    events = events.crossJoin(copy).select(*[changed.get(c, F.col(c)) for c in events.columns])
+    write_table(events, warehouse, TableSpec("events", "bench events", ("event_date",)), "overwrite")
+    users = read_table(spark, source, "users")
+    users = users.crossJoin(copy).select(
+        *[renamed(c, True) if c == "user_key" else F.col(c) for c in users.columns])
+    write_table(users, warehouse, TableSpec("users", "bench users"), "overwrite")
+    write_table(read_table(spark, source, "items"), warehouse, TableSpec("items", "bench items"),
+                "overwrite")
+    n = have["events"] * copies
+    marker.write_text(json.dumps({"events": n, "users": have.get("users", 0) * copies,
+                                  "replicated_from": source, "copies": copies}))
+    return n
+
+
+def tree_cpu_seconds() -> float:
+    """CPU seconds (user + system) of this process and its live children (the JVM)."""
+    import psutil
+
+    me = psutil.Process()
+    total = 0.0
+    for proc in [me, *me.children(recursive=True)]:
+        try:
+            t = proc.cpu_times()
+            total += t.user + t.system
+        except psutil.Error:
+            pass
+    return total
+
+
+def timed(name: str, fn, runs: int) -> tuple:
+    """(Timing, peak RSS MB of the process tree, CPU seconds per run, load average after)."""
+    import os
+
+    cpu = tree_cpu_seconds()
+    with PeakMemory() as memory:
+        timing = measure(name, fn, warmup=0, runs=runs)
+    return (timing, round(memory.peak_mb), round((tree_cpu_seconds() - cpu) / runs, 1),
+            [round(x, 1) for x in os.getloadavg()])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", default="10000000,50000000", help="comma-separated target sizes")
@@ -79,6 +144,9 @@ def main() -> None:
     parser.add_argument("--shuffle-partitions", type=int, default=16)
     parser.add_argument("--driver-memory", default="5g")
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--replicate-from", default=None,
+                        help="build missing inputs as copies of this generated warehouse "
+                             "instead of running the simulator (see replicate_inputs)")
     args = parser.parse_args()
     configure_logging("WARNING")
 
@@ -94,7 +162,10 @@ def main() -> None:
     results = []
     for target in [int(x) for x in args.events.split(",")]:
         warehouse = f"{args.workdir}/{target}"
-        n_events = build_inputs(spark, warehouse, target, args.seed)
+        if args.replicate_from and not (Path(warehouse) / "_inputs.json").exists():
+            n_events = replicate_inputs(spark, args.replicate_from, warehouse, target)
+        else:
+            n_events = build_inputs(spark, warehouse, target, args.seed)
         out = Path(warehouse) / "_duckdb"
 
         def spark_stage() -> None:
@@ -119,21 +190,22 @@ def main() -> None:
                         f"TO '{out}/label_category_spend.parquet'")
             con.close()
 
-        with PeakMemory() as spark_memory:
-            spark_timing = measure("spark_features", spark_stage, warmup=0, runs=args.runs)
+        spark_timing, spark_peak, spark_cpu, spark_load = timed("spark_features", spark_stage, args.runs)
         figures = {
             "target_events": target, "events": n_events, "snapshot": str(SNAPSHOT),
-            "spark": spark_timing.as_dict(), "spark_peak_rss_tree_mb": round(spark_memory.peak_mb),
+            "spark": spark_timing.as_dict(), "spark_peak_rss_tree_mb": spark_peak,
+            "spark_cpu_s": spark_cpu, "load_average_after_spark": spark_load,
             "spark_events_per_s": round(n_events / spark_timing.median),
             "spark_us_per_event": round(1e6 * spark_timing.median / n_events, 3),
             "feature_rows": read_table(spark, warehouse, "user_features").count(),
         }
         if target <= args.reference_up_to:
-            with PeakMemory() as duck_memory:
-                duck_timing = measure("duckdb_features", duckdb_stage, warmup=0, runs=args.runs)
+            duck_timing, duck_peak, duck_cpu, duck_load = timed("duckdb_features", duckdb_stage, args.runs)
             import duckdb
             figures.update({
-                "duckdb": duck_timing.as_dict(), "duckdb_peak_rss_tree_mb": round(duck_memory.peak_mb),
+                "duckdb": duck_timing.as_dict(), "duckdb_peak_rss_tree_mb": duck_peak,
+                "duckdb_cpu_s": duck_cpu, "load_average_after_duckdb": duck_load,
+                "duckdb_events_per_s": round(n_events / duck_timing.median),
                 "time_ratio_spark_over_duckdb": round(spark_timing.median / duck_timing.median, 3),
                 "duckdb_feature_rows": duckdb.sql(f"SELECT count(*) FROM '{out}/features.parquet'").fetchone()[0],
             })

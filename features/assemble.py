@@ -16,9 +16,9 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from features.catalog import FeatureSpec, feature_catalog
-from features.daily import ADDITIVE_COLUMNS, EXACT_SUM_COLUMNS, exact_sum
-from features.families.category_affinity import (add_category_affinity_features,
-                                                 categories_in_profile_window, category_window_totals)
+from features.daily import (ADDITIVE_COLUMNS, EXACT_SUM_COLUMNS, device_codes, distinct_devices,
+                            exact_sum, packed_time_device, unpacked_device)
+from features.families.category_affinity import add_category_affinity_features, category_window_totals
 from features.families.common import total_name
 from features.families.context import add_context_features
 from features.families.frequency import add_frequency_features
@@ -52,8 +52,7 @@ def window_totals(daily: DataFrame, spec: FeatureSpec, devices: Sequence[str] = 
     all-history extremes (first/last event times, last device).
 
     `devices` (the distinct last_device values) lets the last device be found with a plain max
-    over a long, which keeps this a hash aggregation; without it a max_by is used, which Spark
-    runs as a slower sort-based aggregation.
+    over a long (features.daily.packed_time_device), which keeps this a hash aggregation.
     """
     def window_sum(column: str, w: int):
         value = F.when(F.col("age_days") <= w, F.col(column))
@@ -69,43 +68,31 @@ def window_totals(daily: DataFrame, spec: FeatureSpec, devices: Sequence[str] = 
         F.max("last_cart_time").alias("last_cart_time"),
         F.max("last_purchase_time").alias("last_purchase_time"),
     ]
-    codes = sorted(d for d in set(devices) if d is not None)
-    if not devices or len(codes) >= DEVICE_CODES:
+    codes = device_codes(list(devices) if devices else None)
+    if codes is None:
         device = F.max_by("last_device", F.struct("last_event_time", "last_device"))
         return daily.groupBy(*KEYS).agg(*sums, *extremes, device.alias("last_device"))
-    # (time, device) ordered as a struct would be: time first, then device name (codes are
-    # sorted names, 0 = null device), packed into one long.
-    vocabulary = F.array(*[F.lit(c) for c in codes])
-    code = F.coalesce(F.array_position(vocabulary, F.col("last_device")), F.lit(0))
-    packed = F.max(F.unix_micros("last_event_time") * DEVICE_CODES + code).alias("last_device_packed")
-    last_code = (F.col("last_device_packed") % DEVICE_CODES).cast("int")
-    return (daily.groupBy(*KEYS).agg(*sums, *extremes, packed)
-            .withColumn("last_device", F.when(last_code > 0, F.element_at(vocabulary, last_code)))
+    packed = F.max(packed_time_device(F.col("last_event_time"), F.col("last_device"), codes))
+    return (daily.groupBy(*KEYS).agg(*sums, *extremes, packed.alias("last_device_packed"))
+            .withColumn("last_device", unpacked_device(F.col("last_device_packed"), codes))
             .drop("last_device_packed"))
-
-
-DEVICE_CODES = 64
-
-
-def distinct_devices(user_daily: DataFrame) -> list[str]:
-    return [r[0] for r in user_daily.select("last_device").distinct().limit(DEVICE_CODES).collect()]
 
 
 def user_features(user_daily: DataFrame, users: DataFrame, snapshots: DataFrame,
                   spec: FeatureSpec) -> DataFrame:
     """The feature table: one row per (user with any event before D, snapshot D)."""
     daily = daily_before_snapshots(user_daily, snapshots)
-    totals = window_totals(daily, spec, distinct_devices(user_daily))
+    totals = window_totals(daily, spec, distinct_devices(user_daily, "last_device"))
     dims = users.select("user_key", "signup_date", F.col("region").alias("user_region"),
                         F.col("age_band").alias("user_age_band"))
     base = totals.join(dims, "user_key", "left")
     base = add_recency_features(base, spec)
     base = add_frequency_features(base, spec)
-    base = add_funnel_features(base, daily, spec)
+    base = add_funnel_features(base, totals, spec)
     base = add_session_features(base, spec)
     category_totals = category_window_totals(daily, spec)
     base = add_category_affinity_features(base, category_totals, spec)
     base = add_price_features(base, spec)
     base = add_trend_features(base, spec)
-    base = add_context_features(base, categories_in_profile_window(daily, spec), spec)
+    base = add_context_features(base, category_totals, spec)
     return base.select(*KEYS, *[f.name for f in feature_catalog(spec)])

@@ -82,97 +82,137 @@ def events_with_item_context(events: DataFrame, items: DataFrame) -> DataFrame:
             .drop("item_category_id"))
 
 
-def user_daily_aggregates(events: DataFrame, roles: EventRoles) -> DataFrame:
+# The last device of a period is found with a plain max over a long: (event time in micros,
+# device code) packed so that the order is (time, device name), codes being the sorted device
+# names and 0 a null device. A max over a long keeps the aggregation a hash aggregation; a
+# max_by or a max over a struct with a string would make Spark sort the rows instead.
+DEVICE_CODES = 64
+
+
+def distinct_devices(df: DataFrame, column: str = "device") -> list[str | None]:
+    """Up to DEVICE_CODES distinct values of `column` (more means: do not pack)."""
+    return [r[0] for r in df.select(column).distinct().limit(DEVICE_CODES).collect()]
+
+
+def device_codes(devices: list[str | None] | None) -> list[str] | None:
+    """Sorted device names to pack, or None when they do not fit in a code."""
+    if devices is None:
+        return None
+    codes = sorted(d for d in set(devices) if d is not None)
+    return codes if len(codes) < DEVICE_CODES and len(devices) < DEVICE_CODES else None
+
+
+def packed_time_device(time: Column, device: Column, codes: list[str]) -> Column:
+    """unix micros of `time` * DEVICE_CODES + code of `device`: max() of it is the last device."""
+    vocabulary = F.array(*[F.lit(c) for c in codes]) if codes else F.array().cast("array<string>")
+    code = F.coalesce(F.array_position(vocabulary, device), F.lit(0))
+    return F.unix_micros(time) * DEVICE_CODES + code
+
+
+def unpacked_device(packed: Column, codes: list[str]) -> Column:
+    vocabulary = F.array(*[F.lit(c) for c in codes]) if codes else F.array().cast("array<string>")
+    last_code = (packed % DEVICE_CODES).cast("int")
+    return F.when(last_code > 0, F.element_at(vocabulary, last_code))
+
+
+def user_daily_aggregates(events: DataFrame, roles: EventRoles,
+                          devices: list[str | None] | None = None) -> DataFrame:
     """One row per (user_key, event_date) of events that carry `list_price` (see above).
 
-    One shuffle: the events are partitioned by event_date, and both aggregations below group
-    by supersets of that key, so neither needs another exchange; each output task also holds
-    whole dates, so user_daily gets one file per date rather than one per (task, date).
-    First, events are aggregated per (user, day, session, category, device) with hash-based
-    aggregates only; then the day row is built from those few pieces, with sessions, the
-    category list and the last device computed from the collected pieces by array functions
-    (no joins between partial results, no sort-based aggregate).
+    Only hash aggregations over numbers, each reduced map-side before its shuffle:
+    1. per (user, day, session): every additive count and sum, first/last times and the packed
+       last device (see `packed_time_device`), then per (user, day) the sums of those plus the
+       number of sessions and their summed length;
+    2. per (user, day, category): views, purchases and spend, then per (user, day) the sorted
+       category list (the one collect, over a few rows per user and day).
+    The two per-day results are joined on (user_key, event_date) and laid out one task per
+    date, so user_daily gets one file per date. `devices` are the distinct device values of
+    `events` (see `distinct_devices`); without them the last device comes from a max_by, which
+    Spark runs as a slower sort-based aggregation.
     """
     value = F.col("price") * F.coalesce(F.col("quantity"), F.lit(1))
     hour = F.hour("event_time")
     weekday = F.dayofweek("event_date")  # 1 = Sunday, 7 = Saturday
     view, cart, buy = _is(roles.view), _is(roles.cart), _is(roles.purchase)
-
-    pieces = (events
-              .select("user_key", "event_date", "session_id", "event_time", "event_type",
-                      "category_id", "price", "quantity", "device", "list_price")
-              .repartition("event_date")
-              .groupBy("user_key", "event_date", "session_id", "category_id", "device")
-              .agg(F.count(F.lit(1)).cast("int").alias("events"),
-                   _count_if(view).alias("views"),
-                   _count_if(cart).alias("carts"),
-                   _count_if(buy).alias("purchases"),
-                   _micros_if(view, value).alias("viewed_value"),
-                   _micros_if(cart, value).alias("carted_value"),
-                   _micros_if(buy, value).alias("spend"),
-                   _micros_if(view, F.col("price")).alias("viewed_price_sum"),
-                   _count_if(view & F.col("price").isNotNull()).alias("views_priced"),
-                   _micros_if(buy, F.col("price")).alias("bought_price_sum"),
-                   _count_if(buy & F.col("price").isNotNull()).alias("purchases_priced"),
-                   F.coalesce(F.sum(F.when(buy, F.coalesce("quantity", F.lit(1)))),
-                              F.lit(0)).cast("int").alias("purchased_quantity"),
-                   _count_if(buy & (F.col("price") < F.col("list_price"))).alias("promo_purchases"),
-                   _count_if(weekday.isin(1, 7)).alias("weekend_events"),
-                   *[_count_if((hour >= lo) & (hour < hi)).alias(f"events_{part}")
-                     for part, (lo, hi) in DAY_PARTS.items()],
-                   F.min("event_time").alias("first_event_time"),
-                   F.max("event_time").alias("last_event_time"),
-                   F.max(F.when(view, F.col("event_time"))).alias("last_view_time"),
-                   F.max(F.when(cart, F.col("event_time"))).alias("last_cart_time"),
-                   F.max(F.when(buy, F.col("event_time"))).alias("last_purchase_time")))
+    codes = device_codes(devices)
+    day_keys = ["user_key", "event_date"]
 
     summed = [c for c in ADDITIVE_COLUMNS if c not in ("sessions", "session_seconds", "active_days")]
-    piece = F.struct("session_id", "category_id", "device", "first_event_time", "last_event_time",
-                     "views", "purchases", "spend")
-    day = pieces.groupBy("user_key", "event_date").agg(
+    per_event = [
+        F.count(F.lit(1)).cast("int").alias("events"),
+        _count_if(view).alias("views"),
+        _count_if(cart).alias("carts"),
+        _count_if(buy).alias("purchases"),
+        _micros_if(view, value).alias("viewed_value"),
+        _micros_if(cart, value).alias("carted_value"),
+        _micros_if(buy, value).alias("spend"),
+        _micros_if(view, F.col("price")).alias("viewed_price_sum"),
+        _count_if(view & F.col("price").isNotNull()).alias("views_priced"),
+        _micros_if(buy, F.col("price")).alias("bought_price_sum"),
+        _count_if(buy & F.col("price").isNotNull()).alias("purchases_priced"),
+        F.coalesce(F.sum(F.when(buy, F.coalesce("quantity", F.lit(1)))),
+                   F.lit(0)).cast("int").alias("purchased_quantity"),
+        _count_if(buy & (F.col("price") < F.col("list_price"))).alias("promo_purchases"),
+        _count_if(weekday.isin(1, 7)).alias("weekend_events"),
+        *[_count_if((hour >= lo) & (hour < hi)).alias(f"events_{part}")
+          for part, (lo, hi) in DAY_PARTS.items()],
+    ]
+    times = [F.min("event_time").alias("first_event_time"),
+             F.max("event_time").alias("last_event_time"),
+             F.max(F.when(view, F.col("event_time"))).alias("last_view_time"),
+             F.max(F.when(cart, F.col("event_time"))).alias("last_cart_time"),
+             F.max(F.when(buy, F.col("event_time"))).alias("last_purchase_time")]
+    if codes is not None:
+        last_device = F.max(packed_time_device(F.col("event_time"), F.col("device"), codes))
+    else:
+        # Ties (two events at the same instant) go to the larger device name: deterministic.
+        last_device = F.max_by("device", F.struct("event_time", "device"))
+    # A missing session_id is one session (as a GROUP BY treats it).
+    sessions = (events.groupBy(*day_keys, "session_id")
+                .agg(*per_event, *times, last_device.alias("last_device")))
+
+    if codes is not None:
+        day_device = unpacked_device(F.max("last_device"), codes)
+    else:
+        day_device = F.max_by("last_device", F.struct("last_event_time", "last_device"))
+    # A session that crosses midnight counts on each day it has events, with the part of it
+    # that falls on that day: sessions stay additive across days.
+    session_micros = F.unix_micros("last_event_time") - F.unix_micros("first_event_time")
+    day = sessions.groupBy(*day_keys).agg(
         *[F.sum(c).alias(c) for c in summed],
+        F.count(F.lit(1)).cast("int").alias("sessions"),
+        F.sum(session_micros).alias("session_micros"),
         F.min("first_event_time").alias("first_event_time"),
         F.max("last_event_time").alias("last_event_time"),
         F.max("last_view_time").alias("last_view_time"),
         F.max("last_cart_time").alias("last_cart_time"),
         F.max("last_purchase_time").alias("last_purchase_time"),
-        F.collect_list(piece).alias("pieces"))
+        day_device.alias("last_device"))
 
-    # A session that crosses midnight counts on each day it has events, with the part of it
-    # that falls on that day: sessions stay additive across days. A missing session_id is one
-    # session (as a GROUP BY would treat it).
-    session_ids = F.array_distinct(F.transform("pieces", lambda p: p["session_id"]))
+    entry = F.struct("category_id", "views", "purchases",
+                     (F.col("spend") / MICROS).cast("double").alias("spend"))
+    # Sorted by category_id (the struct's first field; one entry per category).
+    categories = (events.where(F.col("category_id").isNotNull())
+                  .groupBy(*day_keys, "category_id")
+                  .agg(_count_if(view).alias("views"), _count_if(buy).alias("purchases"),
+                       _micros_if(buy, value).alias("spend"))
+                  .groupBy(*day_keys)
+                  .agg(F.array_sort(F.collect_list(entry)).alias("categories")))
+    no_categories = F.array().cast(f"array<struct<{CATEGORY_FIELDS}>>")
 
-    def session_micros(sid: Column) -> Column:
-        same = F.filter("pieces", lambda p: p["session_id"].eqNullSafe(sid))
-        return (F.unix_micros(F.array_max(F.transform(same, lambda p: p["last_event_time"])))
-                - F.unix_micros(F.array_min(F.transform(same, lambda p: p["first_event_time"]))))
-
-    def category_entry(cid: Column) -> Column:
-        same = F.filter("pieces", lambda p: p["category_id"] == cid)
-        total = lambda field, zero: F.aggregate(same, zero, lambda acc, p: acc + p[field])  # noqa: E731
-        return F.struct(cid.alias("category_id"), total("views", F.lit(0)).alias("views"),
-                        total("purchases", F.lit(0)).alias("purchases"),
-                        (total("spend", F.lit(0).cast("long")) / MICROS).cast("double").alias("spend"))
-
-    category_ids = F.array_sort(F.array_distinct(F.filter(
-        F.transform("pieces", lambda p: p["category_id"]), lambda c: c.isNotNull())))
-    # Ties (two events at the same instant) go to the larger device name: deterministic.
-    last_piece = F.array_max(F.transform("pieces", lambda p: F.struct(
-        p["last_event_time"].alias("t"), p["device"].alias("device"))))
-
-    return day.select(
-        "user_key", "event_date",
-        *[(_from_micros(c).alias(c) if c in EXACT_SUM_COLUMNS else F.col(c).cast("int").alias(c))
-          for c in summed],
-        F.size(session_ids).cast("int").alias("sessions"),
-        (F.aggregate(session_ids, F.lit(0).cast("long"), lambda acc, sid: acc + session_micros(sid))
-         / MICROS).cast("double").alias("session_seconds"),
-        F.lit(1).alias("active_days"),
-        "first_event_time", "last_event_time", "last_view_time", "last_cart_time",
-        "last_purchase_time",
-        last_piece["device"].alias("last_device"),
-        F.transform(category_ids, category_entry)
-        .cast(f"array<struct<{CATEGORY_FIELDS}>>").alias("categories"),
-    ).select("user_key", "event_date", *ADDITIVE_COLUMNS, "first_event_time", "last_event_time",
-             "last_view_time", "last_cart_time", "last_purchase_time", "last_device", "categories")
+    return (day.join(categories, day_keys, "left")
+            .repartition("event_date")
+            .select(
+                *day_keys,
+                *[(_from_micros(c).alias(c) if c in EXACT_SUM_COLUMNS else F.col(c).cast("int").alias(c))
+                  for c in summed],
+                "sessions",
+                _from_micros("session_micros").alias("session_seconds"),
+                F.lit(1).alias("active_days"),
+                "first_event_time", "last_event_time", "last_view_time", "last_cart_time",
+                "last_purchase_time", "last_device",
+                F.coalesce(F.col("categories").cast(f"array<struct<{CATEGORY_FIELDS}>>"),
+                           no_categories).alias("categories"))
+            .select(*day_keys, *ADDITIVE_COLUMNS, "first_event_time", "last_event_time",
+                    "last_view_time", "last_cart_time", "last_purchase_time", "last_device",
+                    "categories"))

@@ -14,7 +14,8 @@ from demandcast.tables import (NO_DELETION_VECTORS, TableSpec, is_delta_table, r
                                table_path, write_table)
 from features.assemble import snapshot_frame, user_features
 from features.catalog import FeatureSpec, column_comments
-from features.daily import ADDITIVE_COLUMNS, events_with_item_context, user_daily_aggregates
+from features.daily import (ADDITIVE_COLUMNS, distinct_devices, events_with_item_context,
+                            user_daily_aggregates)
 from features.labels import labels
 
 log = get_logger("features")
@@ -46,13 +47,18 @@ _DAILY_COMMENTS = {
 }
 assert set(_DAILY_COMMENTS) >= set(ADDITIVE_COLUMNS)
 
+# Min/max statistics of the first data column only (user_key): Delta computes them for every
+# written file, and over the wide feature rows (32 columns by default) that is a measurable
+# part of the write; nothing filters these tables on other columns. numRecords is kept.
+WRITE_PROPERTIES = {**NO_DELETION_VECTORS, "delta.dataSkippingNumIndexedCols": "1"}
+
 USER_DAILY = TableSpec(
     name="user_daily",
     comment="One row per user and UTC day with the day's additive aggregates; the partitions of "
             "event dates whose event count changed are recomputed and replaced (features stage).",
     partition_by=("event_date",),
     column_comments=_DAILY_COMMENTS,
-    properties=NO_DELETION_VECTORS,
+    properties=WRITE_PROPERTIES,
 )
 
 LABEL_COMMENTS = {
@@ -72,7 +78,7 @@ def user_features_spec(spec: FeatureSpec) -> TableSpec:
                 "snapshot_date. Catalog: docs/FEATURES.md.",
         partition_by=("snapshot_date",),
         column_comments=column_comments(spec),
-        properties=NO_DELETION_VECTORS,
+        properties=WRITE_PROPERTIES,
     )
 
 
@@ -81,7 +87,7 @@ LABELS = TableSpec(
     comment="Labels per user and snapshot_date over the window D <= event_time < D + N days.",
     partition_by=("snapshot_date",),
     column_comments=LABEL_COMMENTS,
-    properties=NO_DELETION_VECTORS,
+    properties=WRITE_PROPERTIES,
 )
 
 
@@ -93,20 +99,53 @@ class DailyUpdate:
     version: int | None = None
 
 
-def dates_to_process(events: DataFrame, user_daily: DataFrame | None) -> tuple[list[dt.date], dict]:
+def partition_record_counts(spark: SparkSession, path: str, column: str) -> dict:
+    """Rows per value of partition `column` in the current version of the Delta table at `path`,
+    from the `numRecords` statistics of the log's add actions (less rows hidden by deletion
+    vectors): no data file is read. Values whose files carry no statistics are counted by a
+    scan of those partitions only.
+    """
+    from pyspark.sql.types import DateType
+
+    jvm = spark._jvm
+    delta_log = jvm.org.apache.spark.sql.delta.DeltaLog.forTable(spark._jsparkSession, path)
+    snapshot = delta_log.update(False, jvm.scala.Option.empty(), jvm.scala.Option.empty())
+    added = DataFrame(snapshot.allFiles().toDF(), spark)
+    rows = (added.select(F.col("partitionValues")[column].alias("value"),
+                         (F.get_json_object("stats", "$.numRecords").cast("long")
+                          - F.coalesce(F.col("deletionVector.cardinality"), F.lit(0))).alias("n"))
+            .groupBy("value").agg(F.sum("n").alias("n"),
+                                  F.count(F.when(F.col("n").isNull(), 1)).alias("no_stats"))
+            .collect())
+    table = spark.read.format("delta").load(path)
+    as_value = (lambda v: v if v is None else dt.date.fromisoformat(v)) \
+        if isinstance(table.schema[column].dataType, DateType) else (lambda v: v)
+    counts = {as_value(r["value"]): r["n"] for r in rows if r["no_stats"] == 0}
+    unknown = [as_value(r["value"]) for r in rows if r["no_stats"] > 0]
+    if unknown:
+        log.info("%s: %d partitions without numRecords statistics, counted by a scan", path, len(unknown))
+        scanned = table.where(F.col(column).isin([v for v in unknown if v is not None])
+                              | (F.col(column).isNull() if None in unknown else F.lit(False)))
+        counts.update({r[0]: r[1] for r in scanned.groupBy(column).count().collect()})
+    return counts
+
+
+def dates_to_process(spark: SparkSession, warehouse: str, user_daily: DataFrame | None
+                     ) -> tuple[list[dt.date], dict]:
     """Event dates whose event count differs from what user_daily has aggregated.
 
     Events are insert-only (ingest MERGE), so a date that received late events has a larger
     count than its user_daily rows sum to; comparing counts per date finds new dates and late
-    arrivals, reading only the partition column of events and the `events` column of user_daily.
+    arrivals. The events side comes from the Delta log (no scan); the user_daily side reads
+    only its small `events` column.
     """
-    in_events = {r[0]: r[1] for r in events.groupBy("event_date").count().collect()}
+    in_events = partition_record_counts(spark, table_path(warehouse, "events"), "event_date")
     aggregated: dict = {}
     if user_daily is not None:
         aggregated = {r[0]: r[1] for r in
                       user_daily.groupBy("event_date").agg(F.sum("events")).collect()}
-    changed = sorted(d for d, n in in_events.items() if aggregated.get(d) != n)
-    return changed, in_events
+    changed = sorted(d for d, n in in_events.items() if n and aggregated.get(d) != n)
+    return changed, {d: n for d, n in in_events.items() if n}
 
 
 def update_user_daily(spark: SparkSession, warehouse: str, spec: FeatureSpec) -> DailyUpdate:
@@ -121,14 +160,16 @@ def update_user_daily(spark: SparkSession, warehouse: str, spec: FeatureSpec) ->
     items = read_table(spark, warehouse, "items")
     path = table_path(warehouse, "user_daily")
     existing = read_table(spark, warehouse, "user_daily") if is_delta_table(spark, path) else None
-    changed, counts = dates_to_process(events, existing)
-    result = DailyUpdate(changed, len(counts), max(counts) if counts else None)
+    changed, counts = dates_to_process(spark, warehouse, existing)
+    dated = [d for d in counts if d is not None]
+    result = DailyUpdate(changed, len(counts), max(dated) if dated else None)
     if not changed:
         log.info("user_daily is up to date with %d event dates", len(counts))
         return result
     log.info("user_daily: aggregating %d event dates (%s .. %s)", len(changed), changed[0], changed[-1])
     new_events = events.where(F.col("event_date").isin(changed))
-    daily = user_daily_aggregates(events_with_item_context(new_events, items), spec.roles)
+    daily = user_daily_aggregates(events_with_item_context(new_events, items), spec.roles,
+                                  distinct_devices(new_events))
     result.version = write_table(daily, warehouse, USER_DAILY, "replace_partitions", changed)
     return result
 
