@@ -32,7 +32,7 @@ th,td{border:1px solid #c9d3dd;padding:.3rem .6rem;text-align:left}
 th{background:#e8eff6}
 td.num{text-align:right;font-variant-numeric:tabular-nums}
 tr:nth-child(even) td{background:#f6f9fb}
-figure{margin:1rem 0}
+figure{margin:1rem 1rem 1rem 0;display:inline-block;vertical-align:top}
 figure img{max-width:100%;border:1px solid #dde3e9}
 figcaption{color:#5b6b7b;font-size:.85rem}
 nav ul{columns:2;padding-left:1.2rem}
