@@ -2,11 +2,17 @@
 and training examples/s of the Horovod train function on 1 and 2 ranks (horovodrun, Gloo).
 
 - memory: the epoch already in RAM as a list of batches of tensors (the ceiling);
-- petastorm: training.input.shard_batches (make_batch_reader over the Parquet files, vectorised
-  re-batching and shuffling) through tf_dataset, exactly what training.distributed uses.
-Both run the same compiled train step (forward, loss, two optimizers) on the same rows.
+- petastorm_stream: every epoch decoded from the Parquet files by petastorm (make_batch_reader,
+  blocks of two matrices, vectorised re-batching and shuffling) through training.input.Prefetcher
+  (a background thread handing packed batches to the loop): what training
+  does in its first epoch, and every epoch when the shard exceeds train.input_cache_mb;
+- petastorm_cached: later epochs of the same reader once the decoded shard is kept in memory
+  (train.input_cache_mb, the default), a seeded permutation per epoch through the Prefetcher.
+All arms run the same compiled train step (forward, loss, two optimizers) on the same rows, in
+interleaved rounds (memory, stream, cached, memory, ...) so a busy shared machine hits all
+alike; CPU seconds of the process are reported beside wall time, with the load average.
 
-    .venv/bin/python bench/input.py --rows 200000 --batch-size 1024
+    .venv/bin/python bench/input.py --rows 100000 --batch-size 1024 --runs 5 --skip-horovod
 """
 from __future__ import annotations
 
@@ -14,8 +20,10 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -23,10 +31,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
+import psutil  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
-from bench.harness import emit, measure  # noqa: E402
+from bench.harness import Timing, emit, measure  # noqa: E402
 
 OUT = ROOT / "bench" / "out" / "input"
 REGIONS = np.array(["north", "south", "east", "west", "centre"])
@@ -71,18 +80,21 @@ def write_data(rows: int, files: int, numeric: int, seed: int) -> tuple[list[str
     return paths, state
 
 
-def train_step_fn(model):
+def train_step_fn(model, spec):
     import tensorflow as tf
+
+    from training.input import unpack
 
     from training.model import wide_and_deep_variables
 
     wide, deep = wide_and_deep_variables(model)
     wide_opt, deep_opt = tf.keras.optimizers.Ftrl(0.05), tf.keras.optimizers.Adam(0.002)
 
-    @tf.function
-    def step(batch):
+    @tf.function(reduce_retracing=True)
+    def step(packed):
+        batch = unpack(packed, spec)
         with tf.GradientTape() as tape:
-            out = model(batch, training=True)
+            out = model({c: batch[c] for c in (*spec.numeric, *spec.categorical)}, training=True)
             loss = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(
                 batch["label_purchased"], out["logit"]))
         grads = tape.gradient(loss, wide + deep)
@@ -98,6 +110,25 @@ def run_epoch(dataset, step) -> int:
         step(batch)
         steps += 1
     return steps
+
+
+def cpu_seconds() -> float:
+    times = psutil.Process().cpu_times()
+    return times.user + times.system
+
+
+def interleaved(arms: dict, runs: int) -> tuple[dict[str, Timing], dict[str, float]]:
+    """Wall times and median CPU seconds of each arm, run in rounds (one run of every arm each)."""
+    wall = {name: [] for name in arms}
+    cpu = {name: [] for name in arms}
+    for _ in range(runs):
+        for name, fn in arms.items():
+            started_cpu, started = cpu_seconds(), time.perf_counter()
+            fn()
+            wall[name].append(time.perf_counter() - started)
+            cpu[name].append(cpu_seconds() - started_cpu)
+    return ({name: Timing(name, times) for name, times in wall.items()},
+            {name: round(statistics.median(c), 3) for name, c in cpu.items()})
 
 
 def horovod_examples_per_s(paths: list[str], state: dict, ranks: int, batch_size: int,
@@ -148,43 +179,75 @@ def main() -> None:
 
     import tensorflow as tf
 
-    from training.input import InputSpec, shard_batches, tf_dataset
+    from training.input import FLOATS, STRINGS, WEIGHT, InputSpec, Prefetcher, ShardReader, to_block
     from training.model import ModelParams, build_model
 
     paths, state = write_data(args.rows, args.files, args.numeric, seed=3)
     spec = InputSpec(tuple(sorted(state["numeric"])), ("region", "device", "top_category"),
                      ("label_purchased",))
     model = build_model(state, ModelParams())
-    step = train_step_fn(model)
+    step = train_step_fn(model, spec)
 
-    # The memory arm: the same rows, already decoded, shuffled and cut into batches of tensors,
-    # held in a list (no reader, no per-row tf.data work): the ceiling for this train step.
-    arrays = {k: np.concatenate([b[k] for b in shard_batches(paths, spec, 65536, 0, 1, 1, 0)])
-              for k in spec.columns}
+    # The memory arm: the same rows, already decoded, shuffled and cut into packed batches of
+    # tensors (the train step's input), held in a list: the ceiling for this train step.
+    table = pa.concat_tables(pq.read_table(p[len("file:"):], columns=spec.columns) for p in paths)
+    block = to_block({c: table.column(c).to_numpy(zero_copy_only=False) for c in spec.columns}, spec)
     order = np.random.default_rng(1).permutation(args.rows)
-    memory = [{k: tf.constant(v[order[i:i + args.batch_size]]) for k, v in arrays.items()}
-              for i in range(0, args.rows, args.batch_size)]
+    memory = [{FLOATS: tf.constant(block[FLOATS][idx]), STRINGS: tf.constant(block[STRINGS][idx]),
+               WEIGHT: tf.ones([len(idx)], tf.float32)}
+              for idx in (order[i:i + args.batch_size] for i in range(0, args.rows, args.batch_size))]
     epoch = {"n": 0}
 
-    def petastorm_epoch():
+    def next_epoch() -> int:
         epoch["n"] += 1
-        e = epoch["n"]
-        return run_epoch(tf_dataset(lambda: shard_batches(paths, spec, args.batch_size, 0, 1, 1, e),
-                                    spec), step)
+        return epoch["n"]
+
+    streaming = ShardReader(paths, spec, 0, 1, seed=1, cache_mb=0)
+    cached = ShardReader(paths, spec, 0, 1, seed=1, cache_mb=4096)
+
+    def reader_epoch(reader: ShardReader, e: int) -> int:
+        return run_epoch(Prefetcher(lambda: reader.tensor_batches(e, args.batch_size)), step)
 
     steps = run_epoch(memory, step)  # also traces the step
-    memory_t = measure("memory", lambda: run_epoch(memory, step), warmup=0, runs=args.runs)
-    petastorm_t = measure("petastorm", petastorm_epoch, warmup=1, runs=args.runs)
+    reader_epoch(streaming, 0)       # warms petastorm and the prefetch path
+    first_started_cpu, first_started = cpu_seconds(), time.perf_counter()
+    reader_epoch(cached, 0)          # the first epoch of a caching reader: stream and keep
+    first = {"wall_s": round(time.perf_counter() - first_started, 4),
+             "cpu_s": round(cpu_seconds() - first_started_cpu, 3)}
+    assert cached.cached, "the benchmark's shard should fit the cache"
+    load_before = os.getloadavg()
+    timings, cpu = interleaved({
+        "memory": lambda: run_epoch(memory, step),
+        "petastorm_stream": lambda: reader_epoch(streaming, next_epoch()),
+        "petastorm_cached": lambda: reader_epoch(cached, next_epoch()),
+    }, args.runs)
+    load_after = os.getloadavg()
     read_only = measure("petastorm_read_only", lambda: sum(
-        1 for _ in shard_batches(paths, spec, args.batch_size, 0, 1, 1, 0)), warmup=0, runs=args.runs)
+        1 for _ in streaming.blocks(next_epoch(), args.batch_size)), warmup=0, runs=args.runs)
+    mem = timings["memory"].median
+
+    def arm(name: str) -> dict:
+        t = timings[name]
+        return {**t.as_dict(), "steps_per_s": round(steps / t.median, 1), "cpu_s": cpu[name],
+                "cost_vs_memory_pct": round(100 * (t.median / mem - 1), 1),
+                "cost_vs_memory_of_fastest_runs_pct": round(
+                    100 * (min(t.runs) / min(timings["memory"].runs) - 1), 1),
+                "cpu_cost_vs_memory_pct": round(100 * (cpu[name] / cpu["memory"] - 1), 1)}
+
+    epochs = 6  # the demo's training: one streamed epoch, then cached ones
+    training_mean = (first["wall_s"] + (epochs - 1) * timings["petastorm_cached"].median) / epochs
     figures = {
         "rows": args.rows, "files": args.files, "batch_size": args.batch_size,
         "features": {"numeric": args.numeric, "categorical": 3}, "steps_per_epoch": steps,
-        "memory": {**memory_t.as_dict(), "steps_per_s": round(steps / memory_t.median, 1)},
-        "petastorm": {**petastorm_t.as_dict(), "steps_per_s": round(steps / petastorm_t.median, 1)},
+        "load_average_1m": {"before": round(load_before[0], 2), "after": round(load_after[0], 2)},
+        "memory": {**timings["memory"].as_dict(), "steps_per_s": round(steps / mem, 1),
+                   "cpu_s": cpu["memory"]},
+        "petastorm_stream": arm("petastorm_stream"),
+        "petastorm_cached": arm("petastorm_cached"),
+        "petastorm_first_epoch": {**first, "cost_vs_memory_pct": round(100 * (first["wall_s"] / mem - 1), 1)},
+        f"petastorm_mean_of_{epochs}_epochs_cost_pct": round(100 * (training_mean / mem - 1), 1),
         "petastorm_read_only": {**read_only.as_dict(),
                                 "rows_per_s": round(args.rows / read_only.median)},
-        "petastorm_cost_pct": round(100 * (petastorm_t.median / memory_t.median - 1), 1),
         "goal_cost_pct_at_most": 5.0,
     }
     if not args.skip_horovod:

@@ -12,7 +12,7 @@ from demandcast.config import load_config
 from demandcast.tables import write_table
 from training_fixtures import FEATURES_SPEC, SNAPSHOTS, simulate, write_contract_tables
 from training.dataset import build_training_set, pin_training_set
-from training.input import WEIGHT, InputSpec, shard_batches
+from training.input import WEIGHT, InputSpec, ShardReader, shard_batches, to_columns
 from training.preprocessing import compute_state
 
 
@@ -92,6 +92,33 @@ def test_shuffle_is_reproducible_for_a_seed(spark, world):
     first, again, other_epoch = order(0), order(0), order(1)
     assert first == again
     assert first != other_epoch and sorted(first) == sorted(other_epoch)
+
+
+def test_cached_epochs_see_every_row_once_and_match_a_resumed_reader(spark, world):
+    _, _, ts = world
+    spec = InputSpec(("label_spend",), ("user_key",))
+    files = ts.files(spark, "train")
+    expected = collections.Counter(r.user_key for r in ts.read(spark, "train").collect())
+
+    def epoch_keys(reader, epoch):
+        return [k for b in reader.blocks(epoch, 32) for k in to_columns(b, spec)["user_key"]]
+
+    readers = [ShardReader(files, spec, rank, 2, seed=4, cache_mb=64) for rank in (0, 1)]
+    orders = {}
+    for epoch in (0, 1, 2):
+        orders[epoch] = [epoch_keys(r, epoch) for r in readers]
+        assert collections.Counter(orders[epoch][0] + orders[epoch][1]) == expected
+        assert all(r.cached for r in readers)  # after epoch 0 the shards come from memory
+    assert orders[1] != orders[2]
+    # A run resumed at epoch 2 (a new reader, nothing cached) yields the very same batches.
+    resumed = [ShardReader(files, spec, rank, 2, seed=4, cache_mb=64) for rank in (0, 1)]
+    assert [epoch_keys(r, 2) for r in resumed] == orders[2]
+    # Over the budget: nothing is kept, every epoch streams, still every row once.
+    tight = [ShardReader(files, spec, rank, 2, seed=4, cache_mb=0.001) for rank in (0, 1)]
+    for epoch in (0, 1):
+        keys = [k for r in tight for k in epoch_keys(r, epoch)]
+        assert collections.Counter(keys) == expected
+    assert not any(r.cached for r in tight)
 
 
 def test_preprocessing_state_is_computed_from_the_train_split(spark, world):

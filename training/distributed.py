@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from training.input import WEIGHT, InputSpec, shard_batches, tf_dataset
+from training.input import WEIGHT, InputSpec, Prefetcher, ShardReader, packed_dummy, unpack
 from training.progress import EpochProgress
 
 RESULT_FILE = "result.json"
@@ -72,14 +72,6 @@ def make_schedule(base_lr: float, size: int, scale: bool, warmup_steps: int):
             return {"target": target, "warmup_steps": warmup_steps}
 
     return WarmUp()
-
-
-def dummy_batch(spec: InputSpec) -> dict[str, np.ndarray]:
-    """A one-row, zero-weight batch: a rank that ran out of rows still joins the allreduce."""
-    batch = {c: np.zeros(1, np.float32) for c in (*spec.numeric, *spec.float_labels)}
-    batch.update({c: np.array([""], dtype=object) for c in spec.categorical})
-    batch[WEIGHT] = np.zeros(1, np.float32)
-    return batch
 
 
 def train_worker(spec: dict) -> dict:
@@ -162,8 +154,9 @@ def train_worker(spec: dict) -> dict:
     n_wide = len(wide_vars)
     feature_names = [*inputs.numeric, *inputs.categorical]
 
-    @tf.function
-    def train_step(batch):
+    @tf.function(reduce_retracing=True)
+    def train_step(packed):
+        batch = unpack(packed, inputs)
         with tf.GradientTape() as tape:
             out = model({c: batch[c] for c in feature_names}, training=True)
             total, purchase, spend, category = losses(out, batch)
@@ -179,21 +172,29 @@ def train_worker(spec: dict) -> dict:
         deep_opt.apply_gradients(zip(grads[n_wide:], deep_vars))
         return tf.stack([total, purchase, spend, category]), tf.reduce_sum(batch[WEIGHT])
 
-    @tf.function
-    def predict_logits(batch):
+    @tf.function(reduce_retracing=True)
+    def predict_logits(packed):
+        """Logits and purchase labels of one packed batch."""
+        batch = unpack(packed, inputs)
         features = {c: batch[c] for c in feature_names}
-        return tf.cast(model(features, training=False)["logit"], tf.float32)
+        return tf.cast(model(features, training=False)["logit"], tf.float32), batch["label_purchased"]
 
-    def batches(files, epoch, rank_, size_):
-        return shard_batches(files, inputs, batch_size, rank_, size_, seed, epoch,
-                             settings["shuffle_buffer_batches"])
+    # Decoded shards stay in memory between epochs when they fit (train.input_cache_mb per rank).
+    cache_mb = float(settings.get("input_cache_mb", 0))
+    train_reader = ShardReader(spec["train_files"], inputs, rank, size, seed, cache_mb)
+    validation_reader = ShardReader(spec["validation_files"], inputs, rank, size, seed, cache_mb)
+
+    def epoch_batches(reader: ShardReader, epoch: int):
+        return Prefetcher(lambda: reader.tensor_batches(epoch, batch_size,
+                                                        settings["shuffle_buffer_batches"]))
 
     def validation_scores() -> tuple[np.ndarray, np.ndarray]:
         """Logits and labels of the whole validation split, gathered from every rank's shard."""
         logits, labels = [np.zeros(0, np.float32)], [np.zeros(0, np.float32)]
-        for batch in batches(spec["validation_files"], 0, rank, size):
-            logits.append(predict_logits({k: tf.constant(v) for k, v in batch.items()}).numpy())
-            labels.append(batch["label_purchased"])
+        for batch in epoch_batches(validation_reader, 0):
+            logit, label = predict_logits(batch)
+            logits.append(logit.numpy())
+            labels.append(label.numpy())
         both = np.stack([np.concatenate(logits), np.concatenate(labels)], axis=1)
         gathered = hvd.allgather(tf.constant(both, tf.float32)).numpy()
         return gathered[:, 0], gathered[:, 1]
@@ -201,7 +202,7 @@ def train_worker(spec: dict) -> dict:
     writer = tf.summary.create_file_writer(str(run_dir / "tensorboard")) if rank == 0 else None
     history = []
     start_epoch = int(progress["epoch"].numpy())
-    dummy = dummy_batch(inputs)
+    dummy = packed_dummy(inputs)
     started = time.monotonic()
     examples = 0.0
     display = EpochProgress(steps_per_epoch, int(settings["epochs"]), enabled=rank == 0)
@@ -209,7 +210,7 @@ def train_worker(spec: dict) -> dict:
         if int(progress["bad_epochs"].numpy()) >= int(settings["patience"]):
             break
         epoch_start = time.monotonic()
-        dataset = iter(tf_dataset(lambda e=epoch: batches(spec["train_files"], e, rank, size), inputs))
+        dataset = epoch_batches(train_reader, epoch)
         sums, seen, steps = np.zeros(4), 0.0, 0
         display.start_epoch(epoch + 1)
         while True:
@@ -280,9 +281,10 @@ def train_worker(spec: dict) -> dict:
     if best.exists():
         model.load_weights(str(run_dir / "best" / "weights")).expect_partial()
     logits, labels = [np.zeros(0, np.float32)], [np.zeros(0, np.float32)]
-    for batch in batches(spec["validation_files"], 0, 0, 1):
-        logits.append(predict_logits({k: tf.constant(v) for k, v in batch.items()}).numpy())
-        labels.append(batch["label_purchased"])
+    for batch in epoch_batches(ShardReader(spec["validation_files"], inputs, 0, 1, seed), 0):
+        logit, label = predict_logits(batch)
+        logits.append(logit.numpy())
+        labels.append(label.numpy())
     logits, labels = np.concatenate(logits), np.concatenate(labels)
     calibration = {"method": "none", "a": 1.0, "b": 0.0}
     if settings["calibration"] == "platt" and 0 < labels.sum() < len(labels):

@@ -61,6 +61,9 @@ class TrainSettings(Section):
     # Per-rank learning rates are multiplied by the number of ranks (Goyal et al.).
     scale_lr_by_size: bool = True
     shuffle_buffer_batches: int = Field(4, ge=1)
+    # MiB per rank for keeping the decoded shard in memory after the first epoch (later epochs
+    # reshuffle it instead of decoding the Parquet again); a bigger shard streams every epoch.
+    input_cache_mb: int = Field(1024, ge=0)
     resume: bool = False
 
     # Distribution: horovodrun starts num_proc local processes (Gloo); spark runs the same
