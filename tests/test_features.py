@@ -8,10 +8,11 @@ import math
 import pandas as pd
 import pytest
 
-from demandcast.tables import read_table
+from demandcast.tables import read_table, table_path, write_table
 from features.catalog import DOC_PATH, FeatureSpec, feature_catalog, label_section, render_markdown
-from features.feature_tables import label_window_complete, update_user_daily, write_snapshots
-from features_data import events_frame, write_inputs
+from features.feature_tables import (label_window_complete, partition_record_counts, update_user_daily,
+                                     write_snapshots)
+from features_data import EVENTS, events_frame, write_inputs
 
 D = dt.date(2026, 3, 10)  # a Tuesday
 
@@ -170,6 +171,25 @@ def test_labels_cover_the_window_from_d_to_d_plus_n(hand):
     assert a["label_category_spend"] == {"c1": 5.0, "c2": 100.0}
     assert (c["label_purchased"], c["label_n_purchases"], c["label_spend"], c["label_category_spend"]) \
         == (0, 0, 0.0, {})
+
+
+def test_event_counts_per_date_come_from_the_delta_log(spark, tmp_path):
+    """Change detection counts events per date from numRecords in the log; files written
+    without statistics are counted by scanning their dates."""
+    warehouse = str(tmp_path / "warehouse")
+    day = lambda d, n: [dict(user_key="A", event_time=ts(f"2026-03-0{d} 1{i}:00"),  # noqa: E731
+                             event_type="view", event_id=f"{d}-{i}") for i in range(n)]
+    write_table(events_frame(spark, day(1, 2) + day(2, 1)), warehouse, EVENTS, "append")
+    path = table_path(warehouse, "events")
+    assert partition_record_counts(spark, path, "event_date") == {
+        dt.date(2026, 3, 1): 2, dt.date(2026, 3, 2): 1}
+    spark.conf.set("spark.databricks.delta.stats.collect", "false")
+    try:
+        write_table(events_frame(spark, day(2, 3) + day(3, 1)), warehouse, EVENTS, "append")
+    finally:
+        spark.conf.unset("spark.databricks.delta.stats.collect")
+    assert partition_record_counts(spark, path, "event_date") == {
+        dt.date(2026, 3, 1): 2, dt.date(2026, 3, 2): 4, dt.date(2026, 3, 3): 1}
 
 
 def test_label_window_must_be_observed():
