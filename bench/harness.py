@@ -17,6 +17,9 @@ import psutil
 class Timing:
     name: str
     runs: list[float]
+    # CPU seconds of the process tree per run: unlike wall time, they do not grow when other
+    # work shares the machine, so they compare arms measured under different load.
+    cpu_runs: tuple[float, ...] = ()
 
     @property
     def median(self) -> float:
@@ -31,6 +34,7 @@ class Timing:
             "max_s": round(max(self.runs), 4),
             "spread_pct": round(100 * (max(self.runs) - min(self.runs)) / self.median, 1)
             if self.median else 0.0,
+            **({"median_cpu_s": round(statistics.median(self.cpu_runs), 2)} if self.cpu_runs else {}),
         }
 
 
@@ -38,12 +42,14 @@ def measure(name: str, fn: Callable[[], Any], warmup: int = 1, runs: int = 3) ->
     """Runs `fn` `warmup` times untimed, then `runs` times timed (wall clock)."""
     for _ in range(warmup):
         fn()
-    times = []
+    times, cpu = [], []
     for _ in range(runs):
+        cpu_before = tree_cpu_seconds()
         started = time.perf_counter()
         fn()
         times.append(time.perf_counter() - started)
-    return Timing(name, times)
+        cpu.append(tree_cpu_seconds() - cpu_before)
+    return Timing(name, times, tuple(cpu))
 
 
 def compare(subject: Timing, reference: Timing) -> dict[str, Any]:
@@ -55,11 +61,27 @@ def compare(subject: Timing, reference: Timing) -> dict[str, Any]:
     }
 
 
+def _process_tree(root: psutil.Process | None = None) -> list[psutil.Process]:
+    root = root or psutil.Process()
+    return [root, *root.children(recursive=True)]
+
+
+def tree_cpu_seconds(root: psutil.Process | None = None) -> float:
+    """User + system CPU seconds of a process and its live children (the JVM, Python workers)."""
+    total = 0.0
+    for proc in _process_tree(root):
+        try:
+            t = proc.cpu_times()
+            total += t.user + t.system
+        except psutil.Error:
+            pass
+    return total
+
+
 def process_tree_rss_mb(root: psutil.Process | None = None) -> float:
     """Resident memory of a process and all its children (the JVM, Python workers, ranks)."""
-    root = root or psutil.Process()
     total = 0
-    for proc in [root, *root.children(recursive=True)]:
+    for proc in _process_tree(root):
         try:
             total += proc.memory_info().rss
         except (psutil.NoSuchProcess, psutil.AccessDenied):
