@@ -1,6 +1,7 @@
 """Throughput of `generate` and `ingest` on a demo-sized world, against a plain Spark write.
 
-    .venv/bin/python bench/generate.py --users 20000 --days 180 [--runs 1]
+    .venv/bin/python bench/generate.py --users 20000 --days 180 [--runs 1] [--formats json,parquet]
+        [--skip-ingest]
 
 Reference: writing the same number of rows of 11 synthetic columns as Parquet with Spark, in
 the same session: the ratio shows what the simulator's logic costs over Spark's own I/O.
@@ -44,6 +45,8 @@ def main() -> None:
     parser.add_argument("--formats", default="json,parquet")
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--warmup", type=int, default=0)
+    parser.add_argument("--skip-ingest", action="store_true", help="time generate only")
+    parser.add_argument("--set", action="append", default=[], help="extra config overrides k=v")
     args = parser.parse_args()
     configure_logging("WARNING")
     from jobs import generate, ingest
@@ -51,11 +54,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="dc-bench-") as tmp:
         cfg = load_config(ROOT / "conf" / "local.yaml", [
             f"raw_dir={tmp}/raw", f"warehouse={tmp}/warehouse", f"generate.n_users={args.users}",
-            f"generate.n_days={args.days}", f"generate.formats=[{args.formats}]", "spark.log_level=ERROR"])
+            f"generate.n_days={args.days}", f"generate.formats=[{args.formats}]", "spark.log_level=ERROR",
+            *args.set])
         spark = build_spark_session("bench-generate", cfg.spark)
         out: dict = {}
 
-        cpu: dict[str, list[float]] = {"generate": [], "ingest": []}
+        cpu: dict[str, list[float]] = {"generate": [], "ingest": [], "reference": []}
 
         def run_generate() -> None:
             started = tree_cpu_seconds()
@@ -70,11 +74,15 @@ def main() -> None:
             cpu["ingest"].append(tree_cpu_seconds() - started)
 
         with PeakMemory() as memory:
+            load_start = round(__import__("os").getloadavg()[0], 1)
             gen = measure("generate", run_generate, warmup=args.warmup, runs=args.runs)
-            ing = measure("ingest_json", run_ingest, warmup=args.warmup, runs=args.runs)
-            n_events = out["ingest"]["records_read"]
+            load_after_generate = round(__import__("os").getloadavg()[0], 1)
+            n_events = sum(out["generate"]["landed_records"].values())
+            if not args.skip_ingest:
+                ing = measure("ingest_json", run_ingest, warmup=args.warmup, runs=args.runs)
 
             def reference() -> None:
+                started = tree_cpu_seconds()
                 (spark.range(n_events, numPartitions=cfg.generate.partitions)
                  .selectExpr("md5(cast(id as string)) as event_id", "concat('U', id % 20000) as user_id",
                              "concat('S', id % 99991) as session_id", "timestamp_seconds(1735689600 + id) as t",
@@ -82,21 +90,27 @@ def main() -> None:
                              "cast(id % 1000 as double) / 10 as price", "1 as quantity", "'desktop' as device",
                              "'direct' as channel")
                  .write.mode("overwrite").parquet(f"{tmp}/reference"))
+                cpu["reference"].append(tree_cpu_seconds() - started)
 
             ref = measure("reference_parquet_write", reference, warmup=0, runs=args.runs)
-        emit("generate_ingest", {
+        figures = {
             "command": " ".join(sys.argv),
             "users": args.users, "days": args.days, "formats": args.formats,
             "raw_records": n_events,
-            "events_inserted": out["ingest"]["tables"]["events"]["inserted"],
             "generate_vs_reference": compare(gen, ref),
-            "ingest_vs_reference": compare(ing, ref),
             "generate_records_per_s": round(n_events / gen.median),
-            "ingest_records_per_s": round(n_events / ing.median),
-            "cpu_seconds_last_run": {k: round(v[-1], 1) for k, v in cpu.items()},
-            "load_average_1m_at_end": round(__import__("os").getloadavg()[0], 1),
+            "cpu_seconds_last_run": {k: round(v[-1], 1) for k, v in cpu.items() if v},
+            "load_average_1m": {"start": load_start, "after_generate": load_after_generate,
+                                "end": round(__import__("os").getloadavg()[0], 1)},
             "peak_rss_tree_mb": round(memory.peak_mb),
-        })
+        }
+        if not args.skip_ingest:
+            figures.update({
+                "events_inserted": out["ingest"]["tables"]["events"]["inserted"],
+                "ingest_vs_reference": compare(ing, ref),
+                "ingest_records_per_s": round(n_events / ing.median),
+            })
+        emit("generate_ingest", figures)
 
 
 if __name__ == "__main__":

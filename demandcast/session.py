@@ -14,6 +14,10 @@ from demandcast.settings.runtime import SparkSettings
 log = get_logger("session")
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# HotSpot never JIT-compiles a method above 8000 bytes of bytecode; Spark's whole-stage code for
+# wide projections (the simulator's event stage) exceeds it and would run interpreted, several
+# times slower (measured: bench/RESULTS.md, generate).
+JIT_OPTIONS = "-XX:-DontCompileHugeMethods"
 
 
 def _launched_by_spark_submit() -> bool:
@@ -50,7 +54,7 @@ def spark_conf(app_name: str, settings: SparkSettings) -> dict[str, str]:
         "spark.sql.shuffle.partitions": str(settings.shuffle_partitions),
         "spark.sql.adaptive.enabled": "true",
         "spark.ui.showConsoleProgress": "true",
-        "spark.executor.extraJavaOptions": "-Duser.timezone=UTC",
+        "spark.executor.extraJavaOptions": f"-Duser.timezone=UTC {JIT_OPTIONS}",
         # Training reads Parquet files of the pinned Delta version directly (petastorm): rows a
         # deletion vector hides would come back. Tables default to no deletion vectors.
         "spark.databricks.delta.properties.defaults.enableDeletionVectors": "false",
@@ -62,7 +66,8 @@ def spark_conf(app_name: str, settings: SparkSettings) -> dict[str, str]:
         conf["spark.master"] = settings.master
         conf["spark.driver.memory"] = settings.driver_memory
         conf["spark.driver.extraJavaOptions"] = (
-            f"-Duser.timezone=UTC -Dlog4j.configurationFile={PROJECT_ROOT / 'conf' / 'log4j2.properties'}")
+            f"-Duser.timezone=UTC {JIT_OPTIONS} "
+            f"-Dlog4j.configurationFile={PROJECT_ROOT / 'conf' / 'log4j2.properties'}")
         conf["spark.ui.enabled"] = "false" if settings.master.startswith("local") else "true"
     if settings.packages:
         conf["spark.jars.packages"] = ",".join(settings.packages)

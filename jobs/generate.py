@@ -11,7 +11,7 @@ if __name__ == "__main__":
 
 import datetime as dt
 
-from pyspark import StorageLevel
+from pyspark.sql import Observation
 from pyspark.sql import functions as F
 
 from demandcast.cli import job_main
@@ -45,20 +45,27 @@ def run(cfg: PipelineConfig) -> dict:
     cutoffs = truth_cutoffs(cfg)
     spark = build_spark_session("generate", cfg.spark)
     raw = absolute_uri(cfg.raw_dir)
-    world = simulate(spark, s, cfg.seed)
+    # Lookback: each generating task also makes the days whose late deliveries land in its dates.
+    world = simulate(spark, s, cfg.seed, lookback_days=landing.MAX_LANDING_DELAY_DAYS)
 
     population.user_dimension(world.users, s.start_date).coalesce(max(1, s.n_users // 1_000_000)) \
         .write.mode("overwrite").parquet(f"{raw}/users")
     population.item_dimension(world.items).coalesce(1).write.mode("overwrite").parquet(f"{raw}/items")
 
-    landed = landing.with_flaws(world.events, s.flaws, cfg.seed).persist(StorageLevel.MEMORY_AND_DISK)
-    n_dates = s.n_days + 2
-    for fmt in s.formats:
-        write = landing.write_json if fmt == "json" else landing.write_parquet
-        write(landed, f"{raw}/events/{fmt}", s.files_per_day, n_dates)
+    landed = landing.in_own_block(landing.with_flaws(world.events, s.flaws, cfg.seed), s.start_date)
+    # Landed records per kind, counted while the first format is written (no extra job).
+    counted = Observation("landed_records")
+    kinds = ["valid", *landing.BAD_KINDS]
+    observed = landed.observe(counted, *[
+        F.count_if(F.col("bad_kind").isNull() if k == "valid" else F.col("bad_kind") == k).alias(k) for k in kinds])
+    for i, fmt in enumerate(s.formats):
+        source = observed if i == 0 else landed
+        if fmt == "json":
+            landing.write_json(source, f"{raw}/events/json")
+        else:
+            landing.write_parquet(source, f"{raw}/events/parquet")
         log.info("wrote %s events under %s/events/%s", fmt, raw, fmt)
-    kinds = {r[0] or "valid": r[1] for r in landed.groupBy("bad_kind").count().collect()}
-    landed.unpersist()
+    kinds = {k: n for k, n in counted.get.items() if n}
 
     truth = ground_truth(world, s, cfg.seed, cutoffs, cfg.label_window_days)
     truth_path = f"{raw}/ground_truth"

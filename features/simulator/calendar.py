@@ -1,14 +1,16 @@
 """Calendar effects of one simulated day: weekly and yearly seasonality, promotions.
 
 Defined for any integer day offset from the start date (also beyond the simulated range), so the
-ground truth of a label window is computable wherever the window falls.
+ground truth of a label window is computable wherever the window falls. Computed on rows of
+days (a few hundred), never per user-day: `with_calendar` adds them to a table of days that is
+then joined to the users.
 """
 from __future__ import annotations
 
 import datetime as dt
 import math
 
-from pyspark.sql import Column
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from features.simulator.randomness import uniform
@@ -45,3 +47,17 @@ def is_promotion(seed: int, promo_start_rate: float, day: Column) -> Column:
     for started in starts[1:]:
         result = result | started
     return result
+
+
+def with_calendar(days: DataFrame, start_date: dt.date, seed: int, promo_start_rate: float,
+                  promo_discount: float) -> DataFrame:
+    """Adds to rows with an integer `day`: is_promo, discount (price cut that day) and
+    visit_multiplier (seasonality x promotion lift of the visit probability)."""
+    day = F.col("day")
+    promo = is_promotion(seed, promo_start_rate, day)
+    return (
+        days.withColumn("is_promo", promo)
+        .withColumn("discount", F.when(F.col("is_promo"), F.lit(promo_discount)).otherwise(F.lit(0.0)))
+        .withColumn("visit_multiplier", seasonality(start_date, day)
+                    * F.when(F.col("is_promo"), F.lit(1 + PROMO_ACTIVITY_LIFT)).otherwise(F.lit(1.0)))
+    )

@@ -12,7 +12,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from demandcast.settings.generate import SimulatorFlaws
-from features.simulator.randomness import uniform
+from features.simulator.randomness import hash64, split_uniform, uniform
 
 # Kinds of invalid records the simulator plants (ingest must quarantine every one).
 BAD_KINDS = ("malformed_json", "missing_user_id", "unknown_event_type", "negative_price",
@@ -23,19 +23,28 @@ EVENT_COLUMNS = ("event_id", "user_id", "session_id", "event_time", "event_type"
                  "category_id", "price", "quantity", "device", "channel")
 
 
+# A late event lands at most this many days after its date (a late duplicate one day more).
+MAX_LANDING_DELAY_DAYS = 3
+
+
 def with_flaws(events_df: DataFrame, flaws: SimulatorFlaws, seed: int) -> DataFrame:
     """Events plus `landing_date` and `bad_kind` (null for valid rows), flaws included.
 
     One pass: each event explodes into itself, maybe a duplicate and maybe an invalid copy, so
-    the events are generated once however many flaws are planted.
+    the events are generated once however many flaws are planted. One hash of the event_id
+    decides duplicate, invalid copy and lateness; the rare flawed rows draw their details.
     """
     eid = F.col("event_id")
-    copies = F.array_compact(F.array(
-        F.lit("original"),
-        F.when(uniform(seed, "duplicate", eid) < flaws.duplicate_fraction, F.lit("duplicate")),
-        F.when((uniform(seed, "bad", eid) < flaws.bad_row_fraction) & (F.col("event_type") != "search"),
-               F.lit("bad"))))
-    late_by = F.when(uniform(seed, "late", eid) < flaws.late_fraction,
+    h = F.col("_h_flaws")
+    duplicate = split_uniform(h, 0, 3) < flaws.duplicate_fraction
+    bad = (split_uniform(h, 1, 3) < flaws.bad_row_fraction) & (F.col("event_type") != "search")
+    empty = F.array().cast("array<string>")
+    # concat of conditional arrays, not array_compact: that one is a higher-order function,
+    # interpreted per row instead of compiled.
+    copies = F.concat(F.array(F.lit("original")),
+                      F.when(duplicate, F.array(F.lit("duplicate"))).otherwise(empty),
+                      F.when(bad, F.array(F.lit("bad"))).otherwise(empty))
+    late_by = F.when(split_uniform(h, 2, 3) < flaws.late_fraction,
                      F.lit(1) + (uniform(seed, "late_days", eid) < 0.5).cast("int")).otherwise(F.lit(0))
     redelivered = F.when(F.col("_copy") == "duplicate",
                          (uniform(seed, "dup_day", eid) < 0.3).cast("int")).otherwise(F.lit(0))
@@ -43,7 +52,8 @@ def with_flaws(events_df: DataFrame, flaws: SimulatorFlaws, seed: int) -> DataFr
                               (F.floor(uniform(seed, "bad_kind", eid) * len(BAD_KINDS)) + 1).cast("int"))
     kind = F.col("bad_kind")
     return (
-        events_df.withColumn("_copy", F.explode(copies))
+        events_df.withColumn("_h_flaws", hash64(seed, "flaws", eid))
+        .withColumn("_copy", F.explode(copies))
         .withColumn("landing_date", F.date_add("event_date", late_by + redelivered))
         .withColumn("bad_kind", F.when(F.col("_copy") == "bad", kind_drawn))
         .withColumn("event_id", F.when(kind.isNotNull(), F.concat(eid, F.lit("-bad"))).otherwise(eid))
@@ -56,8 +66,19 @@ def with_flaws(events_df: DataFrame, flaws: SimulatorFlaws, seed: int) -> DataFr
                     .otherwise(F.col("event_time")))
         .withColumn("device", F.when(kind == "oversized_string", F.repeat(F.lit("x"), 5000))
                     .otherwise(F.col("device")))
-        .drop("_copy")
+        .drop("_copy", "_h_flaws")
     )
+
+
+def in_own_block(landed: DataFrame, start_date) -> DataFrame:
+    """Keeps each landed row in the one task whose block of dates holds its landing date.
+
+    Events generated with lookback (behaviour.events) appear in two tasks; this keeps one copy,
+    and leaves every task with whole date folders, so the files need no shuffle.
+    """
+    landing_day = F.datediff(F.col("landing_date"), F.lit(start_date))
+    return landed.where(landing_day.between(F.col("block_first_day"), F.col("block_last_day"))) \
+        .drop("block_first_day", "block_last_day")
 
 
 def json_lines(landed: DataFrame) -> DataFrame:
@@ -79,15 +100,26 @@ def parquet_rows(landed: DataFrame) -> DataFrame:
     return rows.select(*EVENT_COLUMNS, F.col("landing_date").cast("string").alias("event_date"))
 
 
-def _one_file_group_per_date(df: DataFrame, files_per_day: int, n_dates: int) -> DataFrame:
-    slot = F.pmod(F.xxhash64(*[F.col(c) for c in df.columns if c != "event_date"]), F.lit(files_per_day))
-    return df.repartition(max(1, n_dates * files_per_day // 4), "event_date", slot)
-
-
-def write_json(landed: DataFrame, path: str, files_per_day: int, n_dates: int) -> None:
-    (_one_file_group_per_date(json_lines(landed), files_per_day, n_dates)
-     .write.mode("overwrite").partitionBy("event_date").option("compression", "gzip").text(path))
+def write_json(landed: DataFrame, path: str, gzip_level: int | None = None) -> None:
+    """One gzip JSON-lines file per date folder and generating task (no shuffle: see in_own_block)."""
+    writer = json_lines(landed).write.mode("overwrite").partitionBy("event_date").option("compression", "gzip")
+    _with_gzip_level(landed.sparkSession, gzip_level, lambda: writer.text(path))
     _rename_suffix(landed.sparkSession, path, ".txt.gz", ".json.gz")
+
+
+def _with_gzip_level(spark, level: int | None, write) -> None:
+    """Runs `write` with Hadoop's zlib level set (None: the codec default, 6)."""
+    conf = spark._jsc.hadoopConfiguration()
+    key = "zlib.compress.level"
+    if level is None:
+        write()
+        return
+    previous = conf.get(key)
+    conf.set(key, {1: "BEST_SPEED", 9: "BEST_COMPRESSION"}.get(level, "DEFAULT_COMPRESSION"))
+    try:
+        write()
+    finally:
+        conf.unset(key) if previous is None else conf.set(key, previous)
 
 
 def _rename_suffix(spark, root: str, old: str, new: str) -> None:
@@ -105,6 +137,6 @@ def _rename_suffix(spark, root: str, old: str, new: str) -> None:
         fs.rename(path, jvm.org.apache.hadoop.fs.Path(path.getParent(), path.getName()[: -len(old)] + new))
 
 
-def write_parquet(landed: DataFrame, path: str, files_per_day: int, n_dates: int) -> None:
-    (_one_file_group_per_date(parquet_rows(landed), files_per_day, n_dates)
-     .write.mode("overwrite").partitionBy("event_date").parquet(path))
+def write_parquet(landed: DataFrame, path: str, codec: str = "snappy") -> None:
+    (parquet_rows(landed).write.mode("overwrite").partitionBy("event_date")
+     .option("compression", codec).parquet(path))

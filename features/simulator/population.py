@@ -49,10 +49,18 @@ def users(spark: SparkSession, s: GenerateSettings, seed: int) -> DataFrame:
     """One row per user with its latents and demographics (user index `uid`, 0-based)."""
     uid = F.col("uid")
     n_cat = s.n_categories
-    scores = F.transform(
-        F.sequence(F.lit(0), F.lit(n_cat - 1)),
-        lambda c: F.exp(F.lit(PREFERENCE_SPREAD) * normal(seed, "pref", uid, c)
-                        - F.lit(POPULARITY_SLOPE) * c))
+    # Preferences as plain columns, not transform/aggregate over arrays: higher-order functions
+    # run interpreted, and this is the costliest part of a user. Sums run left to right as
+    # aggregate() would, so the values are the same.
+    scores = [f"_score_{c}" for c in range(n_cat)]
+    total, cumulative = F.lit(0.0), []
+    for name in scores:
+        total = total + F.col(name)
+    shares = [F.col(name) / F.col("_total") for name in scores]
+    running = F.lit(0.0)
+    for share in shares:
+        running = running + share
+        cumulative.append(running)
     hazard = F.lit(s.mean_churn_hazard) * F.exp(F.lit(0.6) * normal(seed, "churn_rate", uid) - 0.18)
     lifetime = F.ceil(-F.log(F.lit(1.0) - uniform(seed, "lifetime", uid)) / hazard)
     signup_span = SIGNUP_HISTORY_DAYS + int(0.8 * s.n_days)
@@ -66,12 +74,11 @@ def users(spark: SparkSession, s: GenerateSettings, seed: int) -> DataFrame:
         .withColumn("cart_propensity", sigmoid(F.lit(-1.6) + F.lit(0.8) * propensity))
         .withColumn("price_sensitivity", uniform(seed, "price_sensitivity", uid))
         .withColumn("browse_depth", F.lit(0.5) + uniform(seed, "browse_depth", uid))
-        .withColumn("_scores", scores)
-        .withColumn("pref", F.transform("_scores", lambda x: x / F.aggregate("_scores", F.lit(0.0),
-                                                                              lambda a, b: a + b)))
-        .withColumn("pref_cdf", F.transform(
-            F.sequence(F.lit(1), F.lit(n_cat)),
-            lambda i: F.aggregate(F.slice("pref", 1, i), F.lit(0.0), lambda a, b: a + b)))
+        .withColumns({name: F.exp(F.lit(PREFERENCE_SPREAD) * normal(seed, "pref", uid, F.lit(c))
+                                  - F.lit(POPULARITY_SLOPE) * F.lit(c)) for c, name in enumerate(scores)})
+        .withColumn("_total", total)
+        .withColumn("pref", F.array(*shares))
+        .withColumn("pref_cdf", F.array(*cumulative))
         .withColumn("signup_day", (F.floor(uniform(seed, "signup", uid) * signup_span)
                                    - SIGNUP_HISTORY_DAYS).cast("int"))
         .withColumn("churn_day", F.when(hazard > 0, F.col("signup_day") + lifetime)
@@ -83,7 +90,7 @@ def users(spark: SparkSession, s: GenerateSettings, seed: int) -> DataFrame:
         .withColumn("gender", pick_from(list(GENDERS), list(GENDER_WEIGHTS), uniform(seed, "gender", uid)))
         .withColumn("primary_device", pick_from(list(DEVICES), list(DEVICE_WEIGHTS),
                                                 uniform(seed, "device", uid)))
-        .drop("_scores")
+        .drop(*scores, "_total")
     )
 
 
@@ -102,7 +109,7 @@ def items(spark: SparkSession, s: GenerateSettings, seed: int) -> DataFrame:
     total = sum(popularity)
     cdf = [sum(popularity[: c + 1]) / total for c in range(s.n_categories)]
     category_idx = F.when(iid < s.n_categories, iid.cast("int")).otherwise(
-        pick_index(F.array(*[F.lit(x) for x in cdf]), uniform(seed, "item_category", iid)))
+        pick_index(F.array(*[F.lit(x) for x in cdf]), uniform(seed, "item_category", iid), len(cdf)))
     # Each category has its own price level (about 12 to 90) and a log-normal spread around it.
     level = F.exp(F.lit(2.5) + F.lit(2.0) * uniform(seed, "category_price", F.col("category_idx")))
     by_price = Window.partitionBy("category_idx").orderBy("list_price", "item_id")

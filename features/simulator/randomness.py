@@ -16,10 +16,31 @@ from pyspark.sql import functions as F
 _TWO_POW_MINUS_53 = 2.0 ** -53
 
 
+def hash64(seed: int, stream: str, *keys: Column | str | int) -> Column:
+    """xxhash64(seed, stream, keys): 64 random bits, see `split_uniform`."""
+    parts = [F.lit(seed), F.lit(stream)] + [k if isinstance(k, Column) else F.lit(k) for k in keys]
+    return F.xxhash64(*parts)
+
+
 def uniform(seed: int, stream: str, *keys: Column | str | int) -> Column:
     """U[0, 1) from the top 53 bits of xxhash64(seed, stream, keys)."""
-    parts = [F.lit(seed), F.lit(stream)] + [k if isinstance(k, Column) else F.lit(k) for k in keys]
-    return F.shiftrightunsigned(F.xxhash64(*parts), 11).cast("double") * F.lit(_TWO_POW_MINUS_53)
+    return split_uniform(hash64(seed, stream, *keys), 0, 1)
+
+
+def split_uniform(h: Column, index: int, parts: int) -> Column:
+    """The `index`-th of `parts` independent U[0, 1) held in the bits of one 64-bit hash `h`.
+
+    Hashing is most of the simulator's cost: one hash gives 1 uniform of 53 bits, 2 of 32 bits
+    or 3 of 21 bits (resolution 5e-7, fine for every probability and count drawn here). `h`
+    should be a column materialised once (withColumn), not an expression repeated per use.
+    """
+    if parts == 1:
+        return F.shiftrightunsigned(h, 11).cast("double") * F.lit(_TWO_POW_MINUS_53)
+    if not 0 <= index < parts <= 3:
+        raise ValueError(f"split_uniform: index {index} of {parts} parts (at most 3)")
+    bits = 64 // parts
+    field = F.shiftrightunsigned(h, 64 - bits * (index + 1)).bitwiseAND(F.lit((1 << bits) - 1))
+    return field.cast("double") * F.lit(2.0 ** -bits)
 
 
 def normal(seed: int, stream: str, *keys: Column | str | int) -> Column:
@@ -37,12 +58,17 @@ def logit(p: float) -> float:
     return math.log(p / (1 - p))
 
 
-def pick_index(cdf: Column, u: Column) -> Column:
-    """0-based index i of the first cdf[i] > u: a draw from the categorical distribution `cdf`."""
-    n = F.size(cdf)
-    position = F.array_position(F.transform(cdf, lambda c: c > u), F.lit(True))
+def pick_index(cdf: Column, u: Column, size: int) -> Column:
+    """0-based index i of the first cdf[i] > u: a draw from the categorical distribution `cdf`
+    (non-decreasing, `size` entries).
+
+    Counted as the number of cdf values <= u, which is the same index for a non-decreasing cdf:
+    plain comparisons compile into Spark's generated code, where a higher-order function
+    (transform + array_position) would be interpreted row by row.
+    """
+    below = sum((F.element_at(cdf, i + 1) <= u).cast("int") for i in range(size))
     # Rounding can leave the last cdf value a hair below 1: then the last index.
-    return F.when(position > 0, position - 1).otherwise(n - 1).cast("int")
+    return F.least(below, F.lit(size - 1)).cast("int")
 
 
 def pick_from(values: list[str], weights: list[float], u: Column) -> Column:

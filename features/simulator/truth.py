@@ -20,6 +20,7 @@ from pyspark.sql import functions as F
 from demandcast.settings.generate import GenerateSettings
 from features.simulator.behaviour import (EXPECTED_LINES, EXPECTED_QUANTITY, EXTRA_LINE_PROBS,
                                           with_daily_probabilities)
+from features.simulator.calendar import with_calendar
 from features.simulator.population import CategoryStats
 
 
@@ -33,12 +34,14 @@ def ground_truth(users_df: DataFrame, stats: CategoryStats, s: GenerateSettings,
     spark = users_df.sparkSession
     cut = spark.createDataFrame([(d, (d - s.start_date).days) for d in cutoffs],
                                 "cutoff_date date, cutoff_day int")
+    window_days_df = with_calendar(
+        cut.withColumn("day", F.explode(F.sequence(F.col("cutoff_day") + 1, F.col("cutoff_day") + window_days))),
+        s.start_date, seed, s.promo_start_rate, s.promo_discount)
     window = (
-        users_df.crossJoin(F.broadcast(cut))
+        users_df.crossJoin(F.broadcast(window_days_df))
         .where(F.col("signup_day") <= F.col("cutoff_day"))
-        .withColumn("day", F.explode(F.sequence(F.col("cutoff_day") + 1, F.col("cutoff_day") + window_days)))
     )
-    daily = with_daily_probabilities(window, s, seed)
+    daily = with_daily_probabilities(window)
     per_user = daily.groupBy("uid", "cutoff_date").agg(
         F.first("user_id").alias("user_id"),
         F.first("pref").alias("pref"),
