@@ -3,12 +3,15 @@ DuckDB computing the same features and labels from the same events Parquet files
 
     .venv/bin/python bench/features.py --events 10000000,50000000
     .venv/bin/python bench/features.py --events 10000000,200000000 --reference-up-to 50000000
+    .venv/bin/python bench/features.py --events 10000000,50000000 --replicate-from /tmp/dcb/10000000
 
 Events come from the project's simulator (features/simulator), written as the `events` Delta
 table the way ingest lays it out (partitioned by event_date, user_key = a 64-hex hash). Inputs
 are generated once per size under --workdir and reused. Figures: median wall time of each
 engine, the time ratio Spark / DuckDB, peak RSS of the whole process tree (JVM included) during
-each engine's runs, and events per second.
+each engine's runs, CPU seconds of the process tree, the load average after each engine
+(the machine may be shared), and events per second. `--replicate-from` makes a missing size
+from copies of an already generated one (see replicate_inputs), much faster than simulating.
 """
 from __future__ import annotations
 
