@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from bench.harness import PeakMemory, emit, measure  # noqa: E402
+from bench.harness import PeakMemory, emit, measure, tree_cpu_seconds  # noqa: E402
 from demandcast.config import load_config  # noqa: E402
 from demandcast.logs import configure_logging  # noqa: E402
 from demandcast.session import build_spark_session  # noqa: E402
@@ -109,21 +109,6 @@ def replicate_inputs(spark, source: str, warehouse: str, target_events: int) -> 
     marker.write_text(json.dumps({"events": n, "users": have.get("users", 0) * copies,
                                   "replicated_from": source, "copies": copies}))
     return n
-
-
-def tree_cpu_seconds() -> float:
-    """CPU seconds (user + system) of this process and its live children (the JVM)."""
-    import psutil
-
-    me = psutil.Process()
-    total = 0.0
-    for proc in [me, *me.children(recursive=True)]:
-        try:
-            t = proc.cpu_times()
-            total += t.user + t.system
-        except psutil.Error:
-            pass
-    return total
 
 
 def timed(name: str, fn, runs: int) -> tuple:
