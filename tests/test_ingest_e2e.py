@@ -22,6 +22,11 @@ def test_generate_then_ingest_both_formats_exactly_once(spark, project_root, tmp
 
     generated = generate_job.run(cfg())
     landed = generated["landed_records"]
+    # Each generating task owns whole date folders (no shuffle): one file per date and format.
+    for fmt, suffix in (("json", ".json.gz"), ("parquet", ".parquet")):
+        folders = sorted((tmp_path / "raw" / "events" / fmt).glob("event_date=*"))
+        assert len(folders) >= 45
+        assert all(len(list(f.glob(f"*{suffix}"))) == 1 for f in folders), fmt
     truth = spark.read.format("delta").load(generated["ground_truth"]["path"])
     assert truth.count() == generated["ground_truth"]["cutoffs"]["2025-01-10"]["users"] > 0
     assert truth.where("p_purchase < 0 or p_purchase > 1 or expected_spend < 0").count() == 0

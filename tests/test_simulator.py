@@ -114,3 +114,25 @@ def test_latents_are_visible_in_behaviour(world):
     assert stats.activity > 0.5
     assert stats.price < -0.1
     assert stats.preference > 0.5
+
+
+def test_one_hash_gives_independent_uniforms_and_pick_index_follows_the_cdf(spark):
+    from features.simulator.randomness import hash64, pick_index, split_uniform
+
+    h = F.col("h")
+    cdf = F.array(F.lit(0.2), F.lit(0.5), F.lit(0.5), F.lit(0.9999))
+    rows = (spark.range(0, 40_000, numPartitions=2).withColumn("h", hash64(SEED, "test", F.col("id")))
+            .select(*[split_uniform(h, i, 3).alias(f"u{i}") for i in range(3)])
+            .withColumn("pick", pick_index(cdf, F.col("u0"), 4)))
+    stats = rows.select(*[F.avg(f"u{i}").alias(f"m{i}") for i in range(3)],
+                        *[F.min(f"u{i}").alias(f"lo{i}") for i in range(3)],
+                        *[F.max(f"u{i}").alias(f"hi{i}") for i in range(3)],
+                        F.corr("u0", "u1").alias("c01"), F.corr("u1", "u2").alias("c12"),
+                        *[F.avg((F.col("pick") == k).cast("double")).alias(f"p{k}") for k in range(4)]).first()
+    for i in range(3):
+        assert abs(stats[f"m{i}"] - 0.5) < 0.01 and stats[f"lo{i}"] >= 0.0 and stats[f"hi{i}"] < 1.0
+    assert abs(stats.c01) < 0.02 and abs(stats.c12) < 0.02
+    # P(index) = cdf[i] - cdf[i-1]; an empty bin (0.5 -> 0.5) is never picked; rounding below 1
+    # at the end falls to the last index.
+    assert abs(stats.p0 - 0.2) < 0.01 and abs(stats.p1 - 0.3) < 0.012 and stats.p2 == 0.0
+    assert abs(stats.p3 - 0.5) < 0.012

@@ -41,7 +41,8 @@ class GenerateSettings(Section):
     formats: list[Literal["json", "parquet"]] = ["json", "parquet"]
     # Output files per event-date folder, per format.
     files_per_day: int = Field(1, ge=1, le=64)
-    # Tasks of the generating stages (a fixed count keeps the run reproducible and balanced).
+    # Generating tasks: ceil(partitions / files_per_day) blocks of consecutive days, times
+    # files_per_day user slices; each task writes whole date folders (output does not depend on it).
     partitions: int = Field(8, ge=1)
     flaws: SimulatorFlaws = SimulatorFlaws()
 
