@@ -24,10 +24,6 @@ from features.simulator.calendar import with_calendar
 from features.simulator.population import CategoryStats
 
 
-def _double_array(values: list[float]):
-    return F.array(*[F.lit(float(v)) for v in values])
-
-
 def ground_truth(users_df: DataFrame, stats: CategoryStats, s: GenerateSettings, seed: int,
                  cutoffs: list[dt.date], window_days: int) -> DataFrame:
     """One row per (user signed up by the cutoff, cutoff): the contract's ground_truth columns."""
@@ -42,14 +38,6 @@ def ground_truth(users_df: DataFrame, stats: CategoryStats, s: GenerateSettings,
         .where(F.col("signup_day") <= F.col("cutoff_day"))
     )
     daily = with_daily_probabilities(window)
-    per_user = daily.groupBy("uid", "cutoff_date").agg(
-        F.first("user_id").alias("user_id"),
-        F.first("pref").alias("pref"),
-        F.first("price_sensitivity").alias("price_sensitivity"),
-        F.sum(F.log1p(-F.col("p_purchase"))).alias("log_p_none"),
-        F.collect_list("p_purchase").alias("p_days"),
-        F.sum(F.col("p_purchase") * (F.lit(1.0) - F.col("discount"))).alias("discounted_purchase_days"),
-    )
 
     def line_share(pi):
         none = F.lit(1.0) - pi
@@ -57,15 +45,25 @@ def ground_truth(users_df: DataFrame, stats: CategoryStats, s: GenerateSettings,
             none = none * (F.lit(1.0) - F.lit(extra) * pi)
         return F.lit(1.0) - none
 
-    p_by_category = F.transform(
-        F.transform("pref", line_share),
-        lambda q: F.lit(1.0) - F.exp(F.aggregate("p_days", F.lit(0.0),
-                                                 lambda acc, p: acc + F.log1p(-p * q))))
+    n_cat = len(stats.names)
+    # One log-sum per category inside the aggregation (compiled code), not a collected list
+    # folded by higher-order functions per user (interpreted).
+    per_user = daily.groupBy("uid", "cutoff_date").agg(
+        F.first("user_id").alias("user_id"),
+        F.first("pref").alias("pref"),
+        F.first("price_sensitivity").alias("price_sensitivity"),
+        F.sum(F.log1p(-F.col("p_purchase"))).alias("log_p_none"),
+        *[F.sum(F.log1p(-F.col("p_purchase") * line_share(F.element_at("pref", c + 1)))).alias(f"_log_none_{c}")
+          for c in range(n_cat)],
+        F.sum(F.col("p_purchase") * (F.lit(1.0) - F.col("discount"))).alias("discounted_purchase_days"),
+    )
+    p_by_category = F.array(*[F.lit(1.0) - F.exp(f"_log_none_{c}") for c in range(n_cat)])
     s_u = F.col("price_sensitivity")
-    expected_price = F.zip_with(_double_array(stats.mean_price), _double_array(stats.mean_budget_price),
-                                lambda full, budget: s_u * budget + (F.lit(1.0) - s_u) * full)
-    spend_by_category = F.zip_with("pref", expected_price, lambda pi, price: (
-        F.col("discounted_purchase_days") * F.lit(EXPECTED_LINES * EXPECTED_QUANTITY) * pi * price))
+    spend = [F.col("discounted_purchase_days") * F.lit(EXPECTED_LINES * EXPECTED_QUANTITY)
+             * F.element_at("pref", c + 1)
+             * (s_u * F.lit(float(stats.mean_budget_price[c])) + (F.lit(1.0) - s_u) * F.lit(float(stats.mean_price[c])))
+             for c in range(n_cat)]
+    spend_by_category = F.array(*spend)
     names = F.array(*[F.lit(n) for n in stats.names])
     return (
         per_user
@@ -75,7 +73,7 @@ def ground_truth(users_df: DataFrame, stats: CategoryStats, s: GenerateSettings,
             "cutoff_date",
             F.lit(window_days).alias("window_days"),
             (F.lit(1.0) - F.exp("log_p_none")).alias("p_purchase"),
-            F.aggregate("spend_by_category", F.lit(0.0), lambda a, b: a + b).alias("expected_spend"),
+            sum((F.element_at("spend_by_category", c + 1) for c in range(n_cat)), F.lit(0.0)).alias("expected_spend"),
             F.map_from_arrays(names, p_by_category).alias("p_purchase_by_category"),
             F.map_from_arrays(names, F.col("spend_by_category")).alias("expected_spend_by_category"),
         )
