@@ -16,26 +16,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.harness import PeakMemory, compare, emit, measure  # noqa: E402
+from bench.harness import PeakMemory, compare, emit, measure, tree_cpu_seconds  # noqa: E402
 from demandcast.config import load_config  # noqa: E402
 from demandcast.logs import configure_logging  # noqa: E402
 from demandcast.session import build_spark_session  # noqa: E402
-
-
-def tree_cpu_seconds() -> float:
-    """User + system CPU of this process and its children (the JVM): a figure that, unlike wall
-    time, does not grow when other work shares the machine."""
-    import psutil
-
-    total = 0.0
-    root = psutil.Process()
-    for proc in [root, *root.children(recursive=True)]:
-        try:
-            t = proc.cpu_times()
-            total += t.user + t.system
-        except psutil.Error:
-            pass
-    return total
 
 
 def main() -> None:

@@ -100,26 +100,11 @@ def parquet_rows(landed: DataFrame) -> DataFrame:
     return rows.select(*EVENT_COLUMNS, F.col("landing_date").cast("string").alias("event_date"))
 
 
-def write_json(landed: DataFrame, path: str, gzip_level: int | None = None) -> None:
+def write_json(landed: DataFrame, path: str) -> None:
     """One gzip JSON-lines file per date folder and generating task (no shuffle: see in_own_block)."""
-    writer = json_lines(landed).write.mode("overwrite").partitionBy("event_date").option("compression", "gzip")
-    _with_gzip_level(landed.sparkSession, gzip_level, lambda: writer.text(path))
+    (json_lines(landed).write.mode("overwrite").partitionBy("event_date")
+     .option("compression", "gzip").text(path))
     _rename_suffix(landed.sparkSession, path, ".txt.gz", ".json.gz")
-
-
-def _with_gzip_level(spark, level: int | None, write) -> None:
-    """Runs `write` with Hadoop's zlib level set (None: the codec default, 6)."""
-    conf = spark._jsc.hadoopConfiguration()
-    key = "zlib.compress.level"
-    if level is None:
-        write()
-        return
-    previous = conf.get(key)
-    conf.set(key, {1: "BEST_SPEED", 9: "BEST_COMPRESSION"}.get(level, "DEFAULT_COMPRESSION"))
-    try:
-        write()
-    finally:
-        conf.unset(key) if previous is None else conf.set(key, previous)
 
 
 def _rename_suffix(spark, root: str, old: str, new: str) -> None:
