@@ -247,13 +247,20 @@ def _feature_ranking(inputs: RunInputs) -> list[str]:
     return list(dict.fromkeys(ranked))
 
 
-def _read_feature_samples(table, cfg: PipelineConfig, inputs: RunInputs) -> None:
+def _table_of_scored_snapshot(table, name: str, section: str, inputs: RunInputs) -> DataFrame | None:
+    """The table a section reads for the scored snapshot, or None with the reason noted."""
     if not inputs.snapshot_date:
-        inputs.missing["feature distributions"] = "no scored snapshot"
-        return
-    features = table("user_features")
+        inputs.missing[section] = "nothing is scored yet (run `demandcast score`)"
+        return None
+    df = table(name)
+    if df is None:
+        inputs.missing[section] = inputs.missing[name]
+    return df
+
+
+def _read_feature_samples(table, cfg: PipelineConfig, inputs: RunInputs) -> None:
+    features = _table_of_scored_snapshot(table, "user_features", "feature distributions", inputs)
     if features is None:
-        inputs.missing["feature distributions"] = inputs.missing["user_features"]
         return
     numeric = [f.name for f in features.schema.fields
                if isinstance(f.dataType, NumericType) and f.name not in _NOT_FEATURES]
@@ -292,12 +299,8 @@ def _scored_partition(df: DataFrame, inputs: RunInputs) -> DataFrame:
 
 
 def _read_category_demand(table, cfg: PipelineConfig, inputs: RunInputs) -> None:
-    if not inputs.snapshot_date:
-        inputs.missing["category demand"] = "nothing is scored yet (run `demandcast score`)"
-        return
-    demand = table("category_demand")
+    demand = _table_of_scored_snapshot(table, "category_demand", "category demand", inputs)
     if demand is None:
-        inputs.missing["category demand"] = inputs.missing["category_demand"]
         return
     rows = (_scored_partition(demand, inputs).orderBy(F.desc("expected_buyers"))
             .limit(cfg.report.max_categories).collect())
@@ -325,12 +328,11 @@ def _read_drivers(table, cfg: PipelineConfig, score_report: dict | None, inputs:
         else:
             inputs.missing["global importance"] = ("neither the scoring report nor the evaluation "
                                                    "has a global importance")
-    if not inputs.snapshot_date or cfg.report.driver_examples == 0:
-        inputs.missing["driver examples"] = "nothing is scored yet, or report.driver_examples is 0"
+    if cfg.report.driver_examples == 0:
+        inputs.missing["driver examples"] = "report.driver_examples is 0"
         return
-    predictions = table("predictions")
+    predictions = _table_of_scored_snapshot(table, "predictions", "driver examples", inputs)
     if predictions is None:
-        inputs.missing["driver examples"] = inputs.missing["predictions"]
         return
     rows = (_scored_partition(predictions, inputs).where(F.col("drivers").isNotNull())
             .select("user_key", "p_purchase", "decile", "drivers")
