@@ -27,7 +27,8 @@ def run(cfg: PipelineConfig) -> dict:
     missing = [s for s in STAGE_ORDER if s not in built]
     if missing:
         log.warning("stages not built yet, skipped: %s", ", ".join(missing))
-    stages = [s for s in built if s != "generate" or cfg.env == "local"]
+    wanted = set(cfg.run_all.stages or STAGE_ORDER)
+    stages = [s for s in built if s in wanted and (s != "generate" or cfg.env == "local")]
     spark = build_spark_session("run-all", cfg.spark)
     outcomes = run_pipeline(cfg, stages, run_stage, spark, force=cfg.run_all.force)
     report, figures = _run_report(spark, cfg, outcomes)

@@ -51,6 +51,13 @@ def test_wrong_type_names_key(project_root):
         load_config(project_root / "conf" / "local.yaml", ["spark.shuffle_partitions=many"])
 
 
+def test_run_all_stages_are_checked_by_name(project_root):
+    cfg = load_config(project_root / "conf" / "local.yaml", ["run_all.stages=[ingest, score]"])
+    assert cfg.run_all.stages == ["ingest", "score"]
+    with pytest.raises(ConfigError, match=r"run_all\.stages"):
+        load_config(project_root / "conf" / "local.yaml", ["run_all.stages=[ingest, scoring]"])
+
+
 def test_missing_file_and_bad_override(tmp_path, project_root):
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "nope.yaml")

@@ -129,14 +129,14 @@ def land_events_with_new_field(raw_dir: Path, dest: Path | None = None,
 
 
 def build_pipeline(root: Path, raw_dir: Path | None = None) -> Pipeline:
-    """generate (unless raw_dir is given) -> ingest -> features -> train -> score, via the CLI."""
+    """generate (unless raw_dir is given) -> ingest -> features -> train -> score, via the CLI:
+    one run-all process for the four stages after the landing (one JVM and TF start-up)."""
     root.mkdir(parents=True, exist_ok=True)
     pipeline = make_pipeline(root, raw_dir or root / "raw")
     if raw_dir is None:
         pipeline.cli("generate")
         land_events_with_new_field(pipeline.raw_dir)
-    for stage in ("ingest", "features", "train", "score"):
-        pipeline.cli(stage)
+    pipeline.cli("run-all", "run_all.stages=[ingest, features, train, score]")
     return pipeline
 
 
