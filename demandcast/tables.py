@@ -6,6 +6,7 @@ same way for every stage, and retry the commit when Delta reports a concurrent-w
 """
 from __future__ import annotations
 
+import datetime as dt
 import json
 import time
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from typing import Callable, Literal, Mapping, Sequence, TypeVar
 from urllib.parse import urlparse
 
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 
 from demandcast.errors import ConfigError, StageFailed
 from demandcast.logs import get_logger
@@ -269,6 +271,37 @@ def files_of_version(spark: SparkSession, path: str, version: int) -> list[str]:
     """Absolute data-file URIs of one table version, read from the Delta log (never a listing)."""
     df = spark.read.format("delta").option("versionAsOf", int(version)).load(path)
     return sorted(df.inputFiles())
+
+
+def partition_record_counts(spark: SparkSession, path: str, column: str) -> dict:
+    """Rows per value of partition `column` in the current version of the Delta table at `path`,
+    from the `numRecords` statistics of the log's add actions (less rows hidden by deletion
+    vectors): no data file is read. Values whose files carry no statistics are counted by a
+    scan of those partitions only.
+    """
+    from pyspark.sql.types import DateType
+
+    jvm = spark._jvm
+    delta_log = jvm.org.apache.spark.sql.delta.DeltaLog.forTable(spark._jsparkSession, path)
+    snapshot = delta_log.update(False, jvm.scala.Option.empty(), jvm.scala.Option.empty())
+    added = DataFrame(snapshot.allFiles().toDF(), spark)
+    rows = (added.select(F.col("partitionValues")[column].alias("value"),
+                         (F.get_json_object("stats", "$.numRecords").cast("long")
+                          - F.coalesce(F.col("deletionVector.cardinality"), F.lit(0))).alias("n"))
+            .groupBy("value").agg(F.sum("n").alias("n"),
+                                  F.count(F.when(F.col("n").isNull(), 1)).alias("no_stats"))
+            .collect())
+    table = spark.read.format("delta").load(path)
+    as_value = (lambda v: v if v is None else dt.date.fromisoformat(v)) \
+        if isinstance(table.schema[column].dataType, DateType) else (lambda v: v)
+    counts = {as_value(r["value"]): r["n"] for r in rows if r["no_stats"] == 0}
+    unknown = [as_value(r["value"]) for r in rows if r["no_stats"] > 0]
+    if unknown:
+        log.info("%s: %d partitions without numRecords statistics, counted by a scan", path, len(unknown))
+        scanned = table.where(F.col(column).isin([v for v in unknown if v is not None])
+                              | (F.col(column).isNull() if None in unknown else F.lit(False)))
+        counts.update({r[0]: r[1] for r in scanned.groupBy(column).count().collect()})
+    return counts
 
 
 def dumps_json(value: object) -> str:

@@ -10,8 +10,8 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from demandcast.logs import get_logger
-from demandcast.tables import (NO_DELETION_VECTORS, TableSpec, is_delta_table, read_table,
-                               table_path, write_table)
+from demandcast.tables import (NO_DELETION_VECTORS, TableSpec, is_delta_table,
+                               partition_record_counts, read_table, table_path, write_table)
 from features.assemble import snapshot_frame, user_features
 from features.catalog import FeatureSpec, column_comments
 from features.daily import (ADDITIVE_COLUMNS, distinct_devices, events_with_item_context,
@@ -97,37 +97,6 @@ class DailyUpdate:
     event_dates: int = 0
     last_event_date: dt.date | None = None
     version: int | None = None
-
-
-def partition_record_counts(spark: SparkSession, path: str, column: str) -> dict:
-    """Rows per value of partition `column` in the current version of the Delta table at `path`,
-    from the `numRecords` statistics of the log's add actions (less rows hidden by deletion
-    vectors): no data file is read. Values whose files carry no statistics are counted by a
-    scan of those partitions only.
-    """
-    from pyspark.sql.types import DateType
-
-    jvm = spark._jvm
-    delta_log = jvm.org.apache.spark.sql.delta.DeltaLog.forTable(spark._jsparkSession, path)
-    snapshot = delta_log.update(False, jvm.scala.Option.empty(), jvm.scala.Option.empty())
-    added = DataFrame(snapshot.allFiles().toDF(), spark)
-    rows = (added.select(F.col("partitionValues")[column].alias("value"),
-                         (F.get_json_object("stats", "$.numRecords").cast("long")
-                          - F.coalesce(F.col("deletionVector.cardinality"), F.lit(0))).alias("n"))
-            .groupBy("value").agg(F.sum("n").alias("n"),
-                                  F.count(F.when(F.col("n").isNull(), 1)).alias("no_stats"))
-            .collect())
-    table = spark.read.format("delta").load(path)
-    as_value = (lambda v: v if v is None else dt.date.fromisoformat(v)) \
-        if isinstance(table.schema[column].dataType, DateType) else (lambda v: v)
-    counts = {as_value(r["value"]): r["n"] for r in rows if r["no_stats"] == 0}
-    unknown = [as_value(r["value"]) for r in rows if r["no_stats"] > 0]
-    if unknown:
-        log.info("%s: %d partitions without numRecords statistics, counted by a scan", path, len(unknown))
-        scanned = table.where(F.col(column).isin([v for v in unknown if v is not None])
-                              | (F.col(column).isNull() if None in unknown else F.lit(False)))
-        counts.update({r[0]: r[1] for r in scanned.groupBy(column).count().collect()})
-    return counts
 
 
 def dates_to_process(spark: SparkSession, warehouse: str, user_daily: DataFrame | None

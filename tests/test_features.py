@@ -8,10 +8,9 @@ import math
 import pandas as pd
 import pytest
 
-from demandcast.tables import read_table, table_path, write_table
+from demandcast.tables import partition_record_counts, read_table, table_path, write_table
 from features.catalog import DOC_PATH, FeatureSpec, feature_catalog, label_section, render_markdown
-from features.feature_tables import (label_window_complete, partition_record_counts, update_user_daily,
-                                     write_snapshots)
+from features.feature_tables import label_window_complete, update_user_daily, write_snapshots
 from features_data import EVENTS, events_frame, write_inputs
 
 D = dt.date(2026, 3, 10)  # a Tuesday
