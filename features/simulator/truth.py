@@ -33,12 +33,6 @@ def ground_truth(users_df: DataFrame, stats: CategoryStats, s: GenerateSettings,
     window_days_df = with_calendar(
         cut.withColumn("day", F.explode(F.sequence(F.col("cutoff_day") + 1, F.col("cutoff_day") + window_days))),
         s.start_date, seed, s.promo_start_rate, s.promo_discount)
-    window = (
-        users_df.crossJoin(F.broadcast(window_days_df))
-        .where(F.col("signup_day") <= F.col("cutoff_day"))
-    )
-    daily = with_daily_probabilities(window)
-
     def line_share(pi):
         none = F.lit(1.0) - pi
         for extra in EXTRA_LINE_PROBS:
@@ -46,17 +40,28 @@ def ground_truth(users_df: DataFrame, stats: CategoryStats, s: GenerateSettings,
         return F.lit(1.0) - none
 
     n_cat = len(stats.names)
-    # One log-sum per category inside the aggregation (compiled code), not a collected list
-    # folded by higher-order functions per user (interpreted).
-    per_user = daily.groupBy("uid", "cutoff_date").agg(
-        F.first("user_id").alias("user_id"),
-        F.first("pref").alias("pref"),
-        F.first("price_sensitivity").alias("price_sensitivity"),
+    # q_c depends on the user only: computed once per user, not per user-day.
+    shares = [f"_share_{c}" for c in range(n_cat)]
+    with_shares = users_df.withColumns({name: line_share(F.element_at("pref", c + 1))
+                                        for c, name in enumerate(shares)})
+    window = (
+        with_shares.crossJoin(F.broadcast(window_days_df))
+        .where(F.col("signup_day") <= F.col("cutoff_day"))
+    )
+    daily = with_daily_probabilities(window)
+    # Sums only, keyed by (uid, cutoff_date): a buffer of doubles under fixed-width keys is
+    # hash-aggregated as the user-days stream out of the join. Carrying user_id or pref through
+    # the aggregation (first(), or as keys) made Spark sort every user-day, or normalise the
+    # pref array per row in interpreted code: most of the truth's cost. The user's own fields
+    # are joined back to the (few) aggregated rows. The sums run over the days in the same
+    # order as before, so the values are unchanged.
+    sums = daily.groupBy("uid", "cutoff_date").agg(
         F.sum(F.log1p(-F.col("p_purchase"))).alias("log_p_none"),
-        *[F.sum(F.log1p(-F.col("p_purchase") * line_share(F.element_at("pref", c + 1)))).alias(f"_log_none_{c}")
-          for c in range(n_cat)],
+        *[F.sum(F.log1p(-F.col("p_purchase") * F.col(name))).alias(f"_log_none_{c}")
+          for c, name in enumerate(shares)],
         F.sum(F.col("p_purchase") * (F.lit(1.0) - F.col("discount"))).alias("discounted_purchase_days"),
     )
+    per_user = sums.join(users_df.select("uid", "user_id", "pref", "price_sensitivity"), "uid")
     p_by_category = F.array(*[F.lit(1.0) - F.exp(f"_log_none_{c}") for c in range(n_cat)])
     s_u = F.col("price_sensitivity")
     spend = [F.col("discounted_purchase_days") * F.lit(EXPECTED_LINES * EXPECTED_QUANTITY)
