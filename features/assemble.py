@@ -88,7 +88,7 @@ def user_features(user_daily: DataFrame, users: DataFrame, snapshots: DataFrame,
     base = totals.join(dims, "user_key", "left")
     base = add_recency_features(base, spec)
     base = add_frequency_features(base, spec)
-    base = add_funnel_features(base, totals, spec)
+    base = add_funnel_features(base, daily, spec)
     base = add_session_features(base, spec)
     category_totals = category_window_totals(daily, spec)
     base = add_category_affinity_features(base, category_totals, spec)

@@ -115,27 +115,49 @@ def unpacked_device(packed: Column, codes: list[str]) -> Column:
     return F.when(last_code > 0, F.element_at(vocabulary, last_code))
 
 
+def compact_events(events: DataFrame, roles: EventRoles) -> DataFrame:
+    """The event columns user_daily needs, narrowed before the one shuffle: the role as a small
+    code instead of the event_type string, the promotion flag instead of list_price."""
+    role = (F.when(_is(roles.view), 1).when(_is(roles.cart), 2).when(_is(roles.purchase), 3)
+            .otherwise(0).cast("byte"))
+    return events.select(
+        "user_key", "event_date", "session_id", "event_time", "category_id", "device", "price",
+        F.coalesce(F.col("quantity"), F.lit(1)).alias("quantity"), role.alias("role"),
+        (F.col("price") < F.col("list_price")).alias("promo"))
+
+
+# The two groupings of the day's events: by session (session counts and lengths, and every
+# additive column) and by category (the categories list).
+BY_SESSION, BY_CATEGORY = 0, 1
+
+
 def user_daily_aggregates(events: DataFrame, roles: EventRoles,
                           devices: list[str | None] | None = None) -> DataFrame:
     """One row per (user_key, event_date) of events that carry `list_price` (see above).
 
-    Only hash aggregations over numbers, each reduced map-side before its shuffle:
-    1. per (user, day, session): every additive count and sum, first/last times and the packed
-       last device (see `packed_time_device`), then per (user, day) the sums of those plus the
-       number of sessions and their summed length;
-    2. per (user, day, category): views, purchases and spend, then per (user, day) the sorted
-       category list (the one collect, over a few rows per user and day).
-    The two per-day results are joined on (user_key, event_date) and laid out one task per
-    date, so user_daily gets one file per date. `devices` are the distinct device values of
-    `events` (see `distinct_devices`); without them the last device comes from a max_by, which
-    Spark runs as a slower sort-based aggregation.
+    The events are shuffled once, laid out by event_date (narrowed first, see compact_events).
+    Each event then stands twice, once keyed by its session and once by its category, and one
+    hash aggregation per (user, day, grouping, key) computes every count, sum, time and the
+    packed last device (see `packed_time_device`); one more per (user, day) adds up the session
+    rows (plus the number of sessions and their summed length) and collects the category rows
+    into the sorted category list. Both aggregations group by keys that include event_date, so
+    they and the write (one file per date) run in the stage that reads the shuffle: no further
+    shuffle, no join. `devices` are the distinct device values of `events` (see
+    `distinct_devices`); without them the last device comes from a max_by, which Spark runs as a
+    slower sort-based aggregation.
     """
-    value = F.col("price") * F.coalesce(F.col("quantity"), F.lit(1))
+    value = F.col("price") * F.col("quantity")
     hour = F.hour("event_time")
     weekday = F.dayofweek("event_date")  # 1 = Sunday, 7 = Saturday
-    view, cart, buy = _is(roles.view), _is(roles.cart), _is(roles.purchase)
+    view, cart, buy = F.col("role") == 1, F.col("role") == 2, F.col("role") == 3
     codes = device_codes(devices)
     day_keys = ["user_key", "event_date"]
+
+    keyed = F.explode(F.array(
+        F.struct(F.lit(BY_SESSION).alias("grouping"), F.col("session_id").alias("key")),
+        F.struct(F.lit(BY_CATEGORY).alias("grouping"), F.col("category_id").alias("key"))))
+    events = (compact_events(events, roles).repartition("event_date")
+              .select("*", keyed.alias("by")).select("*", "by.grouping", "by.key").drop("by"))
 
     summed = [c for c in ADDITIVE_COLUMNS if c not in ("sessions", "session_seconds", "active_days")]
     per_event = [
@@ -150,9 +172,8 @@ def user_daily_aggregates(events: DataFrame, roles: EventRoles,
         _count_if(view & F.col("price").isNotNull()).alias("views_priced"),
         _micros_if(buy, F.col("price")).alias("bought_price_sum"),
         _count_if(buy & F.col("price").isNotNull()).alias("purchases_priced"),
-        F.coalesce(F.sum(F.when(buy, F.coalesce("quantity", F.lit(1)))),
-                   F.lit(0)).cast("int").alias("purchased_quantity"),
-        _count_if(buy & (F.col("price") < F.col("list_price"))).alias("promo_purchases"),
+        F.coalesce(F.sum(F.when(buy, F.col("quantity"))), F.lit(0)).cast("int").alias("purchased_quantity"),
+        _count_if(buy & F.col("promo")).alias("promo_purchases"),
         _count_if(weekday.isin(1, 7)).alias("weekend_events"),
         *[_count_if((hour >= lo) & (hour < hi)).alias(f"events_{part}")
           for part, (lo, hi) in DAY_PARTS.items()],
@@ -168,51 +189,43 @@ def user_daily_aggregates(events: DataFrame, roles: EventRoles,
         # Ties (two events at the same instant) go to the larger device name: deterministic.
         last_device = F.max_by("device", F.struct("event_time", "device"))
     # A missing session_id is one session (as a GROUP BY treats it).
-    sessions = (events.groupBy(*day_keys, "session_id")
-                .agg(*per_event, *times, last_device.alias("last_device")))
+    groups = (events.groupBy(*day_keys, "grouping", "key")
+              .agg(*per_event, *times, last_device.alias("last_device")))
 
+    # Times and the last device: the category rows hold subsets of the session rows' events,
+    # so extremes over all rows are those of the session rows.
     if codes is not None:
         day_device = unpacked_device(F.max("last_device"), codes)
     else:
         day_device = F.max_by("last_device", F.struct("last_event_time", "last_device"))
+    session = F.col("grouping") == BY_SESSION
     # A session that crosses midnight counts on each day it has events, with the part of it
     # that falls on that day: sessions stay additive across days.
     session_micros = F.unix_micros("last_event_time") - F.unix_micros("first_event_time")
-    day = sessions.groupBy(*day_keys).agg(
-        *[F.sum(c).alias(c) for c in summed],
-        F.count(F.lit(1)).cast("int").alias("sessions"),
-        F.sum(session_micros).alias("session_micros"),
+    # Sorted by category_id (the struct's first field; one entry per category); collect_list
+    # skips the nulls of session rows and of events without a category.
+    entry = F.when((F.col("grouping") == BY_CATEGORY) & F.col("key").isNotNull(), F.struct(
+        F.col("key").alias("category_id"), "views", "purchases",
+        (F.col("spend") / MICROS).cast("double").alias("spend")))
+    day = groups.groupBy(*day_keys).agg(
+        *[F.sum(F.when(session, F.col(c))).alias(c) for c in summed],
+        _count_if(session).alias("sessions"),
+        F.sum(F.when(session, session_micros)).alias("session_micros"),
         F.min("first_event_time").alias("first_event_time"),
         F.max("last_event_time").alias("last_event_time"),
         F.max("last_view_time").alias("last_view_time"),
         F.max("last_cart_time").alias("last_cart_time"),
         F.max("last_purchase_time").alias("last_purchase_time"),
-        day_device.alias("last_device"))
+        day_device.alias("last_device"),
+        F.array_sort(F.collect_list(entry)).alias("categories"))
 
-    entry = F.struct("category_id", "views", "purchases",
-                     (F.col("spend") / MICROS).cast("double").alias("spend"))
-    # Sorted by category_id (the struct's first field; one entry per category).
-    categories = (events.where(F.col("category_id").isNotNull())
-                  .groupBy(*day_keys, "category_id")
-                  .agg(_count_if(view).alias("views"), _count_if(buy).alias("purchases"),
-                       _micros_if(buy, value).alias("spend"))
-                  .groupBy(*day_keys)
-                  .agg(F.array_sort(F.collect_list(entry)).alias("categories")))
-    no_categories = F.array().cast(f"array<struct<{CATEGORY_FIELDS}>>")
-
-    return (day.join(categories, day_keys, "left")
-            .repartition("event_date")
-            .select(
-                *day_keys,
-                *[(_from_micros(c).alias(c) if c in EXACT_SUM_COLUMNS else F.col(c).cast("int").alias(c))
-                  for c in summed],
-                "sessions",
-                _from_micros("session_micros").alias("session_seconds"),
-                F.lit(1).alias("active_days"),
-                "first_event_time", "last_event_time", "last_view_time", "last_cart_time",
-                "last_purchase_time", "last_device",
-                F.coalesce(F.col("categories").cast(f"array<struct<{CATEGORY_FIELDS}>>"),
-                           no_categories).alias("categories"))
-            .select(*day_keys, *ADDITIVE_COLUMNS, "first_event_time", "last_event_time",
-                    "last_view_time", "last_cart_time", "last_purchase_time", "last_device",
-                    "categories"))
+    return day.select(
+        *day_keys,
+        *[(_from_micros(c).alias(c) if c in EXACT_SUM_COLUMNS else F.col(c).cast("int").alias(c))
+          for c in summed],
+        "sessions",
+        _from_micros("session_micros").alias("session_seconds"),
+        F.lit(1).alias("active_days"),
+        "first_event_time", "last_event_time", "last_view_time", "last_cart_time",
+        "last_purchase_time", "last_device",
+        F.col("categories").cast(f"array<struct<{CATEGORY_FIELDS}>>").alias("categories"))

@@ -55,7 +55,10 @@ def categories_in_profile_window(daily: DataFrame, spec: FeatureSpec) -> DataFra
 
     `daily` holds user_daily rows paired with snapshots and their `age_days` (see assemble).
     """
-    return (daily.where(F.col("age_days") <= spec.profile_window_days)
+    # user_key is never null in user_daily; the explicit filter makes the per-user totals read by
+    # the affinity (whose join infers it) and by the popularity (context) the same plan, so Spark
+    # reads the daily rows and shuffles them once for both.
+    return (daily.where((F.col("age_days") <= spec.profile_window_days) & F.col("user_key").isNotNull())
             .select(*KEYS, F.inline("categories")))
 
 
@@ -106,5 +109,7 @@ def category_affinity_aggregates(category_totals: DataFrame, spec: FeatureSpec) 
 def add_category_affinity_features(base: DataFrame, category_totals: DataFrame,
                                    spec: FeatureSpec) -> DataFrame:
     aggregates = category_affinity_aggregates(category_totals, spec)
-    joined = base.join(aggregates, KEYS, "left")
+    # Both sides are laid out by KEYS already: a hash join per partition, without sorting the
+    # wide window totals.
+    joined = base.join(aggregates.hint("shuffle_hash"), KEYS, "left")
     return with_features(joined, definitions(spec)).drop(*aggregates.columns[2:])

@@ -43,20 +43,25 @@ def definitions(spec: FeatureSpec) -> list[Feature]:
     ]
 
 
-def population_rates(totals: DataFrame, spec: FeatureSpec) -> DataFrame:
+def population_rates(daily: DataFrame, spec: FeatureSpec) -> DataFrame:
     """One row per snapshot: each ratio over all users of the snapshot.
 
-    Summed from the per-user window totals (see assemble.window_totals): Spark reuses the
-    totals' shuffle for it, so the daily rows are not scanned a second time.
+    `daily` holds user_daily rows paired with snapshots and their `age_days` (see
+    assemble.daily_before_snapshots). The population's sums are the sums of those rows in each
+    window (integer counts: the same as summing the per-user totals), so this is a narrow scan
+    whose map-side partial sums leave one row per task and snapshot to shuffle.
     """
-    return totals.groupBy("snapshot_date").agg(*[
-        ratio(F.sum(total(num, w)), F.sum(total(den, w))).alias(_prior_name(stem, w))
+    def window_sum(column: str, w: int):
+        return F.sum(F.when(F.col("age_days") <= w, F.col(column)))
+
+    return daily.groupBy("snapshot_date").agg(*[
+        ratio(window_sum(num, w), window_sum(den, w)).alias(_prior_name(stem, w))
         for w in spec.funnel_windows_days for stem, num, den in RATIOS
     ])
 
 
-def add_funnel_features(base: DataFrame, totals: DataFrame, spec: FeatureSpec) -> DataFrame:
-    """`base` carries the window totals; `totals` is the per-user totals aggregation itself."""
-    priors = population_rates(totals, spec)
+def add_funnel_features(base: DataFrame, daily: DataFrame, spec: FeatureSpec) -> DataFrame:
+    """`base` carries the window totals; `daily` the dated user_daily rows (population_rates)."""
+    priors = population_rates(daily, spec)
     with_priors = base.join(F.broadcast(priors), "snapshot_date", "left")
     return with_features(with_priors, definitions(spec)).drop(*priors.columns[1:])
