@@ -10,7 +10,7 @@ from sklearn.metrics import roc_auc_score
 
 from training import metrics as M
 from training.input import rebatch
-from training.model import ModelParams, build_model
+from training.model import ModelParams, PiecewiseLinearEmbedding, build_model
 from training.model_io import category_score_column, load_scoring_model, save_model_dir
 
 STATE = {
@@ -22,16 +22,23 @@ STATE = {
     "labels": {"rows": 100, "base_rate": 0.2, "spend_mean": 12.0, "category_rates": [0.1, 0.05]},
     "calibration": {"method": "none", "a": 1.0, "b": 0.0},
 }
+# What preprocessing writes today: null buckets and flags, and piecewise-linear embedding edges.
+STATE_EMBEDDED = {
+    **STATE, "numeric_missing": True,
+    "numeric": {"recency": {**STATE["numeric"]["recency"], "embedding_edges": [0.0, 1.0, 2.5, 4.0]},
+                "spend": {**STATE["numeric"]["spend"], "embedding_edges": [0.0, 2.0]}},
+}
 PARAMS = ModelParams(embedding_dim=4, hidden_units=(8,), dropout=0.0, l2=0.0)
 
 
-def test_saved_model_scores_raw_columns_like_the_keras_model(tmp_path):
+@pytest.mark.parametrize("state", [STATE, STATE_EMBEDDED], ids=["plain", "embedded_numerics"])
+def test_saved_model_scores_raw_columns_like_the_keras_model(tmp_path, state):
     import tensorflow as tf
 
-    model = build_model(STATE, PARAMS)
+    model = build_model(state, PARAMS)
     model.get_layer("calibration").a.assign(0.5)  # calibration must travel with the SavedModel
     model.get_layer("calibration").b.assign(-0.25)
-    save_model_dir(model, STATE, tmp_path / "m", {"model_version": "v1",
+    save_model_dir(model, state, tmp_path / "m", {"model_version": "v1",
                                                   "params": dataclasses.asdict(PARAMS)}, {})
     scoring = load_scoring_model(tmp_path / "m")
     assert scoring.input_columns == {"recency": "numeric", "spend": "numeric",
@@ -52,6 +59,39 @@ def test_saved_model_scores_raw_columns_like_the_keras_model(tmp_path):
     assert out.notna().all().all()
     with pytest.raises(ValueError, match="missing model columns"):
         scoring.predict(frame.drop(columns=["region"]))
+
+
+def test_piecewise_linear_encoding_of_known_values():
+    import tensorflow as tf
+
+    # Feature 0: bins [0,1), [1,3); feature 1: one bin [0,2) and a padding bin that stays 0.
+    layer = PiecewiseLinearEmbedding([[0.0, 1.0, 3.0], [0.0, 2.0]], dim=2)
+    x = tf.constant([[-1.0, 1.0], [2.0, 5.0], [0.5, 0.0]])
+    missing = tf.constant([[0.0, 0.0], [0.0, 0.0], [1.0, 0.0]])
+    layer([x, missing])
+    # Identity-like kernel: embedding dim 0 = first bin's share, dim 1 = second bin's share.
+    kernel = np.zeros((2, 2, 2), np.float32)
+    kernel[:, 0, 0] = kernel[:, 1, 1] = 1.0
+    layer.kernel.assign(kernel)
+    layer.missing.assign(np.full((2, 2), 7.0, np.float32))
+    out = layer([x, missing]).numpy().reshape(3, 2, 2)
+    np.testing.assert_allclose(out[0], [[0.0, 0.0], [0.5, 0.0]])   # below the first edge: zeros
+    np.testing.assert_allclose(out[1], [[1.0, 0.5], [1.0, 0.0]])   # above the last edge: ones
+    np.testing.assert_allclose(out[2], [[7.0, 7.0], [0.0, 0.0]])   # a null: its learned vector
+
+
+def test_a_null_numeric_has_its_own_wide_bucket_only_in_new_states():
+    import tensorflow as tf
+
+    rows = {"recency": tf.constant([np.nan, 2.0]), "spend": tf.constant([1.0, 1.0]),
+            "region": tf.constant(["north", "north"]), "device": tf.constant(["", ""])}
+    for state, null_bucket in ((STATE, 2), (STATE_EMBEDDED, 4)):
+        model = build_model(state, PARAMS)
+        wide = model.get_layer("wide_recency")
+        ids = tf.keras.Model(model.inputs, wide.input)(rows).numpy().ravel()
+        # log1p(2) = 1.10 is bucket 1 of [1, 2, 3]; the mean (2.0) is bucket 2.
+        assert ids.tolist() == [null_bucket, 1]
+        assert wide.input_dim == (5 if state is STATE_EMBEDDED else 4)
 
 
 def test_output_bias_starts_at_the_base_rate():
@@ -115,3 +155,20 @@ def test_warmup_schedule_reaches_the_scaled_rate():
     assert float(schedule(0)) == pytest.approx(0.04 * (0.25 + 0.75 * 0.1))  # from ~base LR up
     assert float(schedule(9)) == pytest.approx(0.04)
     assert float(schedule(500)) == pytest.approx(0.04)
+
+
+def test_embedding_edges_are_train_quantiles_from_minimum_to_maximum(spark):
+    from training.preprocessing import numeric_statistics
+
+    values = [float(v) for v in range(100)] + [None] * 10
+    constant = [3.0] * 110
+    df = spark.createDataFrame(list(zip(values, constant)), "spend double, flag double")
+    stats = numeric_statistics(df, ("spend", "flag"), buckets=4, embedding_bins=4)
+    edges = np.array(stats["spend"]["embedding_edges"])
+    expected = np.log1p(np.quantile(np.arange(100.0), [0, 0.25, 0.5, 0.75, 1.0]))
+    np.testing.assert_allclose(edges, expected, atol=0.03)  # approxQuantile: one rank either way
+    assert edges[0] == 0.0 and edges[-1] == pytest.approx(np.log1p(99.0))
+    assert len(stats["spend"]["boundaries"]) == 3
+    # Tied quantiles merge: a constant column has one edge, hence no bin (it encodes to zeros).
+    assert stats["flag"]["embedding_edges"] == [pytest.approx(np.log1p(3.0))]
+    assert "embedding_edges" not in numeric_statistics(df, ("spend",), buckets=4)["spend"]

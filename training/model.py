@@ -39,23 +39,81 @@ class ModelParams:
 
 
 class NumericFeature(tf.keras.layers.Layer):
-    """signed log1p, standardise with the train statistics; nulls (NaN) become the mean (0)."""
+    """signed log1p, standardise with the train statistics; nulls (NaN) become the mean (0).
 
-    def __init__(self, mean: float, std: float, boundaries: list[float], **kwargs):
+    Returns (normalised, bucket, missing). With `missing_bucket`, a null gets a bucket of its own
+    (the last id) instead of the mean's: "never bought" is not an average recency.
+    """
+
+    def __init__(self, mean: float, std: float, boundaries: list[float],
+                 missing_bucket: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.mean, self.std, self.boundaries = float(mean), float(std), list(boundaries)
+        self.missing_bucket = bool(missing_bucket)
+
+    @property
+    def n_buckets(self) -> int:
+        return len(self.boundaries) + 1 + int(self.missing_bucket)
 
     def call(self, x):
         x = tf.cast(x, tf.float32)
         transformed = tf.sign(x) * tf.math.log1p(tf.abs(x))
-        transformed = tf.where(tf.math.is_finite(transformed), transformed, self.mean)
+        missing = tf.logical_not(tf.math.is_finite(transformed))
+        transformed = tf.where(missing, self.mean, transformed)
         normalised = (transformed - self.mean) / self.std
         bucket = tf.raw_ops.Bucketize(input=transformed, boundaries=self.boundaries)
-        return normalised, bucket
+        if self.missing_bucket:
+            bucket = tf.where(missing, len(self.boundaries) + 1, bucket)
+        return normalised, bucket, tf.cast(missing, tf.float32)
 
     def get_config(self):
         return {**super().get_config(), "mean": self.mean, "std": self.std,
-                "boundaries": self.boundaries}
+                "boundaries": self.boundaries, "missing_bucket": self.missing_bucket}
+
+
+class PiecewiseLinearEmbedding(tf.keras.layers.Layer):
+    """Numerics -> per-feature embeddings from a piecewise-linear encoding of quantile bins.
+
+    Gorishniy et al., 2022 ("On Embeddings for Numerical Features in Tabular Deep Learning",
+    PLE-Q): with bin edges b_0 < ... < b_T from train quantiles, x becomes T numbers, 1 for every
+    bin below x, the position of x inside its own bin, 0 above; a linear map per feature (+ ReLU)
+    turns them into a d-dimensional embedding. An MLP on these learns step- and threshold-like
+    functions of each feature, which is what trees get for free.
+    Input: [batch, features] standardised values and [batch, features] null flags (1 = null); `edges`: one ascending list per feature (features
+    with fewer distinct quantiles get fewer bins; the padding bins encode to 0).
+    """
+
+    def __init__(self, edges: list[list[float]], dim: int, regularizer=None, **kwargs):
+        super().__init__(**kwargs)
+        self.edges, self.dim, self.regularizer = [list(e) for e in edges], int(dim), regularizer
+        n_bins = max(1, max(len(e) - 1 for e in self.edges))
+        left = [[0.0] * n_bins for _ in self.edges]
+        width = [[1.0] * n_bins for _ in self.edges]
+        mask = [[0.0] * n_bins for _ in self.edges]
+        for f, e in enumerate(self.edges):
+            for t in range(len(e) - 1):
+                left[f][t], width[f][t], mask[f][t] = e[t], max(e[t + 1] - e[t], 1e-9), 1.0
+        self._left, self._width, self._mask = (tf.constant(v, tf.float32) for v in (left, width, mask))
+        self.n_bins = n_bins
+
+    def build(self, input_shape):
+        n = len(self.edges)
+        self.kernel = self.add_weight(name="kernel", shape=(n, self.n_bins, self.dim),
+                                      initializer="glorot_uniform", regularizer=self.regularizer)
+        self.bias = self.add_weight(name="bias", shape=(n, self.dim), initializer="zeros")
+        self.missing = self.add_weight(name="missing", shape=(n, self.dim), initializer="zeros")
+
+    def call(self, inputs):
+        x, missing = inputs
+        present = (1.0 - missing)[:, :, None]
+        encoded = tf.clip_by_value((x[:, :, None] - self._left) / self._width, 0.0, 1.0) * self._mask
+        # A null encodes to zeros and gets its own learned vector per feature instead.
+        embedded = (tf.einsum("bft,ftd->bfd", encoded * present, self.kernel) + self.bias
+                    + (1.0 - present) * self.missing)
+        return tf.reshape(tf.nn.relu(embedded), (-1, len(self.edges) * self.dim))
+
+    def get_config(self):
+        return {**super().get_config(), "edges": self.edges, "dim": self.dim}
 
 
 class HashedCross(tf.keras.layers.Layer):
@@ -100,12 +158,34 @@ def build_model(state: dict, params: ModelParams) -> tf.keras.Model:
 
     ids: dict[str, tf.Tensor] = {}      # feature -> integer id (vocab index or bucket)
     sizes: dict[str, int] = {}
-    dense_parts = []
+    # States written before null flags existed (no "numeric_missing") build the older model.
+    flag_missing = bool(state.get("numeric_missing"))
+    dense_parts, normalised_columns, missing_columns = [], [], []
     for name, stats in numeric.items():
-        normalised, bucket = NumericFeature(stats["mean"], stats["std"], stats["boundaries"],
-                                            name=f"num_{name}")(inputs[name])
-        dense_parts.append(tf.keras.layers.Reshape((1,))(normalised))
-        ids[name], sizes[name] = bucket, len(stats["boundaries"]) + 1
+        layer = NumericFeature(stats["mean"], stats["std"], stats["boundaries"], flag_missing,
+                               name=f"num_{name}")
+        normalised, bucket, missing = layer(inputs[name])
+        normalised_columns.append(tf.keras.layers.Reshape((1,))(normalised))
+        missing_columns.append(tf.keras.layers.Reshape((1,))(missing))
+        ids[name], sizes[name] = bucket, layer.n_buckets
+
+    def stacked(columns, name):
+        return tf.keras.layers.Concatenate(name=name)(columns) if len(columns) > 1 else columns[0]
+
+    if numeric:
+        numerics, nulls = stacked(normalised_columns, "numeric_normalised"), None
+        dense_parts.append(numerics)
+        if flag_missing:
+            nulls = stacked(missing_columns, "numeric_missing")
+            dense_parts.append(nulls)
+        # Piecewise-linear embeddings of the numerics, when the state has their quantile bin
+        # edges (moved to the standardised scale, the values the layer receives).
+        if all(stats.get("embedding_edges") for stats in numeric.values()):
+            nulls = nulls if nulls is not None else stacked(missing_columns, "numeric_missing")
+            edges = [[(e - s["mean"]) / s["std"] for e in s["embedding_edges"]]
+                     for s in numeric.values()]
+            dense_parts.append(PiecewiseLinearEmbedding(edges, params.embedding_dim, regularizer,
+                                                        name="numeric_embeddings")([numerics, nulls]))
     for name, spec in categorical.items():
         vocabulary = spec["vocabulary"] or ["<no frequent value>"]
         lookup = tf.keras.layers.StringLookup(vocabulary=vocabulary, num_oov_indices=1,

@@ -1,7 +1,8 @@
 """Preprocessing state computed once in Spark from the train split and saved with the model.
 
 Numeric features: signed log1p, then standardised with the train mean and std, plus quantile
-bucket boundaries for the wide part. Categorical features: a vocabulary of frequent values
+bucket boundaries for the wide part and quantile bin edges for the deep part's piecewise-linear
+embeddings. Categorical features: a vocabulary of frequent values
 (index 0 is "unknown"). Crosses: lists of features hashed together into buckets. The state is
 plain JSON; the Keras model builds its preprocessing layers from it, so training, evaluation and
 scoring apply identical transforms.
@@ -30,7 +31,18 @@ def signed_log1p(column: str):
     return F.signum(x) * F.log1p(F.abs(x))
 
 
-def numeric_statistics(train: DataFrame, numeric: tuple[str, ...], buckets: int) -> dict:
+def distinct_finite(values) -> list[float]:
+    return sorted({float(v) for v in values if v is not None and math.isfinite(v)})
+
+
+def numeric_statistics(train: DataFrame, numeric: tuple[str, ...], buckets: int,
+                       embedding_bins: int = 0) -> dict:
+    """Mean, std and quantiles of every numeric feature after signed log1p, in two Spark passes.
+
+    `boundaries` (buckets - 1 inner quantiles) bucketise the wide part; `embedding_edges`
+    (embedding_bins + 1 quantiles from the minimum to the maximum, ties merged) are the bins of
+    the deep part's piecewise-linear embeddings (absent when embedding_bins is 0).
+    """
     if not numeric:
         return {}
     moments = train.select(*[
@@ -39,20 +51,25 @@ def numeric_statistics(train: DataFrame, numeric: tuple[str, ...], buckets: int)
             F.stddev_pop(signed_log1p(c)).alias(f"{c}__std"),
             F.count(F.col(c)).alias(f"{c}__n"))
     ]).first().asDict()
-    probabilities = [i / buckets for i in range(1, buckets)]
+    bucket_probs = [i / buckets for i in range(1, buckets)]
+    edge_probs = [i / embedding_bins for i in range(embedding_bins + 1)] if embedding_bins else []
+    probabilities = sorted(set(bucket_probs) | set(edge_probs))
     transformed = train.select(*[signed_log1p(c).alias(c) for c in numeric])
     quantiles = transformed.approxQuantile(list(numeric), probabilities, 0.001)
     stats = {}
-    for column, bounds in zip(numeric, quantiles):
+    for column, values in zip(numeric, quantiles):
         if moments[f"{column}__n"] == 0:
             raise DataQualityError(f"numeric feature '{column}' is null in every training row")
+        at = dict(zip(probabilities, values))
         std = moments[f"{column}__std"] or 0.0
         stats[column] = {
             "mean": float(moments[f"{column}__mean"]),
             # A constant column keeps std 1 so it maps to 0 rather than dividing by zero.
             "std": float(std) if std > 1e-9 else 1.0,
-            "boundaries": sorted({float(b) for b in bounds if b is not None and math.isfinite(b)}),
+            "boundaries": distinct_finite(at[q] for q in bucket_probs),
         }
+        if edge_probs:
+            stats[column]["embedding_edges"] = distinct_finite(at[q] for q in edge_probs)
     return stats
 
 
@@ -113,9 +130,12 @@ def compute_state(training_set: TrainingSet, train: DataFrame, settings: TrainSe
         raise DataQualityError(f"label_purchased is constant ({labels['base_rate']}) in the train "
                                "split: nothing to learn")
     return {
-        "numeric": numeric_statistics(train, cols.numeric, settings.numeric_buckets),
+        "numeric": numeric_statistics(train, cols.numeric, settings.numeric_buckets,
+                                      settings.numeric_embedding_bins),
         "categorical": vocabularies(train, cols.categorical, settings.vocab_max_size,
                                     settings.vocab_min_count),
+        # Null numerics get a wide bucket of their own and a null flag in the deep part.
+        "numeric_missing": True,
         "feature_order": [*cols.numeric, *cols.categorical],
         "crosses": crosses,
         "cross_hash_buckets": settings.cross_hash_buckets,

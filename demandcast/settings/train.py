@@ -33,16 +33,21 @@ class TrainSettings(Section):
     vocab_max_size: int = Field(1000, ge=1)
     vocab_min_count: int = Field(5, ge=1)
     numeric_buckets: int = Field(8, ge=2, le=64)
+    # Deep part: each numeric also enters as a piecewise-linear embedding over this many train
+    # quantile bins (Gorishniy et al., 2022); 0 = standardised values only.
+    numeric_embedding_bins: int = Field(16, ge=0, le=128)
     # Wide-part crosses: lists of feature names (numerics enter as quantile buckets). Empty means
     # every pair of categorical features plus each categorical with the first numeric columns.
     crosses: list[list[str]] = Field(default_factory=list)
     cross_hash_buckets: int = Field(2048, ge=16)
 
     # Model.
+    # Width of each categorical embedding (capped by vocabulary size) and of each numeric's
+    # piecewise-linear embedding.
     embedding_dim: int = Field(8, ge=1)
-    hidden_units: list[int] = Field(default_factory=lambda: [64, 32])
-    dropout: float = Field(0.1, ge=0.0, lt=1.0)
-    l2: float = Field(1e-5, ge=0.0)
+    hidden_units: list[int] = Field(default_factory=lambda: [256, 128])
+    dropout: float = Field(0.3, ge=0.0, lt=1.0)
+    l2: float = Field(1e-4, ge=0.0)
     wide_optimizer: Literal["ftrl", "adam"] = "ftrl"
     wide_learning_rate: float = Field(0.05, gt=0)
     deep_learning_rate: float = Field(0.002, gt=0)
@@ -56,7 +61,7 @@ class TrainSettings(Section):
     # Training loop.
     batch_size: int = Field(1024, ge=8)
     epochs: int = Field(10, ge=1)
-    patience: int = Field(2, ge=1)
+    patience: int = Field(3, ge=1)
     warmup_epochs: float = Field(1.0, ge=0)
     # Per-rank learning rates are multiplied by the number of ranks (Goyal et al.).
     scale_lr_by_size: bool = True
