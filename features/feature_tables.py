@@ -3,9 +3,8 @@ idempotent per-snapshot writes of user_features and labels."""
 from __future__ import annotations
 
 import datetime as dt
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterator, Sequence
+from typing import Sequence
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -92,26 +91,6 @@ LABELS = TableSpec(
 )
 
 
-# Keys an object hash aggregation (the category lists: collect_list) keeps in memory per task
-# before Spark falls back to sorting the rest of the task's rows. Spark's default (128) makes
-# every task of this stage sort; a user-day's buffer is about 1 KB, so this bounds a task's
-# map at a few hundred MB while a task of the 10M-50M event bench stays hash-based.
-OBJECT_HASH_AGGREGATE_KEYS = 262_144
-
-
-@contextmanager
-def object_hash_aggregate_keys(spark: SparkSession, keys: int = OBJECT_HASH_AGGREGATE_KEYS
-                               ) -> Iterator[None]:
-    """Raises Spark's object-hash-aggregation fallback threshold for the enclosed writes."""
-    name = "spark.sql.objectHashAggregate.sortBased.fallbackThreshold"
-    before = spark.conf.get(name)
-    spark.conf.set(name, str(keys))
-    try:
-        yield
-    finally:
-        spark.conf.set(name, before)
-
-
 @dataclass
 class DailyUpdate:
     processed_dates: list[dt.date] = field(default_factory=list)
@@ -160,8 +139,7 @@ def update_user_daily(spark: SparkSession, warehouse: str, spec: FeatureSpec) ->
     new_events = events.where(F.col("event_date").isin(changed))
     daily = user_daily_aggregates(events_with_item_context(new_events, items), spec.roles,
                                   distinct_devices(new_events))
-    with object_hash_aggregate_keys(spark):
-        result.version = write_table(daily, warehouse, USER_DAILY, "replace_partitions", changed)
+    result.version = write_table(daily, warehouse, USER_DAILY, "replace_partitions", changed)
     return result
 
 
@@ -177,9 +155,8 @@ def write_snapshots(spark: SparkSession, warehouse: str, snapshots: Sequence[dt.
     daily = read_table(spark, warehouse, "user_daily")
     users = read_table(spark, warehouse, "users")
     features = user_features(daily, users, snapshot_frame(spark, snapshots), spec)
-    with object_hash_aggregate_keys(spark):
-        features_version = write_table(features, warehouse, user_features_spec(spec),
-                                       "replace_partitions", snapshots)
+    features_version = write_table(features, warehouse, user_features_spec(spec),
+                                   "replace_partitions", snapshots)
 
     labelled = [d for d in snapshots
                 if not require_complete_labels
