@@ -11,6 +11,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -141,13 +143,34 @@ def build_pipeline(root: Path, raw_dir: Path | None = None) -> Pipeline:
 
 
 @pytest.fixture(scope="session")
-def pipeline(tmp_path_factory) -> Pipeline:
+def pipeline_builds(request, tmp_path_factory) -> Iterator[dict[str, Future]]:
+    """The clean pipeline and, when the determinism tests are selected, a second build with the
+    same seed, started together. A build of this tiny world is mostly process start-up and
+    single-threaded scheduling, so two at once on two cores take far less than two in a row."""
     # Working on the suite itself: point this at a folder build_pipeline filled earlier (the
     # tests only read it and attack copies) to skip the few minutes of building it again.
     reuse = os.environ.get("DEMANDCAST_RELIABILITY_PIPELINE")
-    if reuse:
-        return make_pipeline(Path(reuse), Path(reuse) / "raw")
-    return build_pipeline(tmp_path_factory.mktemp("reliability") / "clean")
+    wants_second_build = any(item.path.name == "test_determinism.py" for item in request.session.items)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        builds: dict[str, Future] = {}
+        if reuse:
+            builds["clean"] = pool.submit(make_pipeline, Path(reuse), Path(reuse) / "raw")
+        else:
+            builds["clean"] = pool.submit(build_pipeline, tmp_path_factory.mktemp("reliability") / "clean")
+        if wants_second_build:
+            builds["again"] = pool.submit(build_pipeline, tmp_path_factory.mktemp("determinism") / "again")
+        yield builds
+
+
+@pytest.fixture(scope="session")
+def pipeline(pipeline_builds) -> Pipeline:
+    return pipeline_builds["clean"].result()
+
+
+@pytest.fixture(scope="session")
+def second_run(pipeline_builds) -> Pipeline:
+    """The same pipeline built again from nothing with the same seed (see pipeline_builds)."""
+    return pipeline_builds["again"].result()
 
 
 def data_files(table: Path) -> set[Path]:

@@ -6,7 +6,7 @@ import gzip
 
 import pytest
 
-from .conftest import build_pipeline, table_rows
+from .conftest import table_rows
 
 pytestmark = pytest.mark.slow
 
@@ -15,11 +15,6 @@ pytestmark = pytest.mark.slow
 # (batch_id is a hash of the input paths). The raw files' contents are compared below.
 RUN_STAMPS = ("ingested_at", "quarantined_at", "scored_at", "computed_at", "model_version",
               "batch_id", "source_file")
-
-
-@pytest.fixture(scope="module")
-def second_run(pipeline, tmp_path_factory):
-    return build_pipeline(tmp_path_factory.mktemp("determinism") / "again")
 
 
 @pytest.mark.parametrize("table", ["events", "quarantine", "users", "items", "user_daily",
