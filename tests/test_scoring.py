@@ -12,7 +12,8 @@ from pyspark.sql import functions as F
 from demandcast.config import load_config
 from demandcast.errors import StageFailed
 from demandcast.tables import TableSpec, current_version, read_table, table_path, write_table
-from training.drift import feature_drift, psi, reference_profile
+from training.drift import (NULL_BIN, OTHER_BIN, ReferenceProfile, bin_counts, feature_drift,
+                            psi, reference_profile)
 from training.score_stage import run_score
 from training.scoring import input_mismatches
 
@@ -180,6 +181,30 @@ def test_psi_is_zero_for_the_same_population_and_large_for_a_shift(spark):
     assert psi({"a": 50, "b": 50}, {"a": 50, "b": 50}) == 0.0
     assert psi({"a": 90, "b": 10}, {"a": 50, "b": 50}) == pytest.approx(
         (0.5 - 0.9) * np.log(0.5 / 0.9) + (0.5 - 0.1) * np.log(0.5 / 0.1))
+
+
+def test_bin_counts_of_many_features_match_a_hand_count(spark):
+    # 150 numeric inputs (more than a CASE per feature and edge fits in one JVM method) and one
+    # categorical: every value lands in the bin counted by hand, null and NaN in the null bin.
+    width = 150
+    values = [[float(r * (c % 3)) if (r + c) % 7 else None for c in range(width)] for r in range(8)]
+    values[0][0] = float("nan")
+    devices = ["mobile", "desktop", "tablet", None, "mobile", "mobile", "watch", "desktop"]
+    df = spark.createDataFrame([row + [d] for row, d in zip(values, devices)],
+                               ", ".join([f"x{c} double" for c in range(width)] + ["device string"]))
+    edges = {f"x{c}": (1.0, 4.0) if c % 2 else () for c in range(width)}
+    profile = ReferenceProfile(kinds={**{f"x{c}": "numeric" for c in range(width)}, "device": "categorical"},
+                               edges=edges, top_values={"device": ("mobile", "desktop")})
+    expected: dict[tuple[str, str], int] = {}
+    for c in range(width):
+        for row in values:
+            v = row[c]
+            b = NULL_BIN if v is None or v != v else str(sum(v > e for e in edges[f"x{c}"]))
+            expected[(f"x{c}", b)] = expected.get((f"x{c}", b), 0) + 1
+    for d in devices:
+        b = NULL_BIN if d is None else d if d in ("mobile", "desktop") else OTHER_BIN
+        expected[("device", b)] = expected.get(("device", b), 0) + 1
+    assert bin_counts(df, profile) == expected
 
 
 def test_replace_where_on_two_partition_columns(spark, warehouse):

@@ -88,28 +88,46 @@ def _as_double(column: str) -> Column:
     return F.when(F.isnan(value), F.lit(None).cast("double")).otherwise(value)
 
 
-def bin_of(column: str, profile: ReferenceProfile) -> Column:
-    """The PSI bin of `column` as a string: numeric bins count the edges below the value,
-    categorical bins are the reference's frequent values or "other"; null (and NaN) is a bin."""
-    if profile.kinds[column] == "numeric":
-        value = _as_double(column)
-        above = sum((F.when(value > F.lit(edge), 1).otherwise(0) for edge in profile.edges[column]),
-                    F.lit(0))
-        return F.when(value.isNull(), F.lit(NULL_BIN)).otherwise(above.cast("string"))
-    value = F.col(column).cast("string")
-    known = list(profile.top_values[column])
-    in_top = value.isin(known) if known else F.lit(False)
-    return (F.when(value.isNull(), F.lit(NULL_BIN))
-            .when(in_top, value).otherwise(F.lit(OTHER_BIN)))
+def unpivoted_inputs(df: DataFrame, profile: ReferenceProfile) -> DataFrame:
+    """One row per (input row, profiled feature): `feature`, its value as a double (`number`,
+    numeric features; NaN becomes null) and as a string (`text`, categorical features)."""
+    def value_of(column: str) -> Column:
+        numeric = profile.kinds[column] == "numeric"
+        return F.struct(F.lit(column).alias("feature"),
+                        (_as_double(column) if numeric else F.lit(None).cast("double")).alias("number"),
+                        (F.lit(None) if numeric else F.col(column)).cast("string").alias("text"))
+    return df.select(F.explode(F.array(*[value_of(c) for c in profile.kinds])).alias("fv")).select("fv.*")
+
+
+def _lookup(per_feature: Mapping[str, tuple], element_type: str) -> Column:
+    """The profile's per-feature tuples as one map literal, looked up by the row's feature."""
+    entries = [part for feature, values in per_feature.items()
+               for part in (F.lit(feature), F.array(*[F.lit(v) for v in values]).cast(f"array<{element_type}>"))]
+    return F.element_at(F.create_map(*entries), F.col("feature")) if entries else F.lit(None)
+
+
+def bin_of_unpivoted(profile: ReferenceProfile) -> Column:
+    """The PSI bin of an unpivoted row as a string: numeric bins count the feature's edges below
+    the value, categorical bins are the reference's frequent values or "other"; null is a bin.
+    The edges and frequent values are looked up by feature, so the expression is the same size
+    however many features there are (a CASE per feature and edge outgrew the JVM's 64 KB method
+    limit on ~100 features, and Spark fell back to interpreting it, logging a compile error)."""
+    numeric = {c: profile.edges[c] for c, k in profile.kinds.items() if k == "numeric"}
+    categorical = {c: profile.top_values[c] for c, k in profile.kinds.items() if k != "numeric"}
+    number, text = F.col("number"), F.col("text")
+    edges_below = F.size(F.filter(_lookup(numeric, "double"), lambda edge: number > edge))
+    in_top = F.coalesce(F.array_contains(_lookup(categorical, "string"), text), F.lit(False))
+    is_numeric = F.col("feature").isin(list(numeric)) if numeric else F.lit(False)
+    return (F.when(is_numeric & number.isNull(), F.lit(NULL_BIN))
+            .when(is_numeric, edges_below.cast("string"))
+            .when(text.isNull(), F.lit(NULL_BIN))
+            .when(in_top, text).otherwise(F.lit(OTHER_BIN)))
 
 
 def bin_counts(df: DataFrame, profile: ReferenceProfile) -> dict[tuple[str, str], int]:
     """Rows per (feature, bin), computed in one Spark aggregation."""
-    columns = list(profile.kinds)
-    pairs = F.array(*[F.struct(F.lit(c).alias("feature"), bin_of(c, profile).alias("bin"))
-                      for c in columns])
-    rows = (df.select(F.explode(pairs).alias("fb"))
-            .groupBy("fb.feature", "fb.bin").count().collect())
+    rows = (unpivoted_inputs(df, profile)
+            .groupBy("feature", bin_of_unpivoted(profile).alias("bin")).count().collect())
     return {(r["feature"], r["bin"]): int(r["count"]) for r in rows}
 
 
