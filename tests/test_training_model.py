@@ -29,17 +29,22 @@ STATE_EMBEDDED = {
                 "spend": {**STATE["numeric"]["spend"], "embedding_edges": [0.0, 2.0]}},
 }
 PARAMS = ModelParams(embedding_dim=4, hidden_units=(8,), dropout=0.0, l2=0.0)
+ENSEMBLE = dataclasses.replace(PARAMS, hidden_units=(8, 4), ensemble_members=3)
+ROWS = {"recency": [1.0, np.nan, 40.0], "spend": [1.0, 0.0, 5.0], "region": ["north", "", "mars"],
+        "device": ["x", "", "y"]}
 
 
-@pytest.mark.parametrize("state", [STATE, STATE_EMBEDDED], ids=["plain", "embedded_numerics"])
-def test_saved_model_scores_raw_columns_like_the_keras_model(tmp_path, state):
+@pytest.mark.parametrize("state,params", [(STATE, PARAMS), (STATE_EMBEDDED, PARAMS),
+                                          (STATE_EMBEDDED, ENSEMBLE)],
+                         ids=["plain", "embedded_numerics", "ensemble"])
+def test_saved_model_scores_raw_columns_like_the_keras_model(tmp_path, state, params):
     import tensorflow as tf
 
-    model = build_model(state, PARAMS)
+    model = build_model(state, params)
     model.get_layer("calibration").a.assign(0.5)  # calibration must travel with the SavedModel
     model.get_layer("calibration").b.assign(-0.25)
     save_model_dir(model, state, tmp_path / "m", {"model_version": "v1",
-                                                  "params": dataclasses.asdict(PARAMS)}, {})
+                                                  "params": dataclasses.asdict(params)}, {})
     scoring = load_scoring_model(tmp_path / "m")
     assert scoring.input_columns == {"recency": "numeric", "spend": "numeric",
                                      "region": "categorical", "device": "categorical"}
@@ -103,6 +108,35 @@ def test_output_bias_starts_at_the_base_rate():
     out = model({"recency": tf.constant([1.0]), "spend": tf.constant([1.0]),
                  "region": tf.constant(["north"]), "device": tf.constant(["x"])})
     assert float(out["p_purchase"][0]) == pytest.approx(0.2, abs=1e-4)
+
+
+def test_ensemble_outputs_are_the_means_of_distinct_members():
+    import tensorflow as tf
+
+    model = build_model(STATE_EMBEDDED, ENSEMBLE)
+    out = model({k: tf.constant(v) for k, v in ROWS.items()})
+    members = out["member_logits"].numpy()
+    assert members.shape == (3, 3) and out["member_category_logits"].shape == (3, 3, 2)
+    np.testing.assert_allclose(out["logit"].numpy(), members.mean(axis=1), rtol=1e-5)
+    np.testing.assert_allclose(out["spend_log"].numpy(), out["member_spend_log"].numpy().mean(axis=1),
+                               rtol=1e-5)
+    np.testing.assert_allclose(out["category_logits"].numpy(),
+                               out["member_category_logits"].numpy().mean(axis=1), rtol=1e-5)
+    # Each member starts from its own random weights, or the ensemble would be one model k times.
+    assert members.std(axis=1).min() > 1e-4
+
+
+def test_every_ensemble_member_starts_at_the_base_rates():
+    import tensorflow as tf
+
+    model = build_model(STATE_EMBEDDED, ENSEMBLE)
+    for name in ("deep_logit", "category_head"):
+        layer = model.get_layer(name)
+        layer.kernel.assign(tf.zeros_like(layer.kernel))
+    out = model({k: tf.constant(v) for k, v in ROWS.items()})
+    np.testing.assert_allclose(tf.sigmoid(out["member_logits"]).numpy(), 0.2, atol=1e-4)
+    np.testing.assert_allclose(tf.sigmoid(out["member_category_logits"]).numpy()[..., 0], 0.1, atol=1e-4)
+    np.testing.assert_allclose(tf.sigmoid(out["member_category_logits"]).numpy()[..., 1], 0.05, atol=1e-4)
 
 
 def test_rebatch_yields_every_row_once_in_reproducible_batches():

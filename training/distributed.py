@@ -97,7 +97,7 @@ def train_worker(spec: dict) -> dict:
     run_dir = Path(spec["run_dir"])
     state = json.loads(Path(spec["state_path"]).read_text())
     params = ModelParams(settings["embedding_dim"], tuple(settings["hidden_units"]),
-                         settings["dropout"], settings["l2"])
+                         settings["dropout"], settings["l2"], int(settings.get("ensemble_members", 1)))
     inputs = InputSpec(tuple(spec["numeric"]), tuple(spec["categorical"]), tuple(spec["labels"]))
     n_cat = len(state["category_ids"])
     scale = spend_scale(state)
@@ -135,19 +135,33 @@ def train_worker(spec: dict) -> dict:
     w_spend, w_cat = float(settings["spend_loss_weight"]), float(settings["category_loss_weight"])
 
     def losses(out, batch):
+        """Weighted mean losses; an ensemble's are the means of its members' own losses."""
         w = batch[WEIGHT]
         denom = tf.maximum(tf.reduce_sum(w), 1.0)
-        y = batch["label_purchased"]
-        purchase = tf.reduce_sum(w * tf.nn.weighted_cross_entropy_with_logits(
-            y, tf.cast(out["logit"], tf.float32), pos_weight)) / denom
-        z = tf.minimum(tf.cast(out["spend_log"], tf.float32), 20.0)
-        spend = tf.reduce_sum(w * (tf.exp(z) - batch["label_spend"] / scale * z)) / denom
+        members = "member_logits" in out
+        logits = tf.cast(out["member_logits" if members else "logit"], tf.float32)
+        # A row's labels, repeated for every member (the cross-entropy ops do not broadcast).
+        per_row = (lambda t: tf.broadcast_to(t[:, None], tf.shape(logits))) if members else (lambda t: t)
+
+        def weighted_mean(values):     # [batch] or [batch, members]
+            if members:
+                values = tf.reduce_mean(values, axis=1)
+            return tf.reduce_sum(w * values) / denom
+
+        purchase = weighted_mean(tf.nn.weighted_cross_entropy_with_logits(
+            per_row(batch["label_purchased"]), logits, pos_weight))
+        z = tf.minimum(tf.cast(out["member_spend_log" if members else "spend_log"], tf.float32), 20.0)
+        spend = weighted_mean(tf.exp(z) - per_row(batch["label_spend"]) / scale * z)
         total = purchase + w_spend * spend
         category = tf.constant(0.0)
         if n_cat:
             yc = tf.stack([batch[f"label_cat_{i}"] for i in range(n_cat)], axis=1)
-            ce = tf.nn.sigmoid_cross_entropy_with_logits(yc, tf.cast(out["category_logits"], tf.float32))
-            category = tf.reduce_sum(w * tf.reduce_mean(ce, axis=1)) / denom
+            cat_logits = tf.cast(out["member_category_logits" if members else "category_logits"],
+                                 tf.float32)
+            if members:
+                yc = tf.broadcast_to(yc[:, None, :], tf.shape(cat_logits))
+            ce = tf.nn.sigmoid_cross_entropy_with_logits(yc, cat_logits)
+            category = weighted_mean(tf.reduce_mean(ce, axis=-1))
             total += w_cat * category
         return total, purchase, spend, category
 

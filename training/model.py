@@ -9,6 +9,9 @@ builds every transform from the saved preprocessing state, so a SavedModel score
   dropout, L2).
 - heads: purchase logit = wide + deep (calibrated by Platt scaling into p_purchase), expected
   spend (log link, Poisson loss) and per-category purchase logits for the top-K categories.
+- with `ensemble_members` k > 1 the deep part is k independent MLPs (with their own heads) over
+  the shared embeddings and wide part, each trained on its own loss; the outputs are the means of
+  the members' (TabM-naive, Gorishniy et al., 2024), the members' own ones are `member_*`.
 """
 from __future__ import annotations
 
@@ -32,10 +35,13 @@ class ModelParams:
     hidden_units: tuple[int, ...] = (64, 32)
     dropout: float = 0.1
     l2: float = 1e-5
+    # Models saved before ensembles existed have no such key and load with one member.
+    ensemble_members: int = 1
 
     @classmethod
     def from_settings(cls, settings) -> "ModelParams":
-        return cls(settings.embedding_dim, tuple(settings.hidden_units), settings.dropout, settings.l2)
+        return cls(settings.embedding_dim, tuple(settings.hidden_units), settings.dropout, settings.l2,
+                   settings.ensemble_members)
 
 
 class NumericFeature(tf.keras.layers.Layer):
@@ -114,6 +120,50 @@ class PiecewiseLinearEmbedding(tf.keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "edges": self.edges, "dim": self.dim}
+
+
+class EnsembleDense(tf.keras.layers.Layer):
+    """k independent dense layers in one op: [batch, in] (shared input) or [batch, k, in] ->
+    [batch, k, units]. Each member's kernel is Glorot-uniform for its own (in, units) shape."""
+
+    def __init__(self, members: int, units: int, activation=None, use_bias: bool = True,
+                 kernel_regularizer=None, bias_initializer="zeros", **kwargs):
+        super().__init__(**kwargs)
+        self.members, self.units, self.use_bias = int(members), int(units), bool(use_bias)
+        self.activation = tf.keras.activations.get(activation)
+        self.kernel_regularizer = kernel_regularizer
+        self.bias_initializer = tf.keras.initializers.get(bias_initializer)
+
+    def build(self, input_shape):
+        fan_in = int(input_shape[-1])
+        limit = math.sqrt(6.0 / (fan_in + self.units))
+        self.kernel = self.add_weight(
+            name="kernel", shape=(self.members, fan_in, self.units), regularizer=self.kernel_regularizer,
+            initializer=lambda shape, dtype=None: tf.random.uniform(shape, -limit, limit, dtype or tf.float32))
+        if self.use_bias:
+            # The bias initializer sees one member's shape (e.g. a Constant of per-category rates).
+            self.bias = self.add_weight(
+                name="bias", shape=(self.members, self.units),
+                initializer=lambda shape, dtype=None: tf.tile(
+                    tf.reshape(self.bias_initializer((self.units,), dtype), (1, -1)), (self.members, 1)))
+
+    def call(self, x):
+        pattern = "bi,kio->bko" if x.shape.rank == 2 else "bki,kio->bko"
+        y = tf.einsum(pattern, x, self.kernel)
+        if self.use_bias:
+            y = y + self.bias
+        return self.activation(y)
+
+    def get_config(self):
+        return {**super().get_config(), "members": self.members, "units": self.units,
+                "use_bias": self.use_bias}
+
+
+class MemberMean(tf.keras.layers.Layer):
+    """[batch, k, ...] -> [batch, ...]: the ensemble's output is its members' mean."""
+
+    def call(self, x):
+        return tf.reduce_mean(x, axis=1)
 
 
 class HashedCross(tf.keras.layers.Layer):
@@ -217,6 +267,10 @@ def build_model(state: dict, params: ModelParams) -> tf.keras.Model:
         dense_parts.append(emb)
     hidden = tf.keras.layers.Concatenate(name="deep_input")(dense_parts) if len(dense_parts) > 1 \
         else dense_parts[0]
+    category_bias = tf.keras.initializers.Constant([logit(r) for r in labels["category_rates"]])
+    if params.ensemble_members > 1:
+        return _ensemble_model(inputs, hidden, wide_logit, n_categories, category_bias, params,
+                               regularizer)
     for i, units in enumerate(params.hidden_units):
         hidden = tf.keras.layers.Dense(units, activation="relu", kernel_regularizer=regularizer,
                                        name=f"deep_{i}")(hidden)
@@ -236,8 +290,37 @@ def build_model(state: dict, params: ModelParams) -> tf.keras.Model:
     if n_categories:
         outputs["category_logits"] = tf.keras.layers.Dense(
             n_categories, name="category_head", dtype="float32",
-            bias_initializer=tf.keras.initializers.Constant(
-                [logit(r) for r in labels["category_rates"]]))(hidden)
+            bias_initializer=category_bias)(hidden)
+    return tf.keras.Model(inputs=inputs, outputs=outputs, name="wide_and_deep")
+
+
+def _ensemble_model(inputs, deep_input, wide_logit, n_categories, category_bias, params,
+                    regularizer) -> tf.keras.Model:
+    """k MLP members over one deep input; outputs are member means, `member_*` the members'."""
+    k = params.ensemble_members
+    hidden = deep_input
+    for i, units in enumerate(params.hidden_units):
+        hidden = EnsembleDense(k, units, "relu", kernel_regularizer=regularizer, name=f"deep_{i}")(hidden)
+        if params.dropout:
+            # Element-wise, so every member draws its own mask.
+            hidden = tf.keras.layers.Dropout(params.dropout, name=f"dropout_{i}")(hidden)
+    squeeze = lambda name: tf.keras.layers.Reshape((k,), name=name)
+    deep_logits = squeeze("deep_logits")(EnsembleDense(k, 1, use_bias=False, name="deep_logit")(hidden))
+    member_logits = tf.keras.layers.Add(name="member_logits")([wide_logit, deep_logits])
+    member_spend = squeeze("member_spend_log")(EnsembleDense(k, 1, name="spend_head")(hidden))
+    purchase_logit = MemberMean(name="logit")(member_logits)
+    outputs = {
+        "logit": purchase_logit,
+        "p_purchase": PlattCalibration(name="calibration")(purchase_logit),
+        "spend_log": MemberMean(name="spend_log")(member_spend),
+        "member_logits": member_logits,
+        "member_spend_log": member_spend,
+    }
+    if n_categories:
+        member_categories = EnsembleDense(k, n_categories, bias_initializer=category_bias,
+                                          name="category_head")(hidden)
+        outputs["member_category_logits"] = member_categories
+        outputs["category_logits"] = MemberMean(name="category_logits")(member_categories)
     return tf.keras.Model(inputs=inputs, outputs=outputs, name="wide_and_deep")
 
 
