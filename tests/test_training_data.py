@@ -12,7 +12,8 @@ from demandcast.config import load_config
 from demandcast.tables import write_table
 from training_fixtures import FEATURES_SPEC, SNAPSHOTS, simulate, write_contract_tables
 from training.dataset import build_training_set, pin_training_set
-from training.input import WEIGHT, InputSpec, ShardReader, shard_batches, to_columns
+from training.input import (STRINGS, WEIGHT, InputSpec, Prefetcher, ShardReader, shard_batches,
+                            to_columns)
 from training.preprocessing import compute_state
 
 
@@ -113,6 +114,15 @@ def test_cached_epochs_see_every_row_once_and_match_a_resumed_reader(spark, worl
     # A run resumed at epoch 2 (a new reader, nothing cached) yields the very same batches.
     resumed = [ShardReader(files, spec, rank, 2, seed=4, cache_mb=64) for rank in (0, 1)]
     assert [epoch_keys(r, 2) for r in resumed] == orders[2]
+    # The tensors the train loop gets (streamed chunks split, cached chunks gathered and split,
+    # through the Prefetcher) are the same batches, also when a cached epoch is gathered in
+    # several chunks.
+    fresh = ShardReader(files, spec, 0, 2, seed=4, cache_mb=64)
+    for epoch in (0, 2):
+        batches = list(Prefetcher(lambda: fresh.tensor_chunks(epoch, 32, gather_batches=3)))
+        assert [len(b[WEIGHT]) for b in batches[:-1]] == [32] * (len(batches) - 1)
+        assert [k.decode() for b in batches for k in b[STRINGS].numpy()[:, 0]] == orders[epoch][0]
+        assert len(batches) > 3
     # Over the budget: nothing is kept, every epoch streams, still every row once.
     tight = [ShardReader(files, spec, rank, 2, seed=4, cache_mb=0.001) for rank in (0, 1)]
     for epoch in (0, 1):

@@ -199,8 +199,8 @@ def train_worker(spec: dict) -> dict:
     validation_reader = ShardReader(spec["validation_files"], inputs, rank, size, seed, cache_mb)
 
     def epoch_batches(reader: ShardReader, epoch: int):
-        return Prefetcher(lambda: reader.tensor_batches(epoch, batch_size,
-                                                        settings["shuffle_buffer_batches"]))
+        return Prefetcher(lambda: reader.tensor_chunks(epoch, batch_size,
+                                                       settings["shuffle_buffer_batches"]))
 
     def validation_scores() -> tuple[np.ndarray, np.ndarray]:
         """Logits and labels of the whole validation split, gathered from every rank's shard."""
