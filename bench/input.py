@@ -275,15 +275,15 @@ def main() -> None:
     whole_wall, whole_cpu = costs(slice(None), 0), costs(slice(None), 1)
     streamed_wall = [pct(rd["streamed"][0][0], rd["memory_pair"][0][0]) for rd in rounds]
     streamed_cpu = [pct(rd["streamed"][1][0], rd["memory_pair"][1][0]) for rd in rounds]
-    memory_epoch = statistics.median(w for rd in rounds for w in rd["memory"][0])
+    memory_epoch_s = statistics.median(w for rd in rounds for w in rd["memory"][0])
     whole = spread(whole_wall)
     figures = {
         "rows": args.rows, "files": args.files, "batch_size": args.batch_size,
         "features": {"numeric": args.numeric, "categorical": 3}, "steps_per_epoch": steps,
         "rounds": args.rounds, "epochs_per_run": epochs,
         "load_average_1m": {"before": round(load_before[0], 2), "after": round(load_after[0], 2)},
-        "memory_epoch": {"median_s": round(memory_epoch, 4),
-                         "steps_per_s": round(steps / memory_epoch, 1),
+        "memory_epoch": {"median_s": round(memory_epoch_s, 4),
+                         "steps_per_s": round(steps / memory_epoch_s, 1),
                          "median_cpu_s": round(statistics.median(
                              c for rd in rounds for c in rd["memory"][1]), 3)},
         "whole_run_s": {arm: spread([sum(rd[arm][0]) for rd in rounds])["median"]

@@ -103,7 +103,9 @@ def _lookup(per_feature: Mapping[str, tuple], element_type: str) -> Column:
     """The profile's per-feature tuples as one map literal, looked up by the row's feature."""
     entries = [part for feature, values in per_feature.items()
                for part in (F.lit(feature), F.array(*[F.lit(v) for v in values]).cast(f"array<{element_type}>"))]
-    return F.element_at(F.create_map(*entries), F.col("feature")) if entries else F.lit(None)
+    if not entries:  # no feature of this kind: a typed null keeps the expression resolvable
+        return F.lit(None).cast(f"array<{element_type}>")
+    return F.element_at(F.create_map(*entries), F.col("feature"))
 
 
 def bin_of_unpivoted(profile: ReferenceProfile) -> Column:

@@ -356,11 +356,6 @@ class ShardReader:
             tensors = {k: tf.gather(t, index) for k, t in self._tensors.items()}
             yield split_tensors(tensors, len(index), batch_size, full_weight)
 
-    def tensor_batches(self, epoch: int, batch_size: int, buffer_batches: int = 4) -> Iterator[dict]:
-        """The batches of `tensor_chunks`, one by one."""
-        for chunk in self.tensor_chunks(epoch, batch_size, buffer_batches):
-            yield from chunk
-
 
 def shard_batches(files: list[str], spec: InputSpec, batch_size: int, rank: int, size: int,
                   seed: int, epoch: int, buffer_batches: int = 4) -> Iterator[dict[str, np.ndarray]]:
