@@ -157,9 +157,19 @@ def ensure_table(spark: SparkSession, warehouse: str, spec: TableSpec, df: DataF
     for key, value in spec.properties.items():
         builder = builder.property(key, value)
     # Two jobs creating the same table race: one may see the other's folder before its first
-    # commit ("not empty and not a Delta table") or lose the put of version 0; both settle.
-    with_retries(builder.execute, f"create {spec.name}",
-                 also_retry=("DELTA_CREATE_TABLE_WITH_NON_EMPTY_LOCATION", "FileAlreadyExists"))
+    # commit ("not empty and not a Delta table"), or its empty _delta_log ("table not found"),
+    # or lose the put of version 0; all settle once version 0 lands.
+    try:
+        with_retries(builder.execute, f"create {spec.name}",
+                     also_retry=("DELTA_CREATE_TABLE_WITH_NON_EMPTY_LOCATION", "FileAlreadyExists",
+                                 "DELTA_TABLE_NOT_FOUND"))
+    except Exception as exc:
+        if "DELTA_TABLE_NOT_FOUND" not in str(exc):
+            raise
+        raise StageFailed(
+            f"table '{spec.name}' at {path} has a _delta_log without any commit: another job is "
+            f"creating it, or a job died while creating it; if no job is running, remove "
+            f"{path} and run again") from exc
     return path
 
 

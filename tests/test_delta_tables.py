@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import shutil
+import threading
+from pathlib import Path
 
 import pytest
 from pyspark.sql import functions as F
@@ -93,3 +96,22 @@ def test_failed_write_leaves_last_good_version(spark, warehouse):
         write_table(bad, warehouse, SPEC, "overwrite")
     assert current_version(spark, path) == before
     assert read_table(spark, warehouse, "user_daily").count() == 1
+
+
+def test_a_table_another_job_is_creating_is_written_once_its_first_commit_lands(spark, warehouse, tmp_path):
+    # Another job has made the table's _delta_log but not yet put version 0 (the state the
+    # concurrent-scoring race hit): Delta says "table not found" until the commit lands.
+    elsewhere = str(tmp_path / "elsewhere")
+    write_table(_rows(spark, [("b", D2, 2.0)]), elsewhere, SPEC, "overwrite")
+    first_commit = Path(table_path(elsewhere, "user_daily")) / "_delta_log" / f"{0:020d}.json"
+    log_dir = Path(table_path(warehouse, "user_daily")) / "_delta_log"
+    log_dir.mkdir(parents=True)
+    other_job = threading.Timer(1.5, lambda: shutil.copy(first_commit, log_dir / first_commit.name))
+    other_job.start()
+    try:
+        version = write_table(_rows(spark, [("a", D1, 1.0)]), warehouse, SPEC, "append")
+    finally:
+        other_job.join()
+    assert version == 1
+    got = sorted((r.user, r.amount) for r in read_table(spark, warehouse, "user_daily").collect())
+    assert got == [("a", 1.0)]  # the other job's version 0 created the empty table
