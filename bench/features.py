@@ -150,7 +150,8 @@ def main() -> None:
     results = []
     for target in [int(x) for x in args.events.split(",")]:
         warehouse = f"{args.workdir}/{target}"
-        if args.replicate_from and not (Path(warehouse) / "_inputs.json").exists():
+        is_source = args.replicate_from and Path(warehouse).resolve() == Path(args.replicate_from).resolve()
+        if args.replicate_from and not is_source and not (Path(warehouse) / "_inputs.json").exists():
             n_events = replicate_inputs(spark, args.replicate_from, warehouse, target)
         else:
             n_events = build_inputs(spark, warehouse, target, args.seed)
