@@ -8,9 +8,9 @@ DuckDB computing the same features and labels from the same events Parquet files
 Events come from the project's simulator (features/simulator), written as the `events` Delta
 table the way ingest lays it out (partitioned by event_date, user_key = a 64-hex hash). Inputs
 are generated once per size under --workdir and reused. Figures: median wall time of each
-engine, the time ratio Spark / DuckDB, peak RSS of the whole process tree (JVM included) during
-each engine's runs, CPU seconds of the process tree, the load average after each engine
-(the machine may be shared), and events per second. `--replicate-from` makes a missing size
+engine, the time ratio Spark / DuckDB, the peak RSS of Spark's process tree (this process, the
+JVM, Python workers) and of DuckDB's own process (it runs in a child), CPU seconds of each,
+the load average after each engine (the machine may be shared), and events per second. `--replicate-from` makes a missing size
 from copies of an already generated one (see replicate_inputs), much faster than simulating.
 """
 from __future__ import annotations
@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import multiprocessing
 import shutil
 import sys
 from pathlib import Path
@@ -31,6 +32,7 @@ from demandcast.config import load_config  # noqa: E402
 from demandcast.logs import configure_logging  # noqa: E402
 from demandcast.session import build_spark_session  # noqa: E402
 from demandcast.settings.generate import GenerateSettings  # noqa: E402
+from reference import duckdb_features as reference  # noqa: E402  (tests/reference)
 from demandcast.tables import (TableSpec, current_version, files_of_version, read_table,  # noqa: E402
                                table_path, write_table)
 
@@ -111,6 +113,25 @@ def replicate_inputs(spark, source: str, warehouse: str, target_events: int) -> 
     return n
 
 
+def run_duckdb_reference(files: dict, out: Path, spec) -> None:
+    """The independent DuckDB SQL of the same features and labels, written to Parquet under
+    `out`, with this process's peak RSS (run in a child process, see duckdb_stage)."""
+    import resource
+
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    con = reference.connect()
+    reference.register_inputs(con, files["events"], files["users"], files["items"])
+    con.execute(f"COPY ({reference.features_sql(SNAPSHOT, spec)}) TO '{out}/features.parquet'")
+    con.execute(f"COPY ({reference.labels_sql(SNAPSHOT, spec.label_window_days, spec)}) "
+                f"TO '{out}/labels.parquet'")
+    con.execute(f"COPY ({reference.label_category_spend_sql(SNAPSHOT, spec.label_window_days, spec)}) "
+                f"TO '{out}/label_category_spend.parquet'")
+    con.close()
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    (out / "_peak_rss.json").write_text(json.dumps({"mb": round(peak_kib / 1024)}))
+
+
 def timed(name: str, fn, runs: int) -> tuple:
     """(Timing, peak RSS MB of the process tree, CPU seconds per run, load average after)."""
     import os
@@ -140,8 +161,6 @@ def main() -> None:
 
     from features.catalog import FeatureSpec
     from features.feature_tables import update_user_daily, write_snapshots
-    from reference import duckdb_features as reference
-
     cfg = load_config(ROOT / "conf" / "local.yaml", [
         f"spark.shuffle_partitions={args.shuffle_partitions}", f"spark.driver_memory={args.driver_memory}",
         "spark.log_level=ERROR"])
@@ -168,16 +187,15 @@ def main() -> None:
                  for name in ("events", "users", "items")}
 
         def duckdb_stage() -> None:
-            shutil.rmtree(out, ignore_errors=True)
-            out.mkdir(parents=True)
-            con = reference.connect()
-            reference.register_inputs(con, files["events"], files["users"], files["items"])
-            con.execute(f"COPY ({reference.features_sql(SNAPSHOT, spec)}) TO '{out}/features.parquet'")
-            con.execute(f"COPY ({reference.labels_sql(SNAPSHOT, spec.label_window_days, spec)}) "
-                        f"TO '{out}/labels.parquet'")
-            con.execute(f"COPY ({reference.label_category_spend_sql(SNAPSHOT, spec.label_window_days, spec)}) "
-                        f"TO '{out}/label_category_spend.parquet'")
-            con.close()
+            # A child process of its own: DuckDB's memory is returned when it exits (in this
+            # process its allocator kept gigabytes, counted in the next size's Spark peak) and
+            # its peak is its own, not the idle Spark JVM's plus its own.
+            child = multiprocessing.get_context("fork").Process(
+                target=run_duckdb_reference, args=(files, out, spec))
+            child.start()
+            child.join()
+            if child.exitcode != 0:
+                raise RuntimeError(f"the DuckDB reference exited {child.exitcode}")
 
         spark_timing, spark_peak, spark_cpu, spark_load = timed("spark_features", spark_stage, args.runs)
         figures = {
@@ -189,10 +207,11 @@ def main() -> None:
             "feature_rows": read_table(spark, warehouse, "user_features").count(),
         }
         if target <= args.reference_up_to:
-            duck_timing, duck_peak, duck_cpu, duck_load = timed("duckdb_features", duckdb_stage, args.runs)
+            duck_timing, _, duck_cpu, duck_load = timed("duckdb_features", duckdb_stage, args.runs)
             import duckdb
             figures.update({
-                "duckdb": duck_timing.as_dict(), "duckdb_peak_rss_tree_mb": duck_peak,
+                "duckdb": duck_timing.as_dict(),
+                "duckdb_peak_rss_mb": json.loads((out / "_peak_rss.json").read_text())["mb"],
                 "duckdb_cpu_s": duck_cpu, "load_average_after_duckdb": duck_load,
                 "duckdb_events_per_s": round(n_events / duck_timing.median),
                 "time_ratio_spark_over_duckdb": round(spark_timing.median / duck_timing.median, 3),
