@@ -98,7 +98,7 @@ def process_tree_rss_mb(root: psutil.Process | None = None) -> float:
     total = 0
     for pid, (rss, vms, ppid) in memory.items():
         parent = memory.get(ppid)
-        if parent is not None and pid != ppid and parent[1] == vms:
+        if parent is not None and parent[1] == vms:
             continue
         total += rss
     return total / 2**20
