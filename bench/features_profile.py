@@ -8,7 +8,7 @@ Spark stage's executor time, CPU, GC, shuffle and spill from Spark's event log.
 The warehouse is an input folder made by bench/features.py (events, users, items); its
 user_daily, user_features and labels are rebuilt. "outside tasks" is the process tree's CPU
 minus the CPU of Spark's task threads: the JIT compiling generated code, the garbage
-collector, the driver planning and committing. --java-options replaces the session's JVM flags
+collector, the driver planning and committing. --java-options replaces the session's JIT flags
 (an A/B of JIT or GC flags); the session's own flags are printed with the figures.
 """
 from __future__ import annotations
@@ -29,7 +29,7 @@ from bench.features import SNAPSHOT  # noqa: E402
 from bench.harness import emit, tree_cpu_seconds  # noqa: E402
 from demandcast.config import load_config  # noqa: E402
 from demandcast.logs import configure_logging  # noqa: E402
-from demandcast.session import JIT_OPTIONS, build_spark_session  # noqa: E402
+from demandcast.session import JIT_OPTIONS, build_spark_session, spark_conf  # noqa: E402
 
 
 def stage_figures(event_log_dir: str) -> list[dict]:
@@ -62,7 +62,7 @@ def main() -> None:
     parser.add_argument("--part", choices=("user_daily", "snapshot", "both"), default="both")
     parser.add_argument("--shuffle-partitions", type=int, default=16)
     parser.add_argument("--driver-memory", default="5g")
-    parser.add_argument("--java-options", default=None, help="JVM flags instead of the session's")
+    parser.add_argument("--java-options", default=None, help="JIT/GC flags instead of the session's JIT_OPTIONS")
     parser.add_argument("--min-run-s", type=float, default=1.0, help="list stages with at least this")
     args = parser.parse_args()
     configure_logging("WARNING")
@@ -80,9 +80,9 @@ def main() -> None:
                            "spark.eventLog.compress": "false", "spark.ui.showConsoleProgress": "false"})
     java_options = args.java_options if args.java_options is not None else JIT_OPTIONS
     if args.java_options is not None:
-        cfg.spark.conf["spark.driver.extraJavaOptions"] = (
-            f"-Duser.timezone=UTC -Dlog4j.configurationFile={ROOT / 'conf' / 'log4j2.properties'} "
-            f"{args.java_options}")
+        # The session's own driver options with only its JIT flags swapped.
+        session_options = spark_conf("bench-features-profile", cfg.spark)["spark.driver.extraJavaOptions"]
+        cfg.spark.conf["spark.driver.extraJavaOptions"] = session_options.replace(JIT_OPTIONS, java_options)
     spark = build_spark_session("bench-features-profile", cfg.spark)
     spec = FeatureSpec.from_config(cfg)
     parts: dict[str, dict] = {}
