@@ -58,10 +58,12 @@ def run(cfg: PipelineConfig) -> dict:
     kinds = ["valid", *landing.BAD_KINDS]
     observed = landed.observe(counted, *[
         F.count_if(F.col("bad_kind").isNull() if k == "valid" else F.col("bad_kind") == k).alias(k) for k in kinds])
+    # With two formats the events are simulated again for the second: persisting them costs
+    # as much as that (bench/RESULTS.md, generate).
     for i, fmt in enumerate(s.formats):
         source = observed if i == 0 else landed
         if fmt == "json":
-            landing.write_json(source, f"{raw}/events/json")
+            landing.write_json(source, f"{raw}/events/json", s.json_gzip_level)
         else:
             landing.write_parquet(source, f"{raw}/events/parquet")
         log.info("wrote %s events under %s/events/%s", fmt, raw, fmt)

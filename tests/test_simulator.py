@@ -136,3 +136,28 @@ def test_one_hash_gives_independent_uniforms_and_pick_index_follows_the_cdf(spar
     # at the end falls to the last index.
     assert abs(stats.p0 - 0.2) < 0.01 and abs(stats.p1 - 0.3) < 0.012 and stats.p2 == 0.0
     assert abs(stats.p3 - 0.5) < 0.012
+
+
+def test_json_gzip_level_changes_the_compression_and_not_the_records(world, tmp_path):
+    import gzip
+
+    from demandcast.settings.generate import SimulatorFlaws
+    from features.simulator import landing
+
+    week = world.events.where(F.col("event_date") < dt.date(2025, 3, 8))
+    landed = landing.with_flaws(week, SimulatorFlaws(bad_row_fraction=0.05), SEED)
+
+    def written(level: int) -> tuple[list[str], int]:
+        root = tmp_path / f"level{level}"
+        landing.write_json(landed, str(root), gzip_level=level)
+        files = sorted(root.rglob("*.json.gz"))
+        assert files
+        lines = sorted(line for f in files for line in gzip.open(f, "rt").read().splitlines())
+        return lines, sum(f.stat().st_size for f in files)
+
+    fast, fast_bytes = written(1)
+    small, small_bytes = written(9)
+    assert fast == small and len(fast) > 1000
+    assert fast_bytes > 1.05 * small_bytes  # the level reached the compressor
+    with pytest.raises(ValueError, match="gzip_level"):
+        landing.write_json(landed, str(tmp_path / "bad"), gzip_level=0)

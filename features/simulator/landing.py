@@ -100,10 +100,21 @@ def parquet_rows(landed: DataFrame) -> DataFrame:
     return rows.select(*EVENT_COLUMNS, F.col("landing_date").cast("string").alias("event_date"))
 
 
-def write_json(landed: DataFrame, path: str) -> None:
-    """One gzip JSON-lines file per date folder and generating task (no shuffle: see in_own_block)."""
+# Hadoop's names for zlib levels 1..9 (ZlibCompressor.CompressionLevel).
+ZLIB_LEVELS = ("BEST_SPEED", "TWO", "THREE", "FOUR", "FIVE", "SIX", "SEVEN", "EIGHT", "BEST_COMPRESSION")
+
+
+def write_json(landed: DataFrame, path: str, gzip_level: int = 6) -> None:
+    """One gzip JSON-lines file per date folder and generating task (no shuffle: see in_own_block).
+
+    Without Hadoop's native library (pyspark ships none) the gzip codec compresses with
+    Hadoop's BuiltInGzipCompressor, which reads its level from `zlib.compress.level` in the
+    write's Hadoop configuration, where Spark puts the writer's options."""
+    if not 1 <= gzip_level <= len(ZLIB_LEVELS):
+        raise ValueError(f"gzip_level {gzip_level}: expected 1..{len(ZLIB_LEVELS)}")
     (json_lines(landed).write.mode("overwrite").partitionBy("event_date")
-     .option("compression", "gzip").text(path))
+     .option("compression", "gzip").option("zlib.compress.level", ZLIB_LEVELS[gzip_level - 1])
+     .text(path))
     _rename_suffix(landed.sparkSession, path, ".txt.gz", ".json.gz")
 
 
