@@ -168,7 +168,7 @@ def train_worker(spec: dict) -> dict:
     n_wide = len(wide_vars)
     feature_names = [*inputs.numeric, *inputs.categorical]
 
-    @tf.function(reduce_retracing=True)
+    @tf.function(reduce_retracing=True, autograph=False)
     def train_step(packed):
         batch = unpack(packed, inputs)
         with tf.GradientTape() as tape:
@@ -186,7 +186,7 @@ def train_worker(spec: dict) -> dict:
         deep_opt.apply_gradients(zip(grads[n_wide:], deep_vars))
         return tf.stack([total, purchase, spend, category]), tf.reduce_sum(batch[WEIGHT])
 
-    @tf.function(reduce_retracing=True)
+    @tf.function(reduce_retracing=True, autograph=False)
     def predict_logits(packed):
         """Logits and purchase labels of one packed batch."""
         batch = unpack(packed, inputs)

@@ -77,8 +77,13 @@ def export_saved_model(model, state: dict, folder: Path) -> None:
             result["category_probs"] = tf.sigmoid(out["category_logits"])
         return result
 
+    # The module tracks what `serve` uses, the variables and the lookup tables, not the Keras
+    # model: saving a Keras model makes Keras trace every layer's call functions for metadata
+    # that serving never reads (most of a small training run's export time).
     module = tf.Module()
-    module.model = model
+    module.model_variables = list(model.variables)
+    module.model_resources = [t for t in tf.train.TrackableView(model).descendants()
+                              if isinstance(t, tf.saved_model.experimental.TrackableResource)]
     module.serve = serve
     tf.saved_model.save(module, str(folder), signatures={"serving_default": serve})
 
