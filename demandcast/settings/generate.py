@@ -40,7 +40,7 @@ class GenerateSettings(Section):
     promo_discount: float = Field(0.2, ge=0, lt=1)
     formats: list[Literal["json", "parquet"]] = ["json", "parquet"]
     # zlib level of the JSON files' gzip (1 fastest .. 9 smallest). Level 1 writes them in about
-    # half the CPU of zlib's default 6 for ~15% more bytes (bench/RESULTS.md, session 7).
+    # half the CPU of zlib's default 6 for ~20% more bytes (bench/RESULTS.md, session 7).
     json_gzip_level: int = Field(1, ge=1, le=9)
     # Output files per event-date folder, per format.
     files_per_day: int = Field(1, ge=1, le=64)
