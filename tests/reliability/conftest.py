@@ -10,8 +10,8 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -142,24 +142,45 @@ def build_pipeline(root: Path, raw_dir: Path | None = None) -> Pipeline:
     return pipeline
 
 
-@pytest.fixture(scope="session")
-def pipeline_builds(request, tmp_path_factory) -> Iterator[dict[str, Future]]:
-    """The clean pipeline and, when the determinism tests are selected, a second build with the
-    same seed, started together. A build of this tiny world is mostly process start-up and
-    single-threaded scheduling, so two at once on two cores take far less than two in a row."""
+_BUILDS: dict[str, Future] = {}
+
+
+@pytest.hookimpl(trylast=True)  # after -m/-k deselection: only for selected reliability tests
+def pytest_collection_modifyitems(config, items) -> None:
+    """Runs the reliability tests last and starts their pipeline builds now, in the background.
+
+    The builds are CLI subprocesses that take minutes and leave a core idle much of the time;
+    started at collection they overlap the rest of the suite instead of blocking its start.
+    Besides the clean pipeline, a second build with the same seed when a selected test asks for
+    it (`second_run`, the determinism tests). A build of this tiny world is mostly process
+    start-up and single-threaded scheduling, so two at once on two cores take far less than two
+    in a row."""
+    reliability = [item for item in items if Path(__file__).parent in item.path.parents]
+    if not reliability:
+        return
+    items[:] = [item for item in items if item not in reliability] + reliability
+    uses = {name for item in reliability for name in getattr(item, "fixturenames", ())}
+    if config.option.collectonly or "pipeline" not in uses:
+        return
     # Working on the suite itself: point this at a folder build_pipeline filled earlier (the
     # tests only read it and attack copies) to skip the few minutes of building it again.
     reuse = os.environ.get("DEMANDCAST_RELIABILITY_PIPELINE")
-    wants_second_build = any(item.path.name == "test_determinism.py" for item in request.session.items)
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        builds: dict[str, Future] = {}
-        if reuse:
-            builds["clean"] = pool.submit(make_pipeline, Path(reuse), Path(reuse) / "raw")
-        else:
-            builds["clean"] = pool.submit(build_pipeline, tmp_path_factory.mktemp("reliability") / "clean")
-        if wants_second_build:
-            builds["again"] = pool.submit(build_pipeline, tmp_path_factory.mktemp("determinism") / "again")
-        yield builds
+    root = Path(tempfile.mkdtemp(prefix="demandcast-reliability-"))
+    config.add_cleanup(lambda: shutil.rmtree(root, ignore_errors=True))
+    pool = ThreadPoolExecutor(max_workers=2)
+    config.add_cleanup(lambda: pool.shutdown(cancel_futures=True))
+    if reuse:
+        _BUILDS["clean"] = pool.submit(make_pipeline, Path(reuse), Path(reuse) / "raw")
+    else:
+        _BUILDS["clean"] = pool.submit(build_pipeline, root / "clean")
+    if "second_run" in uses:
+        _BUILDS["again"] = pool.submit(build_pipeline, root / "again")
+
+
+@pytest.fixture(scope="session")
+def pipeline_builds() -> dict[str, Future]:
+    """The builds started at collection (see pytest_collection_modifyitems)."""
+    return _BUILDS
 
 
 @pytest.fixture(scope="session")
