@@ -89,7 +89,8 @@ print(json.dumps({
 
 @pytest.mark.slow
 def test_consumer_without_spark_reads_the_tables(spark, two_models_scored):
-    """Builds .venv-consumer (PyPI only, once; later runs reuse it) and reads from there."""
+    """Reads from .venv-consumer (PyPI only; `make test-envs` builds it before the suite, the
+    script below is idempotent and builds it when a single test runs without that step)."""
     subprocess.run(["bash", str(PROJECT_ROOT / "scripts" / "consumer_venv.sh")], check=True,
                    timeout=900)
     warehouse, runs = two_models_scored

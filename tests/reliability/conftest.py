@@ -160,21 +160,23 @@ def pytest_collection_modifyitems(config, items) -> None:
         return
     items[:] = [item for item in items if item not in reliability] + reliability
     uses = {name for item in reliability for name in getattr(item, "fixturenames", ())}
-    if config.option.collectonly or "pipeline" not in uses:
+    # fixturenames is the closure: `pipeline` and `second_run` both bring pipeline_builds.
+    if config.option.collectonly or "pipeline_builds" not in uses:
         return
+    pool = ThreadPoolExecutor(max_workers=2)
+    config.add_cleanup(lambda: pool.shutdown(cancel_futures=True))
     # Working on the suite itself: point this at a folder build_pipeline filled earlier (the
     # tests only read it and attack copies) to skip the few minutes of building it again.
     reuse = os.environ.get("DEMANDCAST_RELIABILITY_PIPELINE")
-    root = Path(tempfile.mkdtemp(prefix="demandcast-reliability-"))
-    config.add_cleanup(lambda: shutil.rmtree(root, ignore_errors=True))
-    pool = ThreadPoolExecutor(max_workers=2)
-    config.add_cleanup(lambda: pool.shutdown(cancel_futures=True))
     if reuse:
         _BUILDS["clean"] = pool.submit(make_pipeline, Path(reuse), Path(reuse) / "raw")
-    else:
-        _BUILDS["clean"] = pool.submit(build_pipeline, root / "clean")
-    if "second_run" in uses:
-        _BUILDS["again"] = pool.submit(build_pipeline, root / "again")
+    to_build = [name for name, wanted in (("clean", not reuse), ("again", "second_run" in uses))
+                if wanted]
+    if to_build:
+        root = Path(tempfile.mkdtemp(prefix="demandcast-reliability-"))
+        config.add_cleanup(lambda: shutil.rmtree(root, ignore_errors=True))
+        for name in to_build:
+            _BUILDS[name] = pool.submit(build_pipeline, root / name)
 
 
 @pytest.fixture(scope="session")
