@@ -49,10 +49,19 @@ def _whole_int(text: Column) -> Column:
     return F.when((value == F.floor(value)) & (F.abs(value) <= 2_147_483_647), value.cast("int"))
 
 
+def _decimal_point(text: Column, separator: str) -> Column:
+    """Number text with a '.' decimal point: with a comma separator, '1.081,98' -> '1081.98'."""
+    if separator == ".":
+        return text
+    return F.replace(F.regexp_replace(text, "[.\\s\u00a0]", ""), F.lit(","), F.lit("."))
+
+
 def typed_fields(df: DataFrame, mapping: ColumnMapping) -> DataFrame:
     """Replaces each contract string column with its typed value, keeping the text as `_text_<name>`."""
-    converters = {"timestamp": lambda c: parse_timestamp(c, mapping), "double": _finite_double,
-                  "int": _whole_int, "string": lambda c: c}
+    sep = mapping.decimal_separator
+    converters = {"timestamp": lambda c: parse_timestamp(c, mapping),
+                  "double": lambda c: _finite_double(_decimal_point(c, sep)),
+                  "int": lambda c: _whole_int(_decimal_point(c, sep)), "string": lambda c: c}
     for f in FIELDS:
         df = df.withColumn(f"_text_{f.name}", F.col(f.name)) \
             .withColumn(f.name, converters[f.type](F.col(f.name)))
