@@ -102,6 +102,16 @@ def redact_user_ids(records: DataFrame, s: IngestSettings) -> DataFrame:
         .otherwise(F.regexp_replace("raw_record", pattern, "$1<redacted>$2")))
 
 
+def redact_user_ids_in_extra(records: DataFrame) -> DataFrame:
+    """`extra` values with the raw user id replaced by its key: a nested source field (a JSON
+    `user` object read through derive) would otherwise carry the raw id into `events`."""
+    return records.withColumn("extra", F.when(
+        F.col("user_id").isNotNull() & (F.length("user_id") >= 3),
+        F.transform_values("extra", lambda _, v: F.replace(v, F.col("user_id"),
+                                                           F.concat(F.lit("hmac:"), F.col("user_key")))))
+        .otherwise(F.col("extra")))
+
+
 def _file_problem_rows(spark: SparkSession, problems: list[FileProblem]) -> DataFrame:
     return spark.createDataFrame([(p.reason, p.detail, None, p.path) for p in problems],
                                  "reason string, detail string, raw_record string, source_file string")
@@ -152,7 +162,7 @@ def prepare_batch(spark: SparkSession, cfg: PipelineConfig, key: HashKey, now: d
 
     first_copy = Window.partitionBy("event_id").orderBy("source_file", "raw_record")
     events = (
-        judged.where("is_good")
+        redact_user_ids_in_extra(judged.where("is_good"))
         .withColumn("_copy", F.row_number().over(first_copy)).where("_copy = 1")
         .withColumn("batch_id", F.lit(batch_id))
         .withColumn("ingested_at", F.lit(now))
