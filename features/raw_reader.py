@@ -134,9 +134,13 @@ def _persisted(load: Callable[[list[str]], DataFrame], paths: list[str]) -> tupl
 
 def _as_string(column: str, dtype: T.DataType) -> Column:
     c = F.col(f"`{column}`")
-    if isinstance(dtype, (T.TimestampType, T.TimestampNTZType)):
+    if isinstance(dtype, T.TimestampType):
         # An explicit offset, so the instant survives whatever zone ingest assumes.
         return F.date_format(c, "yyyy-MM-dd'T'HH:mm:ss.SSSSSSXXX")
+    if isinstance(dtype, T.TimestampNTZType):
+        # A wall-clock time without zone (Parquet isAdjustedToUTC=false): no offset, so that
+        # ingest.mapping.source_timezone applies as for text without one.
+        return F.date_format(c, "yyyy-MM-dd'T'HH:mm:ss.SSSSSS")
     if isinstance(dtype, (T.StructType, T.ArrayType, T.MapType)):
         return F.to_json(c)
     return c.cast("string")

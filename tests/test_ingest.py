@@ -11,6 +11,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from pyspark.sql import functions as F
 
 from demandcast.config import load_config
 from demandcast.errors import ConfigError, DataQualityError
@@ -332,3 +333,26 @@ def test_bad_derive_expression_names_its_key(spark, project_root, tmp_path):
         cfg = _cfg(project_root, tmp_path, f"ingest.paths=[{path}]", f'ingest.mapping.derive={{channel: "{derive}"}}')
         with pytest.raises(ConfigError, match=rf"ingest.mapping.derive.channel: .* \[{error}\]"):
             ingest_job.run(cfg)
+
+
+def test_typed_parquet_export_decimals_and_zoned_or_wall_clock_times(spark, project_root, tmp_path):
+    # A warehouse export: decimal(10,2) prices, int quantities, event times as instants or as
+    # wall-clock times without zone (TIMESTAMP_NTZ), which are read in the source time zone.
+    folder = tmp_path / "export"
+    rows = [("p1", "u-101", dt.datetime(2024, 5, 1, 10, 0, tzinfo=dt.timezone.utc), "Purchase", "A1", "12.50", 2),
+            ("p2", "u-102", dt.datetime(2024, 5, 1, 23, 30, tzinfo=dt.timezone.utc), "view", "A2", "0.99", None)]
+    spark.createDataFrame(rows, "event_id string, user_id string, event_time timestamp, event_type string, "
+                                "item_id string, price string, quantity int") \
+        .withColumn("price", F.col("price").cast("decimal(10,2)")).coalesce(1).write.parquet(str(folder / "zoned"))
+    spark.createDataFrame([("p3", "u-103", dt.datetime(2024, 5, 1, 10, 0), "view", "A3", 1)],
+                          "event_id string, user_id string, event_time timestamp_ntz, event_type string, "
+                          "item_id string, quantity int").coalesce(1).write.parquet(str(folder / "wall_clock"))
+    cfg = _cfg(project_root, tmp_path, "ingest.format=parquet", f"ingest.paths=[{folder}]",
+               "ingest.mapping.source_timezone=Europe/Paris")
+
+    counts, events, _ = _prepared(spark, cfg)
+
+    assert counts["good_rows"] == 3 and counts["bad_rows"] == 0 and counts["file_problems"] == 0
+    assert {(r.event_id, str(r.event_time), r.event_type, r.price, r.quantity) for r in events} == {
+        ("p1", "2024-05-01 10:00:00", "purchase", 12.5, 2), ("p2", "2024-05-01 23:30:00", "view", 0.99, None),
+        ("p3", "2024-05-01 08:00:00", "view", None, 1)}  # 10:00 in Paris (CEST) is 08:00 UTC
