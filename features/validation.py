@@ -14,8 +14,11 @@ from demandcast.settings.ingest import ColumnMapping, ValidationLimits
 from features.event_contract import FIELDS, REQUIRED, REQUIRED_BY_EVENT_TYPE, Reason
 
 _PROBLEM = "struct<reason:string,detail:string>"
-# A time followed by a zone: 'Z', '+02', '+0200' or '+02:00'.
-_HAS_OFFSET = r"[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?\s*(Z|[+-][0-9]{2}(:?[0-9]{2})?)$"
+# A time followed by a zone: 'Z', '+02', '+0200', '+02:00', 'UTC', 'GMT+2' or a region such as
+# 'Europe/London' (REES46 writes '2019-10-01 00:00:00 UTC'); Spark's cast honours all of them,
+# and such text must not be shifted again by source_timezone.
+_ZONE = r"(Z|[+-][0-9]{2}(:?[0-9]{2})?|(UTC|GMT|UT)([+-][0-9]{1,2}(:?[0-9]{2})?)?|[A-Za-z]+(/[A-Za-z0-9_+-]+)+)"
+_HAS_OFFSET = r"[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?\s*" + _ZONE + "$"
 _EPOCH = r"^-?[0-9]+(\.[0-9]+)?$"
 _ZONE_LETTERS = set("XxZOVz")
 _MAX_EPOCH_SECONDS = 1e11  # above: milliseconds (1e11 s is the year 5138)

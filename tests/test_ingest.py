@@ -356,3 +356,17 @@ def test_typed_parquet_export_decimals_and_zoned_or_wall_clock_times(spark, proj
     assert {(r.event_id, str(r.event_time), r.event_type, r.price, r.quantity) for r in events} == {
         ("p1", "2024-05-01 10:00:00", "purchase", 12.5, 2), ("p2", "2024-05-01 23:30:00", "view", 0.99, None),
         ("p3", "2024-05-01 08:00:00", "view", None, 1)}  # 10:00 in Paris (CEST) is 08:00 UTC
+
+
+def test_timestamps_with_a_zone_name_are_not_shifted_by_the_source_zone(spark, project_root, tmp_path):
+    from features.validation import parse_timestamp
+
+    mapping = _cfg(project_root, tmp_path, "ingest.mapping.source_timezone=Europe/Paris").ingest.mapping
+    cases = {"2019-10-01 00:00:00 UTC": "2019-10-01 00:00:00",  # REES46
+             "2019-10-01 00:00:00 GMT+2": "2019-09-30 22:00:00",
+             "2019-10-01 00:00:00 Europe/London": "2019-09-30 23:00:00",
+             "2019-10-01T00:00:00+02:00": "2019-09-30 22:00:00",
+             "2019-10-01 00:00:00": "2019-09-30 22:00:00"}  # no zone: Paris (CEST)
+    got = spark.createDataFrame([(t,) for t in cases], "t string").select(
+        "t", parse_timestamp(F.col("t"), mapping).alias("utc")).collect()
+    assert {r.t: str(r.utc) for r in got} == cases
