@@ -253,13 +253,14 @@ REAL_EXPORTS = {
          ("purchase", "22719", "2011-06-01 08:41:00", 1.25, 1, None),
          ("purchase", "22719", "2011-06-01 08:41:00", 1.25, 1, None)],
         {"quantity_out_of_range": 1, "missing_required": 1}),
-    # Semicolons and decimal commas (a European spreadsheet export), with digit grouping.
-    "semicolon_decimal_comma": (
+    # pandas' to_csv(sep=';', decimal=','): an unnamed index column first, decimal commas (and
+    # digit grouping from a spreadsheet). Spark's header check refused the unnamed column.
+    "pandas_semicolon_decimal_comma": (
         {"export.csv": (
-            "event_id;user_id;event_time;event_type;item_id;price;quantity\n"
-            "s1;u100;2024-05-01T10:00:00+02:00;purchase;A1;12,50;2\n"
-            's2;u100;2024-05-01 10:00:00;view;A2;"1.081,98";1\n'
-            "s3;u101;2024-05-01 10:00:00;view;A3;zwölf;1\n").encode()},
+            ";event_id;user_id;event_time;event_type;item_id;price;quantity\n"
+            "0;s1;u100;2024-05-01T10:00:00+02:00;purchase;A1;12,50;2\n"
+            '1;s2;u100;2024-05-01 10:00:00;view;A2;"1.081,98";1\n'
+            "2;s3;u101;2024-05-01 10:00:00;view;A3;zwölf;1\n").encode()},
         ["ingest.csv_options={header: 'true', sep: ';'}", "ingest.mapping.decimal_separator=','"],
         {("purchase", "A1", "2024-05-01 08:00:00", 12.5, 2, None),
          ("view", "A2", "2024-05-01 10:00:00", 1081.98, 1, None)},
