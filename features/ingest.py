@@ -187,7 +187,16 @@ def foreign_schema_detail(file_counts, s: IngestSettings) -> str:
     never = [f"{name} (source field {source_field(s.mapping, name)!r})" for name in REQUIRED
              if not file_counts[f"has_{name}"]]
     return ("no record carries the required fields of the event contract"
-            + (f"; no record has a usable value for: {', '.join(never)}" if never else ""))
+            + (f"; no record has a usable value for: {', '.join(never)}" if never else "")
+            + _FORMAT_HINTS.get(s.format, "").format(sep=s.csv_options.get("sep", s.csv_options.get("delimiter", ","))))
+
+
+# What most often makes a whole file foreign when its fields are really there.
+_FORMAT_HINTS = {
+    "csv": "; check ingest.csv_options (sep is {sep!r}; header, encoding) and ingest.mapping.columns",
+    "json": "; ingest.format json reads JSON lines (one object per line), not a JSON array or a "
+            "pretty-printed document",
+}
 
 
 def check_gate(batch: IngestBatch, max_bad_fraction: float) -> None:
