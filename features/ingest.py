@@ -194,8 +194,8 @@ def foreign_schema_detail(file_counts, s: IngestSettings) -> str:
 # What most often makes a whole file foreign when its fields are really there.
 _FORMAT_HINTS = {
     "csv": "; check ingest.csv_options (sep is {sep!r}; header, encoding) and ingest.mapping.columns",
-    "json": "; ingest.format json reads JSON lines (one object per line), not a JSON array or a "
-            "pretty-printed document",
+    "json": "; ingest.format json reads JSON lines (one object per line); for a JSON array or a "
+            "pretty-printed document use ingest.format json_document",
 }
 
 

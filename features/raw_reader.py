@@ -165,6 +165,27 @@ def _json_loader(spark: SparkSession) -> Callable[[list[str]], DataFrame]:
     return load
 
 
+def _json_document_loader(spark: SparkSession) -> Callable[[list[str]], DataFrame]:
+    """Each file one JSON document: an array of objects (or one object), pretty-printed or not.
+
+    A file is read whole (API dumps and small exports; big exports are JSON lines). A document
+    that does not parse is one malformed record holding its first 2000 characters.
+    """
+    def load(paths: list[str]) -> DataFrame:
+        docs = spark.read.text(paths, wholetext=True).select(
+            F.trim("value").alias("doc"), F.col("_metadata.file_path").alias("source_file"))
+        as_array = F.when(F.col("doc").startswith("["), F.col("doc")).otherwise(F.concat(F.lit("["), "doc", F.lit("]")))
+        # array<string>: each element keeps its own JSON text, which becomes the raw record.
+        items = F.from_json(as_array, "array<string>")
+        unparsed = F.array(F.lit(None).cast("string"))
+        rows = docs.select("doc", "source_file", F.explode(F.when(items.isNull(), unparsed).otherwise(items))
+                           .alias("item"))
+        src = F.from_json("item", "map<string,string>")
+        return rows.select(src.alias("src"), F.coalesce("item", F.substring("doc", 1, 2000)).alias("raw_record"),
+                           src.isNull().alias("malformed"), "source_file")
+    return load
+
+
 def _parquet_loader(spark: SparkSession) -> Callable[[list[str]], DataFrame]:
     def load(paths: list[str]) -> DataFrame:
         df = spark.read.option("mergeSchema", "true").parquet(*paths)
@@ -236,6 +257,8 @@ def read_records(spark: SparkSession, files: Sequence[InputFile], fmt: str,
     paths = [f.path for f in files if f.size > 0]
     if fmt == "json":
         loader = _json_loader(spark)
+    elif fmt == "json_document":
+        loader = _json_document_loader(spark)
     elif fmt == "parquet":
         loader = _parquet_loader(spark)
     elif fmt == "csv":

@@ -371,3 +371,24 @@ def test_timestamps_with_a_zone_name_are_not_shifted_by_the_source_zone(spark, p
     got = spark.createDataFrame([(t,) for t in cases], "t string").select(
         "t", parse_timestamp(F.col("t"), mapping).alias("utc")).collect()
     assert {r.t: str(r.utc) for r in got} == cases
+
+
+def test_json_document_exports_are_read_object_by_object(spark, project_root, tmp_path):
+    folder = tmp_path / "export"
+    folder.mkdir()
+    records = [_event(n, event_type=" View ") for n in range(3)] + [_event(3, price=-1)]
+    (folder / "pretty.json").write_text(json.dumps(records, indent=2))           # an API dump
+    (folder / "one.json").write_text(json.dumps(_event(4)))                      # a single object
+    (folder / "broken.json").write_text(json.dumps(records, indent=2)[:-40])     # cut off
+    (folder / "none.json").write_text("[]")
+    cfg = _cfg(project_root, tmp_path, "ingest.format=json_document", f"ingest.paths=[{folder}]",
+               "ingest.max_bad_fraction=0.9")
+
+    counts, events, quarantined = _prepared(spark, cfg)
+
+    assert sorted(r.event_id for r in events) == ["E0000", "E0001", "E0002", "E0004"]
+    assert {r.event_type for r in events} == {"view"}
+    # The cut-off document is one unparseable record, so its file carries no event: foreign_schema.
+    assert counts["bad_by_reason"] == {"foreign_schema": 1, "price_out_of_range": 1}
+    assert counts["file_problems"] == 2  # broken.json (foreign_schema) and none.json (empty_file)
+    assert quarantined == 3  # the bad row, the cut-off document, the empty document's file row

@@ -102,7 +102,9 @@ class ValidationLimits(Section):
 
 
 class IngestSettings(Section):
-    format: Literal["json", "csv", "parquet"] = "json"
+    # json: JSON lines; json_document: each file one JSON array of objects (read whole: small
+    # exports and API dumps); csv; parquet.
+    format: Literal["json", "json_document", "csv", "parquet"] = "json"
     # Files or folders to read. Empty: {raw_dir}/events/{format}. Folders are read recursively.
     paths: list[str] = []
     # Inclusive range of `event_date=YYYY-MM-DD` landing folders to read (None: no bound).
