@@ -105,10 +105,12 @@ def redact_user_ids(records: DataFrame, s: IngestSettings) -> DataFrame:
 def redact_user_ids_in_extra(records: DataFrame) -> DataFrame:
     """`extra` values with the raw user id replaced by its key: a nested source field (a JSON
     `user` object read through derive) would otherwise carry the raw id into `events`."""
+    # Whole tokens only: visitor 400 must not rewrite an order number 4000 in another field.
+    token = F.concat(F.lit(r"(?<![0-9A-Za-z_])\Q"), F.col("user_id"), F.lit(r"\E(?![0-9A-Za-z_])"))
     return records.withColumn("extra", F.when(
-        F.col("user_id").isNotNull() & (F.length("user_id") >= 3),
-        F.transform_values("extra", lambda _, v: F.replace(v, F.col("user_id"),
-                                                           F.concat(F.lit("hmac:"), F.col("user_key")))))
+        F.col("user_id").isNotNull() & (F.length("user_id") >= 3) & (F.size("extra") > 0),
+        F.transform_values("extra", lambda _, v: F.regexp_replace(v, token,
+                                                                  F.concat(F.lit("hmac:"), F.col("user_key")))))
         .otherwise(F.col("extra")))
 
 

@@ -293,7 +293,7 @@ def test_nested_json_user_id_never_reaches_events(spark, project_root, tmp_path)
     lines = [{"id": "j1", "ts": "2024-05-01T10:00:00+02:00", "type": " View ", "price": "19.90", "qty": "1",
               "user": {"id": "u-1001", "tier": "gold"}, "item": {"sku": "A1"}, "coupon": "SPRING"},
              {"id": "j2", "ts": 1714557600, "type": "Purchase", "price": 49.5, "qty": "2",
-              "user": {"id": "u-1002"}, "item": {"sku": "B7"}, "coupon": "see u-1002"},
+              "user": {"id": "u-1002"}, "item": {"sku": "B7"}, "coupon": "see u-1002", "order": "u-10021"},
              {"id": "j3", "ts": "2024-05-01T12:00:00", "type": "view", "user": {}, "item": {"sku": "B7"}}]
     path = _write_json_gz(tmp_path / "export" / "events.json.gz", [json.dumps(x) for x in lines])
     cfg = _cfg(project_root, tmp_path, f"ingest.paths=[{path}]", "ingest.max_bad_fraction=0.9",
@@ -311,6 +311,7 @@ def test_nested_json_user_id_never_reaches_events(spark, project_root, tmp_path)
     # The fields derive reads are mapped, not extra; any other field holding the id is redacted.
     assert rows["j1"].extra == {"coupon": "SPRING"}
     assert rows["j2"].extra["coupon"].startswith("see hmac:") and "u-1002" not in rows["j2"].extra["coupon"]
+    assert rows["j2"].extra["order"] == "u-10021"  # whole tokens only
 
 
 @pytest.mark.parametrize("override, message", [
