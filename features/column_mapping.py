@@ -6,7 +6,9 @@ does not use), and the record's bookkeeping columns. Typing and checks come afte
 """
 from __future__ import annotations
 
-from pyspark.sql import Column, DataFrame
+import re
+
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql.utils import AnalysisException
 
@@ -18,7 +20,7 @@ RECORD_COLUMNS = ("raw_record", "malformed", "source_file")
 
 
 def _check_keys(mapping: ColumnMapping) -> None:
-    for section in ("columns", "constants", "derive", "defaults"):
+    for section in ("columns", "constants", "derive", "defaults", "values"):
         unknown = set(getattr(mapping, section)) - set(FIELD_NAMES)
         if unknown:
             raise ConfigError(f"ingest.mapping.{section}: {sorted(unknown)} are not event contract "
@@ -29,7 +31,19 @@ def _check_keys(mapping: ColumnMapping) -> None:
 
 
 def _blank_is_missing(value: Column) -> Column:
-    return F.when(F.trim(value) != "", value)
+    # Trimmed: exports pad values (fixed-width tools, spreadsheets); ' 42 ' is the id 42.
+    return F.when(F.trim(value) != "", F.trim(value))
+
+
+def _recoded(name: str, value: Column, table: dict[str, str]) -> Column:
+    """`value` through the configured lookup; event types are codes, compared in lower case."""
+    if name == "event_type":
+        value = F.lower(value)
+        table = {k.strip().lower(): v for k, v in table.items()}
+    if not table:
+        return value
+    lookup = F.create_map(*[F.lit(x) for pair in table.items() for x in pair])
+    return F.coalesce(F.element_at(lookup, value), value)
 
 
 def source_field(mapping: ColumnMapping, name: str) -> str:
@@ -47,22 +61,54 @@ def _field(mapping: ColumnMapping, name: str) -> Column:
     value = _blank_is_missing(value)
     if name in mapping.defaults:
         value = F.coalesce(value, F.lit(mapping.defaults[name]))
-    return value
+    return _recoded(name, value, mapping.values.get(name, {}))
+
+
+def _numbered_repeats(event_id: Column) -> Column:
+    """The n-th record with the same hashed id gets hash(id, n); the first keeps the plain hash.
+
+    Copies with the same id are identical in the hashed fields, so their order does not matter
+    for the result: a rerun of the same files gives the same ids.
+    """
+    copy = F.row_number().over(Window.partitionBy(event_id).orderBy("source_file", "raw_record"))
+    return F.when(copy == 1, event_id).otherwise(F.sha2(F.concat_ws("\u0001", event_id, copy.cast("string")), 256))
+
+
+_SRC_REFERENCE = re.compile(r"""src\s*\[\s*(?:'([^']*)'|"([^"]*)")\s*\]""")
+
+
+def derive_sources(mapping: ColumnMapping) -> set[str]:
+    """Source fields the derive expressions read: they are mapped, so they are not `extra`."""
+    return {a or b for expression in mapping.derive.values() for a, b in _SRC_REFERENCE.findall(expression)}
+
+
+def _first_line(exc: Exception) -> str:
+    # Spark's parse errors start with an empty line; the error class and position follow.
+    return next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+
+
+def _check_derive(records: DataFrame, mapping: ColumnMapping) -> None:
+    """Each derive expression is parsed and resolved on its own, so the error names its key."""
+    for name, expression in mapping.derive.items():
+        try:
+            records.select(F.expr(expression))
+        except (AnalysisException, ValueError, TypeError) as exc:  # ParseException is an AnalysisException
+            raise ConfigError(f"ingest.mapping.derive.{name}: {expression!r} does not work on the source "
+                              f"(fields are read as src['name']): {_first_line(exc)}") from None
 
 
 def map_to_contract(records: DataFrame, mapping: ColumnMapping) -> DataFrame:
     _check_keys(mapping)
+    _check_derive(records, mapping)
     fields = {name: _field(mapping, name) for name in FIELD_NAMES}
     if mapping.event_id_from is not None and "event_id" not in mapping.constants and "event_id" not in mapping.derive:
         basis = [fields[c] for c in mapping.event_id_from] or [F.col("raw_record")]
         # \u0001 cannot occur in the values, so different field splits never collide.
         fields["event_id"] = F.sha2(F.concat_ws("\u0001", *[F.coalesce(c, F.lit("")) for c in basis]), 256)
-    consumed = sorted(set(FIELD_NAMES) | set(mapping.columns.values()) | set(IGNORED_SOURCE_FIELDS))
+        if mapping.repeats_are_events:
+            fields["event_id"] = _numbered_repeats(fields["event_id"])
+    consumed = sorted(set(FIELD_NAMES) | set(mapping.columns.values()) | set(IGNORED_SOURCE_FIELDS)
+                      | derive_sources(mapping))
     extra = F.map_filter("src", lambda k, v: ~F.array_contains(F.array(*[F.lit(c) for c in consumed]), k)
                          & v.isNotNull())
-    try:
-        return records.select(*[fields[n].alias(n) for n in FIELD_NAMES], extra.alias("extra"),
-                              *RECORD_COLUMNS)
-    except AnalysisException as exc:
-        raise ConfigError(f"ingest.mapping.derive: an expression does not work on the source: "
-                          f"{str(exc).splitlines()[0]}") from None
+    return records.select(*[fields[n].alias(n) for n in FIELD_NAMES], extra.alias("extra"), *RECORD_COLUMNS)

@@ -102,6 +102,18 @@ def redact_user_ids(records: DataFrame, s: IngestSettings) -> DataFrame:
         .otherwise(F.regexp_replace("raw_record", pattern, "$1<redacted>$2")))
 
 
+def redact_user_ids_in_extra(records: DataFrame) -> DataFrame:
+    """`extra` values with the raw user id replaced by its key: a nested source field (a JSON
+    `user` object read through derive) would otherwise carry the raw id into `events`."""
+    # Whole tokens only: visitor 400 must not rewrite an order number 4000 in another field.
+    token = F.concat(F.lit(r"(?<![0-9A-Za-z_])\Q"), F.col("user_id"), F.lit(r"\E(?![0-9A-Za-z_])"))
+    return records.withColumn("extra", F.when(
+        F.col("user_id").isNotNull() & (F.length("user_id") >= 3) & (F.size("extra") > 0),
+        F.transform_values("extra", lambda _, v: F.regexp_replace(v, token,
+                                                                  F.concat(F.lit("hmac:"), F.col("user_key")))))
+        .otherwise(F.col("extra")))
+
+
 def _file_problem_rows(spark: SparkSession, problems: list[FileProblem]) -> DataFrame:
     return spark.createDataFrame([(p.reason, p.detail, None, p.path) for p in problems],
                                  "reason string, detail string, raw_record string, source_file string")
@@ -152,7 +164,7 @@ def prepare_batch(spark: SparkSession, cfg: PipelineConfig, key: HashKey, now: d
 
     first_copy = Window.partitionBy("event_id").orderBy("source_file", "raw_record")
     events = (
-        judged.where("is_good")
+        redact_user_ids_in_extra(judged.where("is_good"))
         .withColumn("_copy", F.row_number().over(first_copy)).where("_copy = 1")
         .withColumn("batch_id", F.lit(batch_id))
         .withColumn("ingested_at", F.lit(now))
@@ -177,7 +189,16 @@ def foreign_schema_detail(file_counts, s: IngestSettings) -> str:
     never = [f"{name} (source field {source_field(s.mapping, name)!r})" for name in REQUIRED
              if not file_counts[f"has_{name}"]]
     return ("no record carries the required fields of the event contract"
-            + (f"; no record has a usable value for: {', '.join(never)}" if never else ""))
+            + (f"; no record has a usable value for: {', '.join(never)}" if never else "")
+            + _FORMAT_HINTS.get(s.format, "").format(sep=s.csv_options.get("sep", s.csv_options.get("delimiter", ","))))
+
+
+# What most often makes a whole file foreign when its fields are really there.
+_FORMAT_HINTS = {
+    "csv": "; check ingest.csv_options (sep is {sep!r}; header, encoding) and ingest.mapping.columns",
+    "json": "; ingest.format json reads JSON lines (one object per line); for a JSON array or a "
+            "pretty-printed document use ingest.format json_document",
+}
 
 
 def check_gate(batch: IngestBatch, max_bad_fraction: float) -> None:

@@ -7,6 +7,7 @@ nothing is reported as a FileProblem and left out; the other files are read.
 """
 from __future__ import annotations
 
+import csv
 import hashlib
 import re
 from dataclasses import dataclass
@@ -134,9 +135,13 @@ def _persisted(load: Callable[[list[str]], DataFrame], paths: list[str]) -> tupl
 
 def _as_string(column: str, dtype: T.DataType) -> Column:
     c = F.col(f"`{column}`")
-    if isinstance(dtype, (T.TimestampType, T.TimestampNTZType)):
+    if isinstance(dtype, T.TimestampType):
         # An explicit offset, so the instant survives whatever zone ingest assumes.
         return F.date_format(c, "yyyy-MM-dd'T'HH:mm:ss.SSSSSSXXX")
+    if isinstance(dtype, T.TimestampNTZType):
+        # A wall-clock time without zone (Parquet isAdjustedToUTC=false): no offset, so that
+        # ingest.mapping.source_timezone applies as for text without one.
+        return F.date_format(c, "yyyy-MM-dd'T'HH:mm:ss.SSSSSS")
     if isinstance(dtype, (T.StructType, T.ArrayType, T.MapType)):
         return F.to_json(c)
     return c.cast("string")
@@ -160,6 +165,27 @@ def _json_loader(spark: SparkSession) -> Callable[[list[str]], DataFrame]:
     return load
 
 
+def _json_document_loader(spark: SparkSession) -> Callable[[list[str]], DataFrame]:
+    """Each file one JSON document: an array of objects (or one object), pretty-printed or not.
+
+    A file is read whole (API dumps and small exports; big exports are JSON lines). A document
+    that does not parse is one malformed record holding its first 2000 characters.
+    """
+    def load(paths: list[str]) -> DataFrame:
+        docs = spark.read.text(paths, wholetext=True).select(
+            F.trim("value").alias("doc"), F.col("_metadata.file_path").alias("source_file"))
+        as_array = F.when(F.col("doc").startswith("["), F.col("doc")).otherwise(F.concat(F.lit("["), "doc", F.lit("]")))
+        # array<string>: each element keeps its own JSON text, which becomes the raw record.
+        items = F.from_json(as_array, "array<string>")
+        unparsed = F.array(F.lit(None).cast("string"))
+        rows = docs.select("doc", "source_file", F.explode(F.when(items.isNull(), unparsed).otherwise(items))
+                           .alias("item"))
+        src = F.from_json("item", "map<string,string>")
+        return rows.select(src.alias("src"), F.coalesce("item", F.substring("doc", 1, 2000)).alias("raw_record"),
+                           src.isNull().alias("malformed"), "source_file")
+    return load
+
+
 def _parquet_loader(spark: SparkSession) -> Callable[[list[str]], DataFrame]:
     def load(paths: list[str]) -> DataFrame:
         df = spark.read.option("mergeSchema", "true").parquet(*paths)
@@ -172,24 +198,48 @@ def _parquet_loader(spark: SparkSession) -> Callable[[list[str]], DataFrame]:
     return load
 
 
+def _header_as_written(spark: SparkSession, path: str, options: dict[str, str]) -> list[str] | None:
+    """The names of a CSV file's first line as written; None when they cannot be told."""
+    sep, quote = options.get("sep", options.get("delimiter", ",")), options.get("quote", '"')
+    if len(sep) != 1 or len(quote) != 1:
+        return None
+    try:
+        line = spark.read.text(path).first()
+    except Exception:  # unreadable files are reported by the loader
+        return None
+    return next(csv.reader([line.value.lstrip("\ufeff")], delimiter=sep, quotechar=quote), None) if line else None
+
+
 def _csv_loader(spark: SparkSession, options: dict[str, str], header_from: list[str]) -> Callable[[list[str]], DataFrame]:
     """CSV with every field a string; files whose header differs from the first readable one fail."""
-    schema = None
+    schema, first = None, None
     for path in header_from:
         try:
-            schema = spark.read.options(**options).option("inferSchema", "false").csv(path).schema
+            schema, first = spark.read.options(**options).option("inferSchema", "false").csv(path).schema, path
             break
         except Exception as exc:
             log.warning("cannot read the CSV header of %s: %s", path, _error_summary(exc))
     if schema is None:
         schema = T.StructType([])
     fields = [f.name for f in schema.fields]
+    # Spark names an empty header field _c<i> and suffixes repeated names with their position
+    # (pandas' to_csv writes an unnamed index column first). Its header check compares the names
+    # as written with those, so it would refuse every such file: then the header is skipped
+    # unchecked, and the fields are read by Spark's names (src['_c0'], src['price6']).
+    check_header = True
+    if first is not None and options.get("header", "false").lower() == "true":
+        written = _header_as_written(spark, first, options)
+        if written is not None and written != fields:
+            log.warning("CSV header of %s has empty or repeated names %s: read as %s, and the headers of "
+                        "the batch's other files are not compared", first, written, fields)
+            check_header = False
     with_corrupt = T.StructType([T.StructField(n, T.StringType()) for n in fields]
                                 + [T.StructField(_CORRUPT, T.StringType())])
     separator = options.get("sep", options.get("delimiter", ","))
 
     def load(paths: list[str]) -> DataFrame:
-        df = (spark.read.options(**options).option("enforceSchema", "false").option("mode", "PERMISSIVE")
+        df = (spark.read.options(**options).option("enforceSchema", str(not check_header).lower())
+              .option("mode", "PERMISSIVE")
               .option("columnNameOfCorruptRecord", _CORRUPT).schema(with_corrupt).csv(paths))
         return df.select(
             _columns_as_map(df, fields).alias("src"),
@@ -207,6 +257,8 @@ def read_records(spark: SparkSession, files: Sequence[InputFile], fmt: str,
     paths = [f.path for f in files if f.size > 0]
     if fmt == "json":
         loader = _json_loader(spark)
+    elif fmt == "json_document":
+        loader = _json_document_loader(spark)
     elif fmt == "parquet":
         loader = _parquet_loader(spark)
     elif fmt == "csv":

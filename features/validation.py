@@ -14,8 +14,11 @@ from demandcast.settings.ingest import ColumnMapping, ValidationLimits
 from features.event_contract import FIELDS, REQUIRED, REQUIRED_BY_EVENT_TYPE, Reason
 
 _PROBLEM = "struct<reason:string,detail:string>"
-# A time followed by a zone: 'Z', '+02', '+0200' or '+02:00'.
-_HAS_OFFSET = r"[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?\s*(Z|[+-][0-9]{2}(:?[0-9]{2})?)$"
+# A time followed by a zone: 'Z', '+02', '+0200', '+02:00', 'UTC', 'GMT+2' or a region such as
+# 'Europe/London' (REES46 writes '2019-10-01 00:00:00 UTC'); Spark's cast honours all of them,
+# and such text must not be shifted again by source_timezone.
+_ZONE = r"(Z|[+-][0-9]{2}(:?[0-9]{2})?|(UTC|GMT|UT)([+-][0-9]{1,2}(:?[0-9]{2})?)?|[A-Za-z]+(/[A-Za-z0-9_+-]+)+)"
+_HAS_OFFSET = r"[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?\s*" + _ZONE + "$"
 _EPOCH = r"^-?[0-9]+(\.[0-9]+)?$"
 _ZONE_LETTERS = set("XxZOVz")
 _MAX_EPOCH_SECONDS = 1e11  # above: milliseconds (1e11 s is the year 5138)
@@ -49,10 +52,19 @@ def _whole_int(text: Column) -> Column:
     return F.when((value == F.floor(value)) & (F.abs(value) <= 2_147_483_647), value.cast("int"))
 
 
+def _decimal_point(text: Column, separator: str) -> Column:
+    """Number text with a '.' decimal point: with a comma separator, '1.081,98' -> '1081.98'."""
+    if separator == ".":
+        return text
+    return F.replace(F.regexp_replace(text, "[.\\s\u00a0]", ""), F.lit(","), F.lit("."))
+
+
 def typed_fields(df: DataFrame, mapping: ColumnMapping) -> DataFrame:
     """Replaces each contract string column with its typed value, keeping the text as `_text_<name>`."""
-    converters = {"timestamp": lambda c: parse_timestamp(c, mapping), "double": _finite_double,
-                  "int": _whole_int, "string": lambda c: c}
+    sep = mapping.decimal_separator
+    converters = {"timestamp": lambda c: parse_timestamp(c, mapping),
+                  "double": lambda c: _finite_double(_decimal_point(c, sep)),
+                  "int": lambda c: _whole_int(_decimal_point(c, sep)), "string": lambda c: c}
     for f in FIELDS:
         df = df.withColumn(f"_text_{f.name}", F.col(f.name)) \
             .withColumn(f.name, converters[f.type](F.col(f.name)))

@@ -1,18 +1,23 @@
 """ingest on real Spark and Delta: quarantine reasons, exactly-once, mapped CSV, the gate."""
 from __future__ import annotations
 
+import datetime as dt
 import gzip
 import hashlib
 import hmac
 import json
 import os
+from collections import Counter
 from pathlib import Path
 
 import pytest
+from pyspark.sql import functions as F
 
 from demandcast.config import load_config
 from demandcast.errors import ConfigError, DataQualityError
 from demandcast.tables import current_version, read_table, table_path
+from features.ingest import prepare_batch
+from features.pseudonymise import resolve_hash_key
 from jobs import ingest as ingest_job
 
 TEST_KEY = os.environ["DEMANDCAST_USER_HASH_KEY"]  # set by conftest
@@ -196,3 +201,195 @@ def test_cluster_mode_refuses_to_run_without_the_secret(project_root, tmp_path, 
     monkeypatch.delenv("DEMANDCAST_USER_HASH_KEY")
     with pytest.raises(ConfigError, match="DEMANDCAST_USER_HASH_KEY"):
         ingest_job.run(_cfg(project_root, tmp_path, "env=cluster"))
+
+
+# Public e-commerce exports as they come (header names and value formats of the REES46
+# multi-category store, UCI Online Retail and Retailrocket dumps), read through config only.
+def _prepared(spark, cfg):
+    """Counts, events and quarantine of a batch as ingest computes them, without the Delta commit
+    (exactly-once and the tables are covered above; this keeps each mapping case to seconds)."""
+    batch = prepare_batch(spark, cfg, resolve_hash_key(cfg.user_hash_key_env, cfg.env),
+                          dt.datetime.now(dt.timezone.utc))
+    try:
+        return batch.counts, batch.events.collect(), batch.quarantine.count()
+    finally:
+        batch.release()
+
+
+REES46 = "event_time,event_type,product_id,category_id,category_code,brand,price,user_id,user_session"
+REAL_EXPORTS = {
+    # UTF-8 BOM and CRLF (a spreadsheet's "CSV UTF-8"), 'cart' recoded, padded upper-case types.
+    "rees46_bom_crlf": (
+        {"2019-Oct.csv": ("\ufeff" + "\r\n".join([
+            REES46,
+            "2019-10-01 00:00:00 UTC,view,44600062,2103807459595387724,,shiseido,35.79,541312140,72d76fde-8bb3",
+            "2019-10-01 00:00:01 UTC,cart,1307067,2053013558920217191,computers.notebook,lenovo,251.74,550050854,7c90",
+            "2019-10-01 00:00:05 UTC, PURCHASE ,1480613,2053013561092866779,computers.desktop,pulser,908.62,512742880,0d0d",
+            "2019-10-01 00:00:18 UTC,click,1004258,2053013555631882655,electronics.smartphone,apple,732.07,529755884,0b82",
+        ]) + "\r\n").encode()},
+        ["ingest.mapping.columns={item_id: product_id, session_id: user_session}",
+         "ingest.mapping.values={event_type: {cart: add_to_cart}}", "ingest.mapping.defaults={quantity: '1'}",
+         "ingest.mapping.event_id_from=[event_time, event_type, item_id, user_id, session_id]"],
+        {("view", "44600062", "2019-10-01 00:00:00", 35.79, 1, "2103807459595387724"),
+         ("add_to_cart", "1307067", "2019-10-01 00:00:01", 251.74, 1, "2053013558920217191"),
+         ("purchase", "1480613", "2019-10-01 00:00:05", 908.62, 1, "2053013561092866779")},
+        {"unknown_event_type": 1}),
+    # A repeated invoice line is two purchases; a cancellation and a line without customer are bad.
+    "uci_online_retail": (
+        {"Online_Retail.csv": (
+            "InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country\n"
+            "536365,85123A,WHITE HANGING HEART T-LIGHT HOLDER,6,12/1/2010 8:26,2.55,17850,United Kingdom\n"
+            '536381,22719,"GUMBALL MONOCHROME COAT RACK, BLACK",1,6/1/2011 9:41,1.25,15311,United Kingdom\n'
+            '536381,22719,"GUMBALL MONOCHROME COAT RACK, BLACK",1,6/1/2011 9:41,1.25,15311,United Kingdom\n'
+            "C536383,35004C,SET OF 3 COLOURED  FLYING DUCKS,-1,12/1/2010 9:49,4.65,15311,United Kingdom\n"
+            "536414,22139,,56,12/1/2010 11:52,0,,United Kingdom\n").encode()},
+        ["ingest.mapping.columns={user_id: CustomerID, item_id: StockCode, event_time: InvoiceDate, "
+         "quantity: Quantity, price: UnitPrice, session_id: InvoiceNo}",
+         "ingest.mapping.constants={event_type: purchase}", "ingest.mapping.event_id_from=[]",
+         "ingest.mapping.repeats_are_events=true", "ingest.mapping.timestamp_format=M/d/yyyy H:mm",
+         "ingest.mapping.source_timezone=Europe/London"],
+        # London is UTC in December and UTC+1 in June.
+        [("purchase", "85123A", "2010-12-01 08:26:00", 2.55, 6, None),
+         ("purchase", "22719", "2011-06-01 08:41:00", 1.25, 1, None),
+         ("purchase", "22719", "2011-06-01 08:41:00", 1.25, 1, None)],
+        {"quantity_out_of_range": 1, "missing_required": 1}),
+    # pandas' to_csv(sep=';', decimal=','): an unnamed index column first, decimal commas (and
+    # digit grouping from a spreadsheet). Spark's header check refused the unnamed column.
+    "pandas_semicolon_decimal_comma": (
+        {"export.csv": (
+            ";event_id;user_id;event_time;event_type;item_id;price;quantity\n"
+            "0;s1;u100;2024-05-01T10:00:00+02:00;purchase;A1;12,50;2\n"
+            '1;s2;u100;2024-05-01 10:00:00;view;A2;"1.081,98";1\n'
+            "2;s3;u101;2024-05-01 10:00:00;view;A3;zwölf;1\n").encode()},
+        ["ingest.csv_options={header: 'true', sep: ';'}", "ingest.mapping.decimal_separator=','"],
+        {("purchase", "A1", "2024-05-01 08:00:00", 12.5, 2, None),
+         ("view", "A2", "2024-05-01 10:00:00", 1081.98, 1, None)},
+        {"wrong_type": 1}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(REAL_EXPORTS))
+def test_real_export_layouts_through_config(spark, project_root, tmp_path, name):
+    files, mapping, expected, bad = REAL_EXPORTS[name]
+    folder = tmp_path / "export"
+    folder.mkdir()
+    for file_name, content in files.items():
+        (folder / file_name).write_bytes(content)
+    cfg = _cfg(project_root, tmp_path, "ingest.format=csv", f"ingest.paths=[{folder}]",
+               "ingest.max_bad_fraction=0.9", *mapping)
+
+    counts, rows, quarantined = _prepared(spark, cfg)
+
+    assert counts["bad_by_reason"] == bad and counts["duplicates_in_batch"] == 0
+    assert counts["good_rows"] + counts["bad_rows"] == counts["records_read"] == sum(
+        content.count(b"\n") - 1 for content in files.values())
+    assert Counter((r.event_type, r.item_id, str(r.event_time), r.price, r.quantity, r.category_id)
+                   for r in rows) == Counter(expected)
+    assert quarantined == counts["bad_rows"]
+    assert len({r.event_id for r in rows}) == len(rows)  # a repeated invoice line is numbered, not a duplicate
+
+
+def test_nested_json_user_id_never_reaches_events(spark, project_root, tmp_path):
+    lines = [{"id": "j1", "ts": "2024-05-01T10:00:00+02:00", "type": " View ", "price": "19.90", "qty": "1",
+              "user": {"id": "u-1001", "tier": "gold"}, "item": {"sku": "A1"}, "coupon": "SPRING"},
+             {"id": "j2", "ts": 1714557600, "type": "Purchase", "price": 49.5, "qty": "2",
+              "user": {"id": "u-1002"}, "item": {"sku": "B7"}, "coupon": "see u-1002", "order": "u-10021"},
+             {"id": "j3", "ts": "2024-05-01T12:00:00", "type": "view", "user": {}, "item": {"sku": "B7"}}]
+    path = _write_json_gz(tmp_path / "export" / "events.json.gz", [json.dumps(x) for x in lines])
+    cfg = _cfg(project_root, tmp_path, f"ingest.paths=[{path}]", "ingest.max_bad_fraction=0.9",
+               "ingest.mapping.columns={event_id: id, event_time: ts, event_type: type, quantity: qty}",
+               "ingest.mapping.derive={user_id: \"get_json_object(src['user'], '$.id')\", "
+               "item_id: \"get_json_object(src['item'], '$.sku')\"}")
+
+    counts, events, _ = _prepared(spark, cfg)
+
+    assert counts["good_rows"] == 2 and counts["bad_by_reason"] == {"missing_required": 1}
+    rows = {r.event_id: r for r in events}
+    assert {(k, r.event_type, r.item_id, str(r.event_time), r.price, r.quantity) for k, r in rows.items()} == {
+        ("j1", "view", "A1", "2024-05-01 08:00:00", 19.9, 1),
+        ("j2", "purchase", "B7", "2024-05-01 10:00:00", 49.5, 2)}
+    # The fields derive reads are mapped, not extra; any other field holding the id is redacted.
+    assert rows["j1"].extra == {"coupon": "SPRING"}
+    assert rows["j2"].extra["coupon"].startswith("see hmac:") and "u-1002" not in rows["j2"].extra["coupon"]
+    assert rows["j2"].extra["order"] == "u-10021"  # whole tokens only
+
+
+@pytest.mark.parametrize("override, message", [
+    ("ingest.mapping.timestamp_format=yyyy-MM-dd HH:mm:ss UTC",
+     r"ingest.mapping.timestamp_format.*\['C', 'T', 'U'\].*quote literal text"),
+    ("ingest.mapping.repeats_are_events=true", r"ingest.mapping.*repeats_are_events needs event_id_from"),
+    ("ingest.mapping.decimal_separator=;", r"ingest.mapping.decimal_separator"),
+    ("ingest.mapping.values={event_typ: {cart: add_to_cart}}", r"ingest.mapping.values.*event_typ"),
+])
+def test_bad_mapping_config_names_the_key(project_root, tmp_path, override, message):
+    with pytest.raises(ConfigError, match=message):
+        cfg = _cfg(project_root, tmp_path, override)
+        from features.column_mapping import _check_keys
+        _check_keys(cfg.ingest.mapping)
+
+
+def test_bad_derive_expression_names_its_key(spark, project_root, tmp_path):
+    path = _write_json_gz(_landing(tmp_path, "2025-02-01", "a.json.gz"), [json.dumps(_event(1))])
+    for derive, error in (("CASE src['type'] WHEN 'cart' THEN", "PARSE_SYNTAX_ERROR"),
+                          ("no_such_fn(src['type'])", "UNRESOLVED_ROUTINE")):
+        cfg = _cfg(project_root, tmp_path, f"ingest.paths=[{path}]", f'ingest.mapping.derive={{channel: "{derive}"}}')
+        with pytest.raises(ConfigError, match=rf"ingest.mapping.derive.channel: .* \[{error}\]"):
+            ingest_job.run(cfg)
+
+
+def test_typed_parquet_export_decimals_and_zoned_or_wall_clock_times(spark, project_root, tmp_path):
+    # A warehouse export: decimal(10,2) prices, int quantities, event times as instants or as
+    # wall-clock times without zone (TIMESTAMP_NTZ), which are read in the source time zone.
+    folder = tmp_path / "export"
+    rows = [("p1", "u-101", dt.datetime(2024, 5, 1, 10, 0, tzinfo=dt.timezone.utc), "Purchase", "A1", "12.50", 2),
+            ("p2", "u-102", dt.datetime(2024, 5, 1, 23, 30, tzinfo=dt.timezone.utc), "view", "A2", "0.99", None)]
+    spark.createDataFrame(rows, "event_id string, user_id string, event_time timestamp, event_type string, "
+                                "item_id string, price string, quantity int") \
+        .withColumn("price", F.col("price").cast("decimal(10,2)")).coalesce(1).write.parquet(str(folder / "zoned"))
+    spark.createDataFrame([("p3", "u-103", dt.datetime(2024, 5, 1, 10, 0), "view", "A3", 1)],
+                          "event_id string, user_id string, event_time timestamp_ntz, event_type string, "
+                          "item_id string, quantity int").coalesce(1).write.parquet(str(folder / "wall_clock"))
+    cfg = _cfg(project_root, tmp_path, "ingest.format=parquet", f"ingest.paths=[{folder}]",
+               "ingest.mapping.source_timezone=Europe/Paris")
+
+    counts, events, _ = _prepared(spark, cfg)
+
+    assert counts["good_rows"] == 3 and counts["bad_rows"] == 0 and counts["file_problems"] == 0
+    assert {(r.event_id, str(r.event_time), r.event_type, r.price, r.quantity) for r in events} == {
+        ("p1", "2024-05-01 10:00:00", "purchase", 12.5, 2), ("p2", "2024-05-01 23:30:00", "view", 0.99, None),
+        ("p3", "2024-05-01 08:00:00", "view", None, 1)}  # 10:00 in Paris (CEST) is 08:00 UTC
+
+
+def test_timestamps_with_a_zone_name_are_not_shifted_by_the_source_zone(spark, project_root, tmp_path):
+    from features.validation import parse_timestamp
+
+    mapping = _cfg(project_root, tmp_path, "ingest.mapping.source_timezone=Europe/Paris").ingest.mapping
+    cases = {"2019-10-01 00:00:00 UTC": "2019-10-01 00:00:00",  # REES46
+             "2019-10-01 00:00:00 GMT+2": "2019-09-30 22:00:00",
+             "2019-10-01 00:00:00 Europe/London": "2019-09-30 23:00:00",
+             "2019-10-01T00:00:00+02:00": "2019-09-30 22:00:00",
+             "2019-10-01 00:00:00": "2019-09-30 22:00:00"}  # no zone: Paris (CEST)
+    got = spark.createDataFrame([(t,) for t in cases], "t string").select(
+        "t", parse_timestamp(F.col("t"), mapping).alias("utc")).collect()
+    assert {r.t: str(r.utc) for r in got} == cases
+
+
+def test_json_document_exports_are_read_object_by_object(spark, project_root, tmp_path):
+    folder = tmp_path / "export"
+    folder.mkdir()
+    records = [_event(n, event_type=" View ") for n in range(3)] + [_event(3, price=-1)]
+    (folder / "pretty.json").write_text(json.dumps(records, indent=2))           # an API dump
+    (folder / "one.json").write_text(json.dumps(_event(4)))                      # a single object
+    (folder / "broken.json").write_text(json.dumps(records, indent=2)[:-40])     # cut off
+    (folder / "none.json").write_text("[]")
+    cfg = _cfg(project_root, tmp_path, "ingest.format=json_document", f"ingest.paths=[{folder}]",
+               "ingest.max_bad_fraction=0.9")
+
+    counts, events, quarantined = _prepared(spark, cfg)
+
+    assert sorted(r.event_id for r in events) == ["E0000", "E0001", "E0002", "E0004"]
+    assert {r.event_type for r in events} == {"view"}
+    # The cut-off document is one unparseable record, so its file carries no event: foreign_schema.
+    assert counts["bad_by_reason"] == {"foreign_schema": 1, "price_out_of_range": 1}
+    assert counts["file_problems"] == 2  # broken.json (foreign_schema) and none.json (empty_file)
+    assert quarantined == 3  # the bad row, the cut-off document, the empty document's file row

@@ -9,6 +9,8 @@ from pydantic import Field, field_validator, model_validator
 
 from demandcast.settings.base import Section
 
+# Letters of Spark's datetime patterns usable for parsing (docs: sql-ref-datetime-pattern).
+_PATTERN_LETTERS = "GyDMLdQqEFahKkHmsSVzOXxZ"
 DEFAULT_EVENT_TYPES = ["view", "search", "add_to_cart", "remove_from_cart", "purchase"]
 
 
@@ -28,9 +30,21 @@ class ColumnMapping(Section):
     derive: dict[str, str] = {}
     # contract column -> value used when the field is missing or empty.
     defaults: dict[str, str] = {}
+    # contract column -> {source value: contract value}, applied to the trimmed value after
+    # columns/constants/derive; values not listed pass unchanged. Codes differ between platforms
+    # (REES46 'cart', Retailrocket 'addtocart'), and a lookup is clearer than a CASE expression.
+    # event_type is matched case-insensitively (it is lower-cased before the lookup).
+    values: dict[str, dict[str, str]] = {}
     # None: event_id comes from the source (and is required). A list: the source has no event
     # id and it is a hash of these contract columns after mapping; [] hashes the raw record.
     event_id_from: list[str] | None = None
+    # With event_id_from: identical records of a batch are separate events, not duplicates (an
+    # invoice export repeats a line when the same item is scanned twice). The n-th copy (n > 1)
+    # gets the id hash(fields, n), so a rerun of the same files yields the same ids.
+    repeats_are_events: bool = False
+    # Decimal separator of price and quantity: "," reads "12,50" and "1.081,98" (European
+    # exports; '.', ' ' and no-break spaces are then digit grouping and dropped).
+    decimal_separator: Literal[".", ","] = "."
     # Java DateTimeFormatter pattern of event_time, e.g. "dd/MM/yyyy HH:mm"; None accepts
     # ISO-8601 (with or without offset), "yyyy-MM-dd[ HH:mm:ss]" and epoch seconds/milliseconds.
     timestamp_format: str | None = None
@@ -50,6 +64,31 @@ class ColumnMapping(Section):
             raise ValueError(f"unknown time zone {value!r} (an IANA name such as Europe/Paris, or +HH:MM)")
         return value
 
+    @field_validator("timestamp_format")
+    @classmethod
+    def _pattern_letters(cls, value: str | None) -> str | None:
+        # Spark fails only when the first row is parsed, deep in a stage: check the letters here.
+        # Text between single quotes is literal ('T', 'UTC'); week-based letters are refused by Spark 3+.
+        if value is None:
+            return value
+        if not value.strip():
+            raise ValueError("empty pattern (use null for ISO-8601 or epoch)")
+        unquoted = re.sub(r"'[^']*'", "", value)
+        if unquoted.count("'"):
+            raise ValueError(f"unbalanced quote in {value!r}")
+        bad = sorted({c for c in unquoted if c.isalpha() and c not in _PATTERN_LETTERS})
+        if bad:
+            raise ValueError(f"{bad} in {value!r} are not date-time pattern letters ({_PATTERN_LETTERS}); "
+                             "quote literal text, e.g. \"yyyy-MM-dd HH:mm:ss 'UTC'\"")
+        return value
+
+    @model_validator(mode="after")
+    def _repeats_need_hashed_ids(self) -> "ColumnMapping":
+        if self.repeats_are_events and self.event_id_from is None:
+            raise ValueError("repeats_are_events needs event_id_from (ids hashed from fields): with ids from "
+                             "the source, a repeated id is a duplicate")
+        return self
+
 
 class ValidationLimits(Section):
     allowed_event_types: list[str] = DEFAULT_EVENT_TYPES
@@ -63,7 +102,9 @@ class ValidationLimits(Section):
 
 
 class IngestSettings(Section):
-    format: Literal["json", "csv", "parquet"] = "json"
+    # json: JSON lines; json_document: each file one JSON array of objects (read whole: small
+    # exports and API dumps); csv; parquet.
+    format: Literal["json", "json_document", "csv", "parquet"] = "json"
     # Files or folders to read. Empty: {raw_dir}/events/{format}. Folders are read recursively.
     paths: list[str] = []
     # Inclusive range of `event_date=YYYY-MM-DD` landing folders to read (None: no bound).
