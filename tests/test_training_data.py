@@ -10,7 +10,7 @@ import pytest
 from pyspark.sql import functions as F
 
 from demandcast.config import load_config
-from demandcast.errors import DataQualityError
+from demandcast.errors import ConfigError, DataQualityError
 from demandcast.tables import current_version, table_path, write_table
 from training_fixtures import FEATURES_SPEC, SNAPSHOTS, simulate, write_contract_tables
 from training.dataset import (SPLITS, build_training_set, pin_training_set, snapshot_gaps,
@@ -187,3 +187,10 @@ def test_missing_snapshots_say_what_to_run():
     assert gaps[0].startswith(f"snapshots ['{d3}'] are missing from user_features: run `features`")
     assert gaps[1].startswith(f"snapshots ['{d2}'] have no labels: their label window")
     assert snapshot_gaps([d1], {d1, d2}, {d1}) == []
+
+
+def test_pinning_a_version_that_does_not_exist_names_the_key(spark, world):
+    cfg, _, ts = world
+    with pytest.raises(ConfigError, match=r"train.training_set_version=99: training_set has no "
+                                          r"such version \(it has 0\.\.\d+\)"):
+        pin_training_set(spark, cfg.warehouse, 99, cfg.train)

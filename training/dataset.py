@@ -14,7 +14,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from demandcast.errors import DataQualityError, StageFailed
+from demandcast.errors import ConfigError, DataQualityError, StageFailed
 from demandcast.logs import get_logger
 from demandcast.settings.train import TrainSettings
 from demandcast.tables import (NO_DELETION_VECTORS, TableSpec, current_version, read_table,
@@ -261,8 +261,9 @@ def build_training_set(spark: SparkSession, warehouse: str, settings: TrainSetti
     labels = read_table(spark, warehouse, "labels", l_version)
     dates = resolve_snapshots(spark, features, labels, snapshot_dates)
     if settings.protocol == "out_of_time" and len(dates) < 2:
-        raise StageFailed("protocol out_of_time needs at least two snapshots (train on earlier, "
-                          f"test on the last); have {[d.isoformat() for d in dates]}")
+        raise ConfigError("train.protocol=out_of_time needs at least two snapshots (train on the "
+                          f"earlier, test on the last); have {[d.isoformat() for d in dates]}: list "
+                          "more in train.snapshot_dates (or snapshot_dates) or use protocol holdout")
     test_snapshot = dates[-1] if settings.protocol == "out_of_time" else None
     in_dates = F.col("snapshot_date").isin([F.lit(d) for d in dates])
     features, labels = features.where(in_dates), labels.where(in_dates)
@@ -303,11 +304,13 @@ def pin_training_set(spark: SparkSession, warehouse: str, version: int,
     path = table_path(warehouse, "training_set")
     if current_version(spark, path) is None:
         raise StageFailed(f"train.training_set_version={version}, but there is no training_set table")
-    history = DeltaTable.forPath(spark, path).history().where(f"version = {int(version)}") \
-        .select("userMetadata").collect()
-    if not history:
-        raise StageFailed(f"training_set has no version {version} (see DESCRIBE HISTORY)")
-    lineage = json.loads(history[0][0] or "{}")
+    history = {int(r[0]): r[1] for r in
+               DeltaTable.forPath(spark, path).history().select("version", "userMetadata").collect()}
+    if int(version) not in history:
+        raise ConfigError(f"train.training_set_version={version}: training_set has no such version "
+                          f"(it has {min(history)}..{max(history)}); pin one of those or unset it "
+                          "to build a new one")
+    lineage = json.loads(history[int(version)] or "{}")
     df = spark.read.format("delta").option("versionAsOf", int(version)).load(path)
     features_schema = T.StructType([f for f in df.schema.fields if f.name not in LABELS
                                     and not f.name.startswith("label_cat_")])
