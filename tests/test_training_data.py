@@ -17,7 +17,7 @@ from training.dataset import (SPLITS, build_training_set, pin_training_set, snap
                               split_problems)
 from training.input import (STRINGS, WEIGHT, InputSpec, Prefetcher, ShardReader, shard_batches,
                             to_columns)
-from training.preprocessing import compute_state
+from training.preprocessing import compute_state, numeric_statistics
 
 
 @pytest.fixture(scope="module")
@@ -194,3 +194,10 @@ def test_pinning_a_version_that_does_not_exist_names_the_key(spark, world):
     with pytest.raises(ConfigError, match=r"train.training_set_version=99: training_set has no "
                                           r"such version \(it has 0\.\.\d+\)"):
         pin_training_set(spark, cfg.warehouse, 99, cfg.train)
+
+
+def test_numerics_null_in_every_row_are_named_together(spark):
+    train = spark.createDataFrame([(1.0, None, None), (2.0, None, None)], "a double, b double, c double")
+    with pytest.raises(DataQualityError, match=r"numeric features \['b', 'c'\] are null in every "
+                                               r"training row: leave them out \(train.exclude_features="):
+        numeric_statistics(train, ("a", "b", "c"), buckets=4)

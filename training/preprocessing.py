@@ -51,6 +51,13 @@ def numeric_statistics(train: DataFrame, numeric: tuple[str, ...], buckets: int,
             F.stddev_pop(signed_log1p(c)).alias(f"{c}__std"),
             F.count(F.col(c)).alias(f"{c}__n"))
     ]).first().asDict()
+    all_null = [c for c in numeric if moments[f"{c}__n"] == 0]
+    if all_null:
+        # Typically snapshots too early for anyone to have that history: naming every such column
+        # at once saves a failed run per column.
+        raise DataQualityError(f"numeric features {all_null} are null in every training row: "
+                               f"leave them out (train.exclude_features={all_null}) or train on "
+                               "later snapshots")
     bucket_probs = [i / buckets for i in range(1, buckets)]
     edge_probs = [i / embedding_bins for i in range(embedding_bins + 1)] if embedding_bins else []
     probabilities = sorted(set(bucket_probs) | set(edge_probs))
@@ -58,8 +65,6 @@ def numeric_statistics(train: DataFrame, numeric: tuple[str, ...], buckets: int,
     quantiles = transformed.approxQuantile(list(numeric), probabilities, 0.001)
     stats = {}
     for column, values in zip(numeric, quantiles):
-        if moments[f"{column}__n"] == 0:
-            raise DataQualityError(f"numeric feature '{column}' is null in every training row")
         at = dict(zip(probabilities, values))
         std = moments[f"{column}__std"] or 0.0
         stats[column] = {
