@@ -14,7 +14,7 @@ from demandcast.errors import ConfigError, DataQualityError
 from demandcast.tables import current_version, table_path, write_table
 from training_fixtures import FEATURES_SPEC, SNAPSHOTS, simulate, write_contract_tables
 from training.dataset import (SPLITS, build_training_set, pin_training_set, snapshot_gaps,
-                              split_problems)
+                              split_class_counts, split_problems)
 from training.input import (STRINGS, WEIGHT, InputSpec, Prefetcher, ShardReader, shard_batches,
                             to_columns)
 from training.preprocessing import compute_state, numeric_statistics
@@ -201,3 +201,12 @@ def test_numerics_null_in_every_row_are_named_together(spark):
     with pytest.raises(DataQualityError, match=r"numeric features \['b', 'c'\] are null in every "
                                                r"training row: leave them out \(train.exclude_features="):
         numeric_statistics(train, ("a", "b", "c"), buckets=4)
+
+
+def test_split_counts_and_train_non_nulls_come_from_one_pass(spark):
+    rows = spark.createDataFrame(
+        [("train", 1, 1.0, None), ("train", 0, None, None), ("test", 0, 2.0, 3.0), ("train", 0, 4.0, None)],
+        "split string, label_purchased int, a double, b double")
+    by_class, non_null = split_class_counts(rows, ("a", "b"))
+    assert by_class == {("train", 1): 1, ("train", 0): 2, ("test", 0): 1}
+    assert non_null == {"a": 2, "b": 0}  # b has a value only outside the train split

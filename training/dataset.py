@@ -214,10 +214,24 @@ def resolve_snapshots(spark: SparkSession, features: DataFrame, labels: DataFram
     return sorted(wanted)
 
 
-def split_class_counts(rows: DataFrame) -> dict[tuple[str, int], int]:
-    """Rows per (split, label_purchased): only the narrow columns are read."""
-    return {(r[0], int(r[1])): int(r[2]) for r in
-            rows.groupBy(SPLIT_COLUMN, "label_purchased").count().collect()}
+def split_class_counts(rows: DataFrame, numeric: tuple[str, ...] = ()
+                       ) -> tuple[dict[tuple[str, int], int], dict[str, int]]:
+    """Rows per (split, label_purchased), and the non-null values of each numeric in the train
+    split, in one pass over the needed columns only."""
+    counted = rows.groupBy(SPLIT_COLUMN, "label_purchased").agg(
+        F.count(F.lit(1)).alias("_rows"), *[F.count(c).alias(f"_nn{i}") for i, c in enumerate(numeric)]
+    ).collect()
+    by_class = {(r[0], int(r[1])): int(r["_rows"]) for r in counted}
+    in_train = {c: sum(int(r[f"_nn{i}"]) for r in counted if r[0] == "train")
+                for i, c in enumerate(numeric)}
+    return by_class, in_train
+
+
+def all_null_error(columns: list[str]) -> DataQualityError:
+    # Typically snapshots too early for anyone to have that history: naming every such column
+    # at once saves a failed run per column.
+    return DataQualityError(f"numeric features {columns} are null in every training row: leave "
+                            f"them out (train.exclude_features={columns}) or train on later snapshots")
 
 
 def rows_per_split(by_class: dict[tuple[str, int], int]) -> dict[str, int]:
@@ -273,9 +287,11 @@ def build_training_set(spark: SparkSession, warehouse: str, settings: TrainSetti
     rows = joined_training_rows(features, labels, columns, categories,
                                 split_column(settings, test_snapshot))
     # Counted on the narrow join before the write: a refused set leaves training_set untouched.
-    by_class = split_class_counts(rows)
+    by_class, non_null = split_class_counts(rows, columns.numeric)
     check_splits(by_class, "training set refused, nothing written",
                  "add snapshots or users, or change train.test_percent/validation_percent")
+    if any(n == 0 for n in non_null.values()):
+        raise all_null_error([c for c, n in non_null.items() if n == 0])
     counts = rows_per_split(by_class)
     rows = rows.repartition(settings.files_per_split * len(SPLITS), SPLIT_COLUMN,
                             file_bucket(settings.files_per_split))
@@ -318,7 +334,7 @@ def pin_training_set(spark: SparkSession, warehouse: str, version: int,
     n_categories = sum(1 for f in df.schema.fields if f.name.startswith("label_cat_"))
     categories = tuple(df.schema[category_label_column(i)].metadata["category_id"]
                        for i in range(n_categories))
-    by_class = split_class_counts(df)
+    by_class, _ = split_class_counts(df)
     check_splits(by_class, f"training_set version {version} cannot be trained on",
                  "pin another version (train.training_set_version) or build a new one")
     counts = rows_per_split(by_class)

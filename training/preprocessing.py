@@ -19,7 +19,7 @@ from pyspark.sql import functions as F
 
 from demandcast.errors import DataQualityError
 from demandcast.settings.train import TrainSettings
-from training.dataset import TrainingSet, category_label_column
+from training.dataset import TrainingSet, all_null_error, category_label_column
 
 STATE_FILE = "preprocessing.json"
 MAX_AUTO_CROSSES = 12
@@ -52,12 +52,8 @@ def numeric_statistics(train: DataFrame, numeric: tuple[str, ...], buckets: int,
             F.count(F.col(c)).alias(f"{c}__n"))
     ]).first().asDict()
     all_null = [c for c in numeric if moments[f"{c}__n"] == 0]
-    if all_null:
-        # Typically snapshots too early for anyone to have that history: naming every such column
-        # at once saves a failed run per column.
-        raise DataQualityError(f"numeric features {all_null} are null in every training row: "
-                               f"leave them out (train.exclude_features={all_null}) or train on "
-                               "later snapshots")
+    if all_null:  # a pinned version; a new training set is refused before it is written
+        raise all_null_error(all_null)
     bucket_probs = [i / buckets for i in range(1, buckets)]
     edge_probs = [i / embedding_bins for i in range(embedding_bins + 1)] if embedding_bins else []
     probabilities = sorted(set(bucket_probs) | set(edge_probs))
