@@ -141,7 +141,7 @@ def evaluate(spark: SparkSession, cfg: PipelineConfig) -> dict:
               for name, s in scores.items()}
 
     category_auc = {
-        cat: M.auc(test[category_label_column(i)], predictions[scoring.category_columns[i]])
+        cat: M.defined_auc(test[category_label_column(i)], predictions[scoring.category_columns[i]])
         for i, cat in enumerate(categories)}
     sample = test.sample(n=min(len(test), settings.importance_rows), random_state=cfg.seed)
     importance = {
