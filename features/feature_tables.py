@@ -117,6 +117,14 @@ def dates_to_process(spark: SparkSession, warehouse: str, user_daily: DataFrame 
     return changed, {d: n for d, n in in_events.items() if n}
 
 
+def event_date_range(spark: SparkSession, warehouse: str) -> tuple[dt.date | None, dt.date | None]:
+    """First and last event_date with rows, from the Delta log (no scan); (None, None) if empty."""
+    read_table(spark, warehouse, "events")  # a clear error when the table does not exist
+    dates = [d for d, n in partition_record_counts(spark, table_path(warehouse, "events"),
+                                                   "event_date").items() if n and d is not None]
+    return (min(dates), max(dates)) if dates else (None, None)
+
+
 def update_user_daily(spark: SparkSession, warehouse: str, spec: FeatureSpec) -> DailyUpdate:
     """Recomputes user_daily for new or changed event dates only, in one commit.
 

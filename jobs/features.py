@@ -13,14 +13,15 @@ from demandcast.cli import job_main
 from demandcast.config import PipelineConfig
 from demandcast.session import build_spark_session
 from features.catalog import FeatureSpec
-from features.feature_tables import update_user_daily, write_snapshots
-from features.snapshots import resolve_snapshots
+from features.feature_tables import event_date_range, update_user_daily, write_snapshots
+from features.snapshots import check_snapshots_in_events, resolve_snapshots, snapshot_source
 
 
 def run(cfg: PipelineConfig) -> dict:
     snapshots = resolve_snapshots(cfg)
     spec = FeatureSpec.from_config(cfg)
     spark = build_spark_session("features", cfg.spark)
+    check_snapshots_in_events(snapshots, *event_date_range(spark, cfg.warehouse), snapshot_source(cfg))
     daily = update_user_daily(spark, cfg.warehouse, spec)
     written = write_snapshots(spark, cfg.warehouse, snapshots, spec, daily.last_event_date,
                               cfg.features.require_complete_label_window)

@@ -10,8 +10,11 @@ import pytest
 
 from demandcast.tables import partition_record_counts, read_table, table_path, write_table
 from features.catalog import DOC_PATH, FeatureSpec, feature_catalog, label_section, render_markdown
-from features.feature_tables import label_window_complete, update_user_daily, write_snapshots
-from features_data import EVENTS, events_frame, write_inputs
+from demandcast.errors import ConfigError, DataQualityError
+from features.feature_tables import (event_date_range, label_window_complete, update_user_daily,
+                                     write_snapshots)
+from features.snapshots import check_snapshots_in_events
+from features_data import EVENTS, EVENTS_SCHEMA, events_frame, write_inputs
 
 D = dt.date(2026, 3, 10)  # a Tuesday
 
@@ -189,6 +192,27 @@ def test_event_counts_per_date_come_from_the_delta_log(spark, tmp_path):
         spark.conf.unset("spark.databricks.delta.stats.collect")
     assert partition_record_counts(spark, path, "event_date") == {
         dt.date(2026, 3, 1): 2, dt.date(2026, 3, 2): 4, dt.date(2026, 3, 3): 1}
+    assert event_date_range(spark, warehouse) == (dt.date(2026, 3, 1), dt.date(2026, 3, 3))
+
+
+def test_an_events_table_without_rows_has_no_date_range(spark, tmp_path):
+    warehouse = str(tmp_path / "warehouse")
+    write_table(spark.createDataFrame([], EVENTS_SCHEMA), warehouse, EVENTS, "append")
+    assert event_date_range(spark, warehouse) == (None, None)
+    with pytest.raises(DataQualityError, match="events table has no rows"):
+        check_snapshots_in_events([D], None, None, "snapshot_dates")
+
+
+def test_snapshots_must_lie_within_the_events():
+    first, last = dt.date(2026, 1, 1), dt.date(2026, 3, 31)
+    # The day after the last event is the everyday case (score today on data up to yesterday).
+    check_snapshots_in_events([dt.date(2026, 1, 2), dt.date(2026, 4, 1)], first, last, "snapshot_dates")
+    with pytest.raises(ConfigError, match=r"features.snapshot_date: snapshots \['2030-01-01'\] "
+                                          r"after 2026-04-01.*2026-01-02..2026-04-01"):
+        check_snapshots_in_events([dt.date(2030, 1, 1)], first, last, "features.snapshot_date")
+    with pytest.raises(ConfigError, match=r"\['2025-06-01', '2026-01-01'\] on or before the first"):
+        check_snapshots_in_events([dt.date(2025, 6, 1), first, dt.date(2026, 2, 1)], first, last,
+                                  "snapshot_dates")
 
 
 def test_label_window_must_be_observed():

@@ -3,6 +3,7 @@ loaded in the Spark Python workers): Spark scores equal in-process predict to 1e
 from __future__ import annotations
 
 import datetime as dt
+import shutil
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ import pytest
 from demandcast.config import load_config
 from demandcast.errors import StageFailed
 from demandcast.tables import read_table
-from training.model_io import load_scoring_model
+from training.model_io import load_failed, load_scoring_model, require_model_dir
 from training.score_stage import run_score
 from training.scoring import check_model_inputs
 
@@ -50,3 +51,25 @@ def test_udf_scores_of_the_real_model_equal_in_process_predict(spark, warehouse,
     narrow = features.drop("sessions_last_7d")
     with pytest.raises(StageFailed, match="missing column 'sessions_last_7d'"):
         check_model_inputs(model.input_columns, narrow.schema, "wd1")
+
+    # Values never seen in training (and nulls) go to the lookups' OOV bucket: finite scores.
+    unseen = current.assign(device="smart_fridge", region=None).set_index("user_key")
+    oov = model.predict(unseen)
+    assert np.isfinite(oov.to_numpy()).all() and oov["p_purchase"].between(0, 1).all()
+
+    # A half-copied or corrupt model directory is one clear line, never a TF stack trace.
+    half = tmp_path / "half"
+    shutil.copytree(model_dir, half)
+    (half / "saved_model" / "variables" / "variables.index").unlink()
+    with pytest.raises(StageFailed, match=r"is incomplete \(missing \['saved_model/variables/"
+                                          r"variables.index'\]\); retrain"):
+        load_scoring_model(half)
+    with pytest.raises(StageFailed, match="no model directory at"):
+        require_model_dir(tmp_path / "nowhere")
+    corrupt = tmp_path / "corrupt"
+    shutil.copytree(model_dir, corrupt)
+    (corrupt / "saved_model" / "saved_model.pb").write_bytes(b"not a protobuf")
+    with pytest.raises(Exception) as raised:
+        load_scoring_model(corrupt)
+    message = str(load_failed("wd1", corrupt, raised.value))
+    assert "\n" not in message and message.startswith(f"cannot load model wd1 from {corrupt}")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import collections
+import datetime as dt
 import math
 
 import numpy as np
@@ -9,12 +10,14 @@ import pytest
 from pyspark.sql import functions as F
 
 from demandcast.config import load_config
-from demandcast.tables import write_table
+from demandcast.errors import ConfigError, DataQualityError
+from demandcast.tables import current_version, table_path, write_table
 from training_fixtures import FEATURES_SPEC, SNAPSHOTS, simulate, write_contract_tables
-from training.dataset import build_training_set, pin_training_set
+from training.dataset import (SPLITS, build_training_set, pin_training_set, snapshot_gaps,
+                              split_class_counts, split_problems)
 from training.input import (STRINGS, WEIGHT, InputSpec, Prefetcher, ShardReader, shard_batches,
                             to_columns)
-from training.preprocessing import compute_state
+from training.preprocessing import compute_state, numeric_statistics
 
 
 @pytest.fixture(scope="module")
@@ -155,3 +158,55 @@ def test_bad_cross_is_a_clear_error(spark, world):
     settings = cfg.train.model_copy(update={"crosses": [["region", "no_such_feature"]]})
     with pytest.raises(DataQualityError, match="no_such_feature"):
         compute_state(ts, ts.read(spark, "train"), settings)
+
+
+def test_splits_need_buyers_and_non_buyers():
+    full = {(s, c): 10 for s in SPLITS for c in (0, 1)}
+    assert split_problems(full) == []
+    assert split_problems({**full, ("test", 1): 0, ("validation", 0): 0, ("validation", 1): 0}) == [
+        "the 'validation' split has no rows", "the 'test' split has 10 rows, all with label_purchased=0"]
+    assert split_problems({**full, ("train", 0): 0}) == [
+        "the 'train' split has 10 rows, all with label_purchased=1"]
+
+
+def test_a_one_class_training_set_is_refused_and_nothing_written(spark, tmp_path):
+    warehouse = str(tmp_path / "warehouse")
+    nobody_buys = simulate(60, SNAPSHOTS[:1], seed=3).assign(
+        label_purchased=0, label_spend=0.0, label_n_purchases=0, bought_category=None)
+    write_contract_tables(spark, warehouse, nobody_buys)
+    cfg = load_config("conf/local.yaml", [f"warehouse={warehouse}", "train.files_per_split=1"])
+    with pytest.raises(DataQualityError, match=r"training set refused, nothing written: the 'train' "
+                                               r"split has \d+ rows, all with label_purchased=0"):
+        build_training_set(spark, warehouse, cfg.train, [])
+    assert current_version(spark, table_path(warehouse, "training_set")) is None
+
+
+def test_missing_snapshots_say_what_to_run():
+    d1, d2, d3 = SNAPSHOTS[0], SNAPSHOTS[-1], SNAPSHOTS[-1] + dt.timedelta(days=30)
+    gaps = snapshot_gaps([d1, d2, d3], {d1, d2}, {d1})
+    assert gaps[0].startswith(f"snapshots ['{d3}'] are missing from user_features: run `features`")
+    assert gaps[1].startswith(f"snapshots ['{d2}'] have no labels: their label window")
+    assert snapshot_gaps([d1], {d1, d2}, {d1}) == []
+
+
+def test_pinning_a_version_that_does_not_exist_names_the_key(spark, world):
+    cfg, _, ts = world
+    with pytest.raises(ConfigError, match=r"train.training_set_version=99: training_set has no "
+                                          r"such version \(it has 0\.\.\d+\)"):
+        pin_training_set(spark, cfg.warehouse, 99, cfg.train)
+
+
+def test_numerics_null_in_every_row_are_named_together(spark):
+    train = spark.createDataFrame([(1.0, None, None), (2.0, None, None)], "a double, b double, c double")
+    with pytest.raises(DataQualityError, match=r"numeric features \['b', 'c'\] are null in every "
+                                               r"training row: leave them out \(train.exclude_features="):
+        numeric_statistics(train, ("a", "b", "c"), buckets=4)
+
+
+def test_split_counts_and_train_non_nulls_come_from_one_pass(spark):
+    rows = spark.createDataFrame(
+        [("train", 1, 1.0, None), ("train", 0, None, None), ("test", 0, 2.0, 3.0), ("train", 0, 4.0, None)],
+        "split string, label_purchased int, a double, b double")
+    by_class, non_null = split_class_counts(rows, ("a", "b"))
+    assert by_class == {("train", 1): 1, ("train", 0): 2, ("test", 0): 1}
+    assert non_null == {"a": 2, "b": 0}  # b has a value only outside the train split

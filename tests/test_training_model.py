@@ -164,6 +164,9 @@ def test_classification_metrics_on_a_known_case():
     assert m["lift"][-1]["cumulative_capture"] == pytest.approx(1.0)
     with pytest.raises(ValueError):
         M.classification_metrics(y, p[:-1])
+    # A category nobody in the test split bought: undefined, written as null rather than NaN.
+    assert M.defined_auc(y, p) == pytest.approx(roc_auc_score(y, p))
+    assert M.defined_auc(np.zeros(10), p) is None
 
 
 def test_gpu_path_refuses_clearly_without_a_gpu():

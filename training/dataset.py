@@ -14,7 +14,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from demandcast.errors import DataQualityError, StageFailed
+from demandcast.errors import ConfigError, DataQualityError, StageFailed
 from demandcast.logs import get_logger
 from demandcast.settings.train import TrainSettings
 from demandcast.tables import (NO_DELETION_VECTORS, TableSpec, current_version, read_table,
@@ -183,19 +183,85 @@ class TrainingSet:
         return sorted(self.read(spark, split).inputFiles())
 
 
+def snapshot_gaps(wanted: list[dt.date], with_features: set[dt.date], with_labels: set[dt.date]
+                  ) -> list[str]:
+    """What is missing for each wanted snapshot, and what to do about it: a snapshot with
+    features but no labels is one whose label window was not complete when features ran."""
+    no_features = sorted(d.isoformat() for d in set(wanted) - with_features)
+    no_labels = sorted(d.isoformat() for d in (set(wanted) & with_features) - with_labels)
+    gaps = []
+    if no_features:
+        gaps.append(f"snapshots {no_features} are missing from user_features: run `features` "
+                    "for them first")
+    if no_labels:
+        gaps.append(f"snapshots {no_labels} have no labels: their label window (label_window_days) "
+                    "reached past the last ingested event when `features` ran; ingest the later "
+                    "events and rerun `features`, or train on earlier snapshots")
+    return gaps
+
+
 def resolve_snapshots(spark: SparkSession, features: DataFrame, labels: DataFrame,
                       wanted: list[dt.date]) -> list[dt.date]:
-    have = {r[0] for r in features.select("snapshot_date").distinct()
-            .join(labels.select("snapshot_date").distinct(), "snapshot_date").collect()}
+    with_features = {r[0] for r in features.select("snapshot_date").distinct().collect()}
+    with_labels = {r[0] for r in labels.select("snapshot_date").distinct().collect()}
     if not wanted:
-        if not have:
+        if not with_features & with_labels:
             raise StageFailed("user_features and labels share no snapshot_date: run `features` first")
-        return sorted(have)
-    missing = sorted(set(wanted) - have)
-    if missing:
-        raise StageFailed(f"snapshots {[d.isoformat() for d in missing]} are missing from "
-                          "user_features or labels: run `features` for them first")
+        return sorted(with_features & with_labels)
+    gaps = snapshot_gaps(wanted, with_features, with_labels)
+    if gaps:
+        raise StageFailed("; ".join(gaps))
     return sorted(wanted)
+
+
+def split_class_counts(rows: DataFrame, numeric: tuple[str, ...] = ()
+                       ) -> tuple[dict[tuple[str, int], int], dict[str, int]]:
+    """Rows per (split, label_purchased), and the non-null values of each numeric in the train
+    split, in one pass over the needed columns only."""
+    counted = rows.groupBy(SPLIT_COLUMN, "label_purchased").agg(
+        F.count(F.lit(1)).alias("_rows"), *[F.count(c).alias(f"_nn{i}") for i, c in enumerate(numeric)]
+    ).collect()
+    by_class = {(r[0], int(r[1])): int(r["_rows"]) for r in counted}
+    in_train = {c: sum(int(r[f"_nn{i}"]) for r in counted if r[0] == "train")
+                for i, c in enumerate(numeric)}
+    return by_class, in_train
+
+
+def all_null_error(columns: list[str]) -> DataQualityError:
+    # Typically snapshots too early for anyone to have that history: naming every such column
+    # at once saves a failed run per column.
+    return DataQualityError(f"numeric features {columns} are null in every training row: leave "
+                            f"them out (train.exclude_features={columns}) or train on later snapshots")
+
+
+def rows_per_split(by_class: dict[tuple[str, int], int]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for (split, _), n in by_class.items():
+        counts[split] = counts.get(split, 0) + n
+    return counts
+
+
+def split_problems(by_class: dict[tuple[str, int], int]) -> list[str]:
+    """Why the splits cannot train and evaluate a classifier: every split needs buyers and
+    non-buyers, or validation AUC (early stopping), Platt calibration and test ROC-AUC are
+    undefined and training would go on with meaningless figures."""
+    problems = []
+    for name in SPLITS:
+        buyers, others = by_class.get((name, 1), 0), by_class.get((name, 0), 0)
+        if buyers + others == 0:
+            problems.append(f"the '{name}' split has no rows")
+        elif buyers == 0 or others == 0:
+            problems.append(f"the '{name}' split has {buyers + others} rows, all with "
+                            f"label_purchased={1 if buyers else 0}")
+    return problems
+
+
+def check_splits(by_class: dict[tuple[str, int], int], what: str, remedy: str) -> None:
+    problems = split_problems(by_class)
+    if problems:
+        shown = {f"{s}/{c}": n for (s, c), n in sorted(by_class.items())}
+        raise DataQualityError(f"{what}: {'; '.join(problems)} (rows per split/label: {shown}); "
+                               f"every split needs buyers and non-buyers: {remedy}")
 
 
 def build_training_set(spark: SparkSession, warehouse: str, settings: TrainSettings,
@@ -209,8 +275,9 @@ def build_training_set(spark: SparkSession, warehouse: str, settings: TrainSetti
     labels = read_table(spark, warehouse, "labels", l_version)
     dates = resolve_snapshots(spark, features, labels, snapshot_dates)
     if settings.protocol == "out_of_time" and len(dates) < 2:
-        raise StageFailed("protocol out_of_time needs at least two snapshots (train on earlier, "
-                          f"test on the last); have {[d.isoformat() for d in dates]}")
+        raise ConfigError("train.protocol=out_of_time needs at least two snapshots (train on the "
+                          f"earlier, test on the last); have {[d.isoformat() for d in dates]}: list "
+                          "more in train.snapshot_dates (or snapshot_dates) or use protocol holdout")
     test_snapshot = dates[-1] if settings.protocol == "out_of_time" else None
     in_dates = F.col("snapshot_date").isin([F.lit(d) for d in dates])
     features, labels = features.where(in_dates), labels.where(in_dates)
@@ -219,6 +286,13 @@ def build_training_set(spark: SparkSession, warehouse: str, settings: TrainSetti
     categories = top_categories(train_labels, settings.top_k_categories)
     rows = joined_training_rows(features, labels, columns, categories,
                                 split_column(settings, test_snapshot))
+    # Counted on the narrow join before the write: a refused set leaves training_set untouched.
+    by_class, non_null = split_class_counts(rows, columns.numeric)
+    check_splits(by_class, "training set refused, nothing written",
+                 "add snapshots or users, or change train.test_percent/validation_percent")
+    if any(n == 0 for n in non_null.values()):
+        raise all_null_error([c for c, n in non_null.items() if n == 0])
+    counts = rows_per_split(by_class)
     rows = rows.repartition(settings.files_per_split * len(SPLITS), SPLIT_COLUMN,
                             file_bucket(settings.files_per_split))
     sources = {"user_features": f_version, "labels": l_version}
@@ -232,12 +306,6 @@ def build_training_set(spark: SparkSession, warehouse: str, settings: TrainSetti
     finally:
         spark.conf.unset(key)
     path = table_path(warehouse, "training_set")
-    counts = {r[0]: int(r[1]) for r in spark.read.format("delta").option("versionAsOf", version)
-              .load(path).groupBy(SPLIT_COLUMN).count().collect()}
-    for name in SPLITS:
-        if counts.get(name, 0) == 0:
-            raise DataQualityError(f"training_set version {version} has no '{name}' rows "
-                                   f"(rows per split: {counts}); add users or snapshots")
     log.info("training_set version %d: %s rows from snapshots %s", version, counts,
              [d.isoformat() for d in dates])
     return TrainingSet(path, version, tuple(dates), columns, tuple(categories),
@@ -252,11 +320,13 @@ def pin_training_set(spark: SparkSession, warehouse: str, version: int,
     path = table_path(warehouse, "training_set")
     if current_version(spark, path) is None:
         raise StageFailed(f"train.training_set_version={version}, but there is no training_set table")
-    history = DeltaTable.forPath(spark, path).history().where(f"version = {int(version)}") \
-        .select("userMetadata").collect()
-    if not history:
-        raise StageFailed(f"training_set has no version {version} (see DESCRIBE HISTORY)")
-    lineage = json.loads(history[0][0] or "{}")
+    history = {int(r[0]): r[1] for r in
+               DeltaTable.forPath(spark, path).history().select("version", "userMetadata").collect()}
+    if int(version) not in history:
+        raise ConfigError(f"train.training_set_version={version}: training_set has no such version "
+                          f"(it has {min(history)}..{max(history)}); pin one of those or unset it "
+                          "to build a new one")
+    lineage = json.loads(history[int(version)] or "{}")
     df = spark.read.format("delta").option("versionAsOf", int(version)).load(path)
     features_schema = T.StructType([f for f in df.schema.fields if f.name not in LABELS
                                     and not f.name.startswith("label_cat_")])
@@ -264,7 +334,10 @@ def pin_training_set(spark: SparkSession, warehouse: str, version: int,
     n_categories = sum(1 for f in df.schema.fields if f.name.startswith("label_cat_"))
     categories = tuple(df.schema[category_label_column(i)].metadata["category_id"]
                        for i in range(n_categories))
-    counts = {r[0]: int(r[1]) for r in df.groupBy(SPLIT_COLUMN).count().collect()}
+    by_class, _ = split_class_counts(df)
+    check_splits(by_class, f"training_set version {version} cannot be trained on",
+                 "pin another version (train.training_set_version) or build a new one")
+    counts = rows_per_split(by_class)
     dates = lineage.get("snapshot_dates") or [r[0].isoformat() for r in
                                               df.select("snapshot_date").distinct().collect()]
     return TrainingSet(path, int(version), tuple(sorted(dt.date.fromisoformat(d) for d in dates)),

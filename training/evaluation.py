@@ -7,7 +7,6 @@ On simulated data the oracle (the simulator's true probabilities) is scored too.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -22,7 +21,8 @@ from training import metrics as M
 from training.baselines import WideIds, lightgbm, logistic_regression, recency_scores
 from training.dataset import KEYS, TrainingSet, category_label_column
 from training.lineage import latest_model_version, model_record, record_evaluation
-from training.model_io import load_keras_model, load_scoring_model, read_model_info
+from training.model_io import (EVALUATION_FILES, load_failed, load_keras_model, load_scoring_model,
+                               read_model_info, require_model_dir)
 from training.report_plots import html_report
 from training.run import local_dir
 
@@ -75,12 +75,14 @@ def evaluate(spark: SparkSession, cfg: PipelineConfig) -> dict:
         raise StageFailed("no model to evaluate: the models table is empty; run `train` first")
     record = model_record(spark, cfg.warehouse, version)
     model_dir = record.get("model_dir") or str(local_dir(cfg.runs_dir) / "models" / version)
-    if not Path(model_dir, "model.json").is_file():
-        raise StageFailed(f"model {version}: no model directory at {model_dir}")
-    info = read_model_info(model_dir)
-    training_set = TrainingSet.from_json(info["training_set"])
-    scoring = load_scoring_model(model_dir)
-    keras_model, state = load_keras_model(model_dir)
+    require_model_dir(model_dir, EVALUATION_FILES)
+    try:
+        info = read_model_info(model_dir)
+        training_set = TrainingSet.from_json(info["training_set"])
+        scoring = load_scoring_model(model_dir)
+        keras_model, state = load_keras_model(model_dir)
+    except Exception as exc:
+        raise load_failed(version, model_dir, exc) from exc
     features = list(scoring.input_columns)
     categories = list(scoring.category_ids)
     label_cols = ["label_purchased", "label_spend",
@@ -95,7 +97,8 @@ def evaluate(spark: SparkSession, cfg: PipelineConfig) -> dict:
     y = test["label_purchased"].to_numpy(np.float64)
     if len(y) == 0 or y.sum() in (0, len(y)):
         raise StageFailed(f"the test split of training_set v{training_set.version} has {len(y)} rows "
-                          "and one class only: AUC is undefined")
+                          "and one class only: AUC is undefined; retrain on a training set with "
+                          "buyers and non-buyers in every split (more snapshots or users)")
 
     predictions = scoring.predict(test)
     scores: dict[str, np.ndarray] = {"wide_and_deep": predictions["p_purchase"].to_numpy()}
@@ -138,7 +141,7 @@ def evaluate(spark: SparkSession, cfg: PipelineConfig) -> dict:
               for name, s in scores.items()}
 
     category_auc = {
-        cat: M.auc(test[category_label_column(i)], predictions[scoring.category_columns[i]])
+        cat: M.defined_auc(test[category_label_column(i)], predictions[scoring.category_columns[i]])
         for i, cat in enumerate(categories)}
     sample = test.sample(n=min(len(test), settings.importance_rows), random_state=cfg.seed)
     importance = {

@@ -23,6 +23,13 @@ def auc(y_true, score) -> float:
     return float(roc_auc_score(y, s)) if 0 < y.sum() < len(y) else float("nan")
 
 
+def defined_auc(y_true, score) -> float | None:
+    """AUC, or None when one class is missing: written as JSON null, not as NaN, which strict
+    JSON readers (browsers, jq) refuse."""
+    value = auc(y_true, score)
+    return None if np.isnan(value) else value
+
+
 def reliability_curve(y_true, p, bins: int = 10) -> list[dict]:
     """Equal-width bins of predicted probability: mean prediction vs observed rate per bin."""
     y, p = _as_arrays(y_true, p)

@@ -22,13 +22,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from training.preprocessing import input_columns, load_state, save_state
+from demandcast.errors import StageFailed
+from training.preprocessing import STATE_FILE, input_columns, load_state, save_state
 
 SAVED_MODEL = "saved_model"
 WEIGHTS = "weights/model"
 MODEL_JSON = "model.json"
 METRICS_JSON = "metrics.json"
 PREDICT_CHUNK = 65_536
+# What a reader needs of a model directory: scoring only the SavedModel and model.json; evaluation
+# also rebuilds the Keras model (baselines on its wide ids) from the weights and the state.
+SCORING_FILES = (MODEL_JSON, f"{SAVED_MODEL}/saved_model.pb", f"{SAVED_MODEL}/variables/variables.index")
+EVALUATION_FILES = (*SCORING_FILES, STATE_FILE, f"{WEIGHTS}.index")
 
 
 def category_score_column(category_id: str) -> str:
@@ -109,6 +114,30 @@ def save_model_dir(model, state: dict, model_dir: str | Path, info: dict, metric
     return final
 
 
+def missing_model_files(model_dir: str | Path, needed: tuple[str, ...]) -> list[str]:
+    root = Path(str(model_dir).removeprefix("file://"))
+    return [name for name in needed if not (root / name).is_file()]
+
+
+def require_model_dir(model_dir: str | Path, needed: tuple[str, ...] = SCORING_FILES) -> None:
+    """Refuses a missing or incomplete model directory (deleted, half copied) before TensorFlow
+    fails on it deep inside a load."""
+    missing = missing_model_files(model_dir, needed)
+    remedy = "retrain (`demandcast train`) or pin another model (score/evaluate.model_version)"
+    if len(missing) == len(needed):
+        raise StageFailed(f"no model directory at {model_dir}; {remedy}")
+    if missing:
+        raise StageFailed(f"the model directory {model_dir} is incomplete (missing {missing}); {remedy}")
+
+
+def load_failed(model_version: str, model_dir: str | Path, exc: BaseException) -> StageFailed:
+    """One line for a directory whose files are there but unreadable (corrupt, wrong format)."""
+    first = next((line for line in str(exc).splitlines() if line.strip()), "")
+    return StageFailed(f"cannot load model {model_version} from {model_dir} (corrupt or from "
+                       f"another version?): {type(exc).__name__}: {first[:300]}; retrain it or pin "
+                       "another model (score/evaluate.model_version)")
+
+
 def read_model_info(model_dir: str | Path) -> dict:
     path = Path(model_dir) / MODEL_JSON
     if not path.is_file():
@@ -181,6 +210,7 @@ def load_scoring_model(model_dir: str | Path) -> ScoringModel:
     """Loads the SavedModel of a model directory for batch prediction (see docs/CONTRACTS.md)."""
     import tensorflow as tf
 
+    require_model_dir(model_dir, SCORING_FILES)
     info = read_model_info(model_dir)
     loaded = tf.saved_model.load(str(Path(model_dir) / SAVED_MODEL))
     serve = loaded.signatures["serving_default"]

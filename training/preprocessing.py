@@ -19,7 +19,7 @@ from pyspark.sql import functions as F
 
 from demandcast.errors import DataQualityError
 from demandcast.settings.train import TrainSettings
-from training.dataset import TrainingSet, category_label_column
+from training.dataset import TrainingSet, all_null_error, category_label_column
 
 STATE_FILE = "preprocessing.json"
 MAX_AUTO_CROSSES = 12
@@ -51,6 +51,9 @@ def numeric_statistics(train: DataFrame, numeric: tuple[str, ...], buckets: int,
             F.stddev_pop(signed_log1p(c)).alias(f"{c}__std"),
             F.count(F.col(c)).alias(f"{c}__n"))
     ]).first().asDict()
+    all_null = [c for c in numeric if moments[f"{c}__n"] == 0]
+    if all_null:  # a pinned version; a new training set is refused before it is written
+        raise all_null_error(all_null)
     bucket_probs = [i / buckets for i in range(1, buckets)]
     edge_probs = [i / embedding_bins for i in range(embedding_bins + 1)] if embedding_bins else []
     probabilities = sorted(set(bucket_probs) | set(edge_probs))
@@ -58,8 +61,6 @@ def numeric_statistics(train: DataFrame, numeric: tuple[str, ...], buckets: int,
     quantiles = transformed.approxQuantile(list(numeric), probabilities, 0.001)
     stats = {}
     for column, values in zip(numeric, quantiles):
-        if moments[f"{column}__n"] == 0:
-            raise DataQualityError(f"numeric feature '{column}' is null in every training row")
         at = dict(zip(probabilities, values))
         std = moments[f"{column}__std"] or 0.0
         stats[column] = {

@@ -39,7 +39,8 @@ def unfinished_run(runs_dir: Path) -> Path:
                          if (p / SPEC_FILE).is_file() and not (p / RESULT_FILE).is_file()),
                         key=lambda p: p.name)
     if not candidates:
-        raise StageFailed(f"--resume: no unfinished training run under {runs_dir / 'train_runs'}")
+        raise StageFailed(f"--resume: no unfinished training run under {runs_dir / 'train_runs'} "
+                          "(every run there finished, or none started): run `train` without --resume")
     return candidates[-1]
 
 

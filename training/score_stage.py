@@ -20,6 +20,7 @@ from demandcast.settings.score import ScoreSettings
 from demandcast.tables import read_table
 from training.drift import feature_drift, reference_profile
 from training.explain import feature_groups, global_importance
+from training.model_io import load_failed
 from training.prediction_tables import CATEGORY_DEMAND, PREDICTIONS, has_partition, write_scores
 from training.scoring import (DEFAULT_LOADER, USER_KEY, ScoringModel, ScoringPlan,
                               cached_model, category_demand_rows, check_model_inputs,
@@ -127,9 +128,10 @@ def run_score(spark: SparkSession, cfg: PipelineConfig,
 
     try:
         model = cached_model(choice.model_dir, loader)
-    except Exception as exc:  # a missing or unreadable directory: say which model and where
-        raise StageFailed(f"cannot load model {choice.model_version} from {choice.model_dir}: "
-                          f"{type(exc).__name__}: {exc}") from exc
+    except StageFailed:  # already says what is wrong with the directory
+        raise
+    except Exception as exc:  # an unreadable directory: say which model and where, in one line
+        raise load_failed(choice.model_version, choice.model_dir, exc) from exc
     # Before anything is computed or written: the model must fit the feature table.
     check_model_inputs(model.input_columns, features.schema, choice.model_version)
     current = features.where(F.col("snapshot_date") == F.lit(snapshot))
