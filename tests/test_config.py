@@ -70,6 +70,12 @@ def test_paths_with_quotes_are_refused(project_root):
         load_config(project_root / "conf" / "local.yaml", ["warehouse=/tmp/x'; DROP"])
 
 
+def test_runs_dir_must_be_a_file_system_path(project_root):
+    with pytest.raises(ConfigError, match="runs_dir.*object-store URI"):
+        load_config(project_root / "conf" / "local.yaml", ["runs_dir=s3a://lake/runs"])
+    assert load_config(project_root / "conf" / "local.yaml", ["runs_dir=file:///mnt/runs"]).runs_dir
+
+
 def test_extends_cycle_is_an_error(tmp_path):
     _write(tmp_path / "a.yaml", "extends: b.yaml\n")
     _write(tmp_path / "b.yaml", "extends: a.yaml\n")

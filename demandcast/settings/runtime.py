@@ -48,6 +48,17 @@ class RuntimeSettings(Section):
             raise ValueError(f"not a plain path or URI: {value!r}")
         return value.rstrip("/")
 
+    @field_validator("runs_dir")
+    @classmethod
+    def _file_system_path(cls, value: str) -> str:
+        # Checkpoints, model directories, reports and the run ledger are written with plain file
+        # I/O (TensorFlow, JSON): an object-store URI fails at train, or becomes a local folder
+        # named "s3a:" for the ledger.
+        if "://" in value and not value.startswith("file://"):
+            raise ValueError(f"{value!r} is an object-store URI: runs_dir needs a local or mounted "
+                             "shared path (NFS, DBFS FUSE, a mounted bucket)")
+        return value
+
     @field_validator("snapshot_dates")
     @classmethod
     def _sorted_unique(cls, value: list[dt.date]) -> list[dt.date]:
