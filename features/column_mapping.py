@@ -64,13 +64,19 @@ def _field(mapping: ColumnMapping, name: str) -> Column:
     return _recoded(name, value, mapping.values.get(name, {}))
 
 
+def copy_number(event_id: Column) -> Column:
+    """1, 2, ... over the records of a batch with the same event id, in a stable order (the
+    same files give the same numbering on a rerun)."""
+    return F.row_number().over(Window.partitionBy(event_id).orderBy("source_file", "raw_record"))
+
+
 def _numbered_repeats(event_id: Column) -> Column:
     """The n-th record with the same hashed id gets hash(id, n); the first keeps the plain hash.
 
     Copies with the same id are identical in the hashed fields, so their order does not matter
     for the result: a rerun of the same files gives the same ids.
     """
-    copy = F.row_number().over(Window.partitionBy(event_id).orderBy("source_file", "raw_record"))
+    copy = copy_number(event_id)
     return F.when(copy == 1, event_id).otherwise(F.sha2(F.concat_ws("\u0001", event_id, copy.cast("string")), 256))
 
 

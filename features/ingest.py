@@ -9,7 +9,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 
 from pyspark import StorageLevel
-from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from demandcast.config import PipelineConfig
@@ -18,7 +18,7 @@ from demandcast.logs import get_logger
 from demandcast.settings.ingest import IngestSettings
 from demandcast.tables import TableSpec, commit_info, current_version, merge_table, table_path, write_table
 from features import raw_reader
-from features.column_mapping import map_to_contract, source_field
+from features.column_mapping import copy_number, map_to_contract, source_field
 from features.event_contract import REQUIRED, Reason
 from features.pseudonymise import HashKey, with_user_key
 from features.raw_reader import FileProblem, InputFile
@@ -89,6 +89,16 @@ def input_paths(cfg: PipelineConfig) -> list[str]:
     return list(cfg.ingest.paths) or [f"{cfg.raw_dir}/events/{cfg.ingest.format}"]
 
 
+def _key_text() -> Column:
+    """What a raw user id is replaced by in quarantine records and in events.extra."""
+    return F.concat(F.lit("hmac:"), F.col("user_key"))
+
+
+def _has_replaceable_id() -> Column:
+    # Ids shorter than 3 characters would match inside unrelated text.
+    return F.col("user_id").isNotNull() & (F.length("user_id") >= 3)
+
+
 def redact_user_ids(records: DataFrame, s: IngestSettings) -> DataFrame:
     """raw_record with the raw user id replaced by its key (quarantine must not hold raw ids).
 
@@ -97,8 +107,7 @@ def redact_user_ids(records: DataFrame, s: IngestSettings) -> DataFrame:
     key_field = source_field(s.mapping, "user_id")
     pattern = '("' + key_field.replace("\\", "\\\\").replace(".", "\\.") + r'"\s*:\s*")[^"]*(")'
     return records.withColumn("raw_record", F.when(
-        F.col("user_id").isNotNull() & (F.length("user_id") >= 3),
-        F.replace("raw_record", F.col("user_id"), F.concat(F.lit("hmac:"), F.col("user_key"))))
+        _has_replaceable_id(), F.replace("raw_record", F.col("user_id"), _key_text()))
         .otherwise(F.regexp_replace("raw_record", pattern, "$1<redacted>$2")))
 
 
@@ -108,9 +117,8 @@ def redact_user_ids_in_extra(records: DataFrame) -> DataFrame:
     # Whole tokens only: visitor 400 must not rewrite an order number 4000 in another field.
     token = F.concat(F.lit(r"(?<![0-9A-Za-z_])\Q"), F.col("user_id"), F.lit(r"\E(?![0-9A-Za-z_])"))
     return records.withColumn("extra", F.when(
-        F.col("user_id").isNotNull() & (F.length("user_id") >= 3) & (F.size("extra") > 0),
-        F.transform_values("extra", lambda _, v: F.regexp_replace(v, token,
-                                                                  F.concat(F.lit("hmac:"), F.col("user_key")))))
+        _has_replaceable_id() & (F.size("extra") > 0),
+        F.transform_values("extra", lambda _, v: F.regexp_replace(v, token, _key_text())))
         .otherwise(F.col("extra")))
 
 
@@ -162,10 +170,9 @@ def prepare_batch(spark: SparkSession, cfg: PipelineConfig, key: HashKey, now: d
         "bad_by_reason": dict(sorted(reasons.items())),
     }
 
-    first_copy = Window.partitionBy("event_id").orderBy("source_file", "raw_record")
     events = (
         redact_user_ids_in_extra(judged.where("is_good"))
-        .withColumn("_copy", F.row_number().over(first_copy)).where("_copy = 1")
+        .withColumn("_copy", copy_number(F.col("event_id"))).where("_copy = 1")
         .withColumn("batch_id", F.lit(batch_id))
         .withColumn("ingested_at", F.lit(now))
         .withColumn("event_date", F.to_date("event_time"))
