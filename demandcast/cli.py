@@ -61,8 +61,12 @@ def parse(argv: Sequence[str]) -> tuple[str, PipelineConfig]:
 
 
 def run_stage(stage: str, cfg: PipelineConfig) -> dict:
+    """Runs one stage; when it fails, the tables it wrote go back to their versions before it
+    (project standard: a failed job leaves every table at its last good version)."""
+    from demandcast.tables import rolled_back_on_failure  # here: usage errors exit before PySpark loads
+
     module = importlib.import_module(STAGES[stage])
-    with stage_timer(stage):
+    with stage_timer(stage), rolled_back_on_failure(stage):
         return module.run(cfg)
 
 

@@ -10,7 +10,8 @@ import pytest
 from pyspark.sql import functions as F
 
 from demandcast.tables import (TableSpec, current_version, files_of_version, merge_table,
-                               partition_predicate, read_table, table_path, write_table)
+                               partition_predicate, read_table, rolled_back_on_failure, table_path,
+                               write_table)
 
 SPEC = TableSpec(
     name="user_daily",
@@ -96,6 +97,17 @@ def test_failed_write_leaves_last_good_version(spark, warehouse):
         write_table(bad, warehouse, SPEC, "overwrite")
     assert current_version(spark, path) == before
     assert read_table(spark, warehouse, "user_daily").count() == 1
+
+    # A job that fails after creating a table removes it and raises its own error (restoring an
+    # existing table: tests/test_training_data.py, a failed train run).
+    created = str(Path(warehouse).parent / "created")
+    with pytest.raises(KeyError, match="after the write"):
+        with rolled_back_on_failure("test job"):
+            write_table(_rows(spark, [("c", D1, 3.0)]), created, SPEC, "overwrite")
+            raise KeyError("after the write")
+    assert not Path(table_path(created, "user_daily")).exists()
+    # Nothing of the removed table lingers in the session: it can be created again.
+    assert write_table(_rows(spark, [("c", D1, 3.0)]), created, SPEC, "overwrite") == 1
 
 
 def test_a_table_another_job_is_creating_is_written_once_its_first_commit_lands(spark, warehouse, tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import collections
 import datetime as dt
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ from pyspark.sql import functions as F
 
 from demandcast.config import load_config
 from demandcast.errors import ConfigError, DataQualityError
-from demandcast.tables import current_version, table_path, write_table
+from demandcast.tables import current_version, files_of_version, table_path, write_table
 from training_fixtures import FEATURES_SPEC, SNAPSHOTS, simulate, write_contract_tables
 from training.dataset import (SPLITS, build_training_set, pin_training_set, snapshot_gaps,
                               split_class_counts, split_problems)
@@ -158,6 +159,41 @@ def test_bad_cross_is_a_clear_error(spark, world):
     settings = cfg.train.model_copy(update={"crosses": [["region", "no_such_feature"]]})
     with pytest.raises(DataQualityError, match="no_such_feature"):
         compute_state(ts, ts.read(spark, "train"), settings)
+
+
+def cli_train(project_root: Path, warehouse: str, runs_dir: Path, *overrides: str) -> int:
+    """`demandcast train` in this process, on the session the tests share."""
+    from demandcast.cli import main
+
+    settings = ["spark.shuffle_partitions=2", "spark.driver_memory=3g", f"warehouse={warehouse}",
+                f"runs_dir={runs_dir}", f"snapshot_dates=[{','.join(map(str, SNAPSHOTS))}]",
+                "train.files_per_split=1", *overrides]
+    return main(["train", "--conf", str(project_root / "conf" / "local.yaml"),
+                 *[arg for setting in settings for arg in ("--set", setting)]])
+
+
+def test_a_train_run_that_fails_after_writing_leaves_training_set_as_it_was(
+        spark, world, tmp_path, project_root, caplog):
+    from delta.tables import DeltaTable
+
+    cfg, _, _ = world
+    path = table_path(cfg.warehouse, "training_set")
+    before = current_version(spark, path)
+    # Passes config validation, fails in preprocessing, after the new version is written.
+    no_such_cross = "train.crosses=[[region,no_such_feature]]"
+
+    assert cli_train(project_root, cfg.warehouse, tmp_path, no_such_cross) == 3  # its own exit code
+    # The run's version stays in the history; a RESTORE on top brings back the previous content.
+    assert current_version(spark, path) == before + 2
+    assert files_of_version(spark, path, before + 2) == files_of_version(spark, path, before)
+    last = DeltaTable.forPath(spark, path).history(1).first()
+    assert (last.operation, last.operationParameters["version"]) == ("RESTORE", str(before))
+    assert f"table training_set restored to version {before}" in caplog.text
+
+    # A pinned version is not written by the run: nothing to restore.
+    assert cli_train(project_root, cfg.warehouse, tmp_path, no_such_cross,
+                     f"train.training_set_version={before}") == 3
+    assert current_version(spark, path) == before + 2
 
 
 def test_splits_need_buyers_and_non_buyers():
