@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Sequence
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
 
 from features.catalog import FeatureSpec, feature_catalog
@@ -29,6 +29,9 @@ from features.families.sessions import add_session_features
 from features.families.trend import add_trend_features
 
 KEYS = ["user_key", "snapshot_date"]
+# True on the users side of the left join, so null marks a feature row whose user has no record
+# in the users dimension (a record with null attributes leaves the attributes null too).
+IN_USERS = "_in_users"
 
 
 def snapshot_frame(spark: SparkSession, snapshots: Sequence[dt.date]) -> DataFrame:
@@ -78,13 +81,25 @@ def window_totals(daily: DataFrame, spec: FeatureSpec, devices: Sequence[str] = 
             .drop("last_device_packed"))
 
 
+def rows_without_user(snapshot_dates: Sequence[dt.date]) -> list[Column]:
+    """Per snapshot, the feature rows whose user has no record in `users` (one count each,
+    named by the ISO date)."""
+    missing = F.col(IN_USERS).isNull()
+    return [F.count_if(missing & (F.col("snapshot_date") == F.lit(d))).alias(d.isoformat())
+            for d in snapshot_dates]
+
+
 def user_features(user_daily: DataFrame, users: DataFrame, snapshots: DataFrame,
-                  spec: FeatureSpec) -> DataFrame:
-    """The feature table: one row per (user with any event before D, snapshot D)."""
+                  spec: FeatureSpec, without_user: Observation | None = None) -> DataFrame:
+    """The feature table: one row per (user with any event before D, snapshot D).
+
+    `without_user` receives `rows_without_user` per snapshot when the result is computed: the
+    counts come with the action that writes the rows, not from another pass.
+    """
     daily = daily_before_snapshots(user_daily, snapshots)
     totals = window_totals(daily, spec, distinct_devices(user_daily, "last_device"))
     dims = users.select("user_key", "signup_date", F.col("region").alias("user_region"),
-                        F.col("age_band").alias("user_age_band"))
+                        F.col("age_band").alias("user_age_band"), F.lit(True).alias(IN_USERS))
     base = totals.join(dims, "user_key", "left")
     base = add_recency_features(base, spec)
     base = add_frequency_features(base, spec)
@@ -95,4 +110,8 @@ def user_features(user_daily: DataFrame, users: DataFrame, snapshots: DataFrame,
     base = add_price_features(base, spec)
     base = add_trend_features(base, spec)
     base = add_context_features(base, category_totals, spec)
-    return base.select(*KEYS, *[f.name for f in feature_catalog(spec)])
+    features = base.select(*KEYS, *[f.name for f in feature_catalog(spec)], IN_USERS)
+    if without_user is not None:
+        dates = [r.snapshot_date for r in snapshots.select("snapshot_date").collect()]
+        features = features.observe(without_user, *rows_without_user(dates))
+    return features.drop(IN_USERS)

@@ -6,7 +6,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
 
 from demandcast.logs import get_logger
@@ -162,9 +162,16 @@ def write_snapshots(spark: SparkSession, warehouse: str, snapshots: Sequence[dt.
     snapshots = sorted(set(snapshots))
     daily = read_table(spark, warehouse, "user_daily")
     users = read_table(spark, warehouse, "users")
-    features = user_features(daily, users, snapshot_frame(spark, snapshots), spec)
+    without_user = Observation("feature rows without a users record")
+    features = user_features(daily, users, snapshot_frame(spark, snapshots), spec, without_user)
     features_version = write_table(features, warehouse, user_features_spec(spec),
                                    "replace_partitions", snapshots)
+    no_user_record = {d: int(n) for d, n in without_user.get.items()}
+    for snapshot, n in no_user_record.items():
+        if n:
+            log.warning("user_features %s: %d rows have no record in the users dimension, so their "
+                        "user attributes (signup, region, age band) are null; ingest the users "
+                        "export that has them and rerun features", snapshot, n)
 
     labelled = [d for d in snapshots
                 if not require_complete_labels
@@ -180,4 +187,5 @@ def write_snapshots(spark: SparkSession, warehouse: str, snapshots: Sequence[dt.
         table = labels(daily, population, snapshot_frame(spark, labelled), spec.label_window_days)
         labels_version = write_table(table, warehouse, LABELS, "replace_partitions", labelled)
     return {"snapshots": [str(d) for d in snapshots], "user_features_version": features_version,
-            "labels_version": labels_version, "labels_skipped": [str(d) for d in skipped]}
+            "labels_version": labels_version, "labels_skipped": [str(d) for d in skipped],
+            "rows_without_user_record": no_user_record}

@@ -19,6 +19,7 @@ from reference import duckdb_features as reference
 
 S1, S2 = dt.date(2026, 3, 1), dt.date(2026, 4, 1)
 KEYS = ["user_key", "snapshot_date"]
+NOT_IN_USERS = ["u0001", "u0005", "u0033"]
 
 
 def table_pandas(spark, warehouse: str, name: str, snapshots=None) -> pd.DataFrame:
@@ -42,6 +43,8 @@ def built(spark, tmp_path_factory):
     warehouse = str(tmp_path_factory.mktemp("pipeline") / "warehouse")
     events, users, items = random_inputs(seed=7, n_users=60, n_events=3000,
                                          start=dt.date(2025, 12, 1), days=180)
+    # Users with events but no record in the users dimension (a late or partial users export).
+    users = users[~users.user_key.isin(NOT_IN_USERS)]
     write_inputs(spark, warehouse, events, users, items)
     cfg = load_config("conf/local.yaml", [
         f"warehouse={warehouse}", f"features.range_start={S1}", f"features.range_end={S2}",
@@ -59,6 +62,10 @@ def test_job_summary(built):
     assert s["user_daily_dates_processed"] == 180
     assert set(built["features"]["snapshot_date"]) == {S1, S2}
     assert len(built["features"]) == len(built["labels"]) > 20
+    features = built["features"]
+    without_user = features[features.user_key.isin(NOT_IN_USERS)].groupby("snapshot_date").size()
+    assert s["rows_without_user_record"] == {str(d): int(n) for d, n in without_user.items()}
+    assert all(without_user.get(d, 0) > 0 for d in (S1, S2))
 
 
 def test_equals_independent_duckdb_implementation(spark, built):
