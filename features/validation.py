@@ -19,13 +19,31 @@ _PROBLEM = "struct<reason:string,detail:string>"
 # and such text must not be shifted again by source_timezone.
 _ZONE = r"(Z|[+-][0-9]{2}(:?[0-9]{2})?|(UTC|GMT|UT)([+-][0-9]{1,2}(:?[0-9]{2})?)?|[A-Za-z]+(/[A-Za-z0-9_+-]+)+)"
 _HAS_OFFSET = r"[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?\s*" + _ZONE + "$"
+# Java's ZonedDateTime.toString() appends the region in brackets: '...+01:00[Europe/Paris]'.
+_BRACKETED_ZONE = r"\s*\[([A-Za-z][A-Za-z0-9_/+-]*)\]$"
+# Java leaves out zero seconds ('2025-03-01T10:00+01:00'), which Spark's cast refuses before a zone.
+_MINUTES_ONLY = r"([T ][0-9]{2}:[0-9]{2})(?![0-9:.])"
 _EPOCH = r"^-?[0-9]+(\.[0-9]+)?$"
 _ZONE_LETTERS = set("XxZOVz")
 _MAX_EPOCH_SECONDS = 1e11  # above: milliseconds (1e11 s is the year 5138)
 
 
+def java_zoned_text(text: Column) -> Column:
+    """ISO text as Java writes a zoned time, in a form Spark's cast reads: the offset before a
+    bracketed region fixes the instant, so the region is dropped; without an offset the region
+    is the zone. Zero seconds left out are put back."""
+    unbracketed = F.regexp_replace(text, _BRACKETED_ZONE, "")
+    zoned = (F.when(~text.endswith("]"), text)
+             .when(unbracketed.rlike(_HAS_OFFSET), unbracketed)
+             .otherwise(F.regexp_replace(text, _BRACKETED_ZONE, " $1")))
+    # Most text skips the regex: in 'yyyy-MM-ddTHH:mm:ss' the 17th character is the seconds' colon.
+    return F.when(F.substring(zoned, 17, 1) == ":", zoned).otherwise(
+        F.regexp_replace(zoned, _MINUTES_ONLY, "$1:00"))
+
+
 def parse_timestamp(text: Column, mapping: ColumnMapping) -> Column:
-    """UTC timestamp from text: the configured pattern, else ISO-8601 (offset or not) or epoch s/ms.
+    """UTC timestamp from text: the configured pattern, else ISO-8601 (offset or not, also
+    Java's zoned form '2025-03-01T10:00+01:00[Europe/Paris]') or epoch s/ms.
 
     Text without an offset is read in `mapping.source_timezone`.
     """
@@ -36,9 +54,10 @@ def parse_timestamp(text: Column, mapping: ColumnMapping) -> Column:
     number = text.try_cast("double")
     seconds = F.when(F.abs(number) >= _MAX_EPOCH_SECONDS, number / 1000).otherwise(number)
     epoch = F.when(F.abs(seconds) < _MAX_EPOCH_SECONDS, F.timestamp_seconds(seconds))
-    iso = text.try_cast("timestamp")
+    iso_text = java_zoned_text(text)
+    iso = iso_text.try_cast("timestamp")
     return (F.when(text.rlike(_EPOCH), epoch)
-            .when(text.rlike(_HAS_OFFSET), iso)
+            .when(iso_text.rlike(_HAS_OFFSET), iso)
             .otherwise(F.to_utc_timestamp(iso, zone)))
 
 
