@@ -66,7 +66,7 @@ class Reason:
     STRING_TOO_LONG = "string_too_long"            # longer than validation.max_string_length
     # File-level: one quarantine row per file (raw_record null, detail says why).
     EMPTY_FILE = "empty_file"
-    UNREADABLE_FILE = "unreadable_file"            # truncated gzip, corrupt Parquet
+    UNREADABLE_FILE = "unreadable_file"            # truncated gzip, corrupt Parquet, cut-off JSON document
     FOREIGN_SCHEMA = "foreign_schema"              # no record carries the contract, or a CSV header differs
 
     ROW_LEVEL = (MALFORMED_RECORD, MISSING_REQUIRED, WRONG_TYPE, UNKNOWN_EVENT_TYPE,

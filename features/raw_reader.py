@@ -2,8 +2,9 @@
 
 Whatever the format, a record becomes `src` (map<string,string>: every source field by its
 own name), `raw_record` (the original line, or the row as JSON), `malformed` and `source_file`.
-A file that cannot be read (truncated gzip, corrupt Parquet, a CSV header that differs) or holds
-nothing is reported as a FileProblem and left out; the other files are read.
+A file that cannot be read (truncated gzip, corrupt Parquet, a CSV header that differs, a JSON
+document that does not parse) or holds nothing is reported as a FileProblem and left out; the
+other files are read.
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ log = get_logger("raw_reader")
 
 _DATE_FOLDER = re.compile(r"(?:^|/)event_date=(\d{4}-\d{2}-\d{2})(?:/|$)")
 _CORRUPT = "_corrupt_record"
+UNPARSEABLE_DOCUMENT = "not one complete JSON document (cut off, or not JSON)"
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,10 @@ def batch_id_of(files: Sequence[InputFile]) -> str:
 
 def _error_summary(exc: Exception) -> str:
     text = str(exc)
+    # A loader's own raise_error message, without Spark's error class and SQLSTATE around it.
+    raised = re.search(r"\[USER_RAISED_EXCEPTION\] (.*?)(?: SQLSTATE: \w+)?$", text, re.MULTILINE)
+    if raised:
+        return raised.group(1)[:500]
     causes = re.findall(r"Caused by: ([^\n]+)", text)
     head = re.search(r"\[[A-Z_.]+\][^\n]*", text)
     parts = [c.strip() for c in causes[-1:]] or ([head.group(0)] if head else [text.splitlines()[0] if text else type(exc).__name__])
@@ -169,7 +175,9 @@ def _json_document_loader(spark: SparkSession) -> Callable[[list[str]], DataFram
     """Each file one JSON document: an array of objects (or one object), pretty-printed or not.
 
     A file is read whole (API dumps and small exports; big exports are JSON lines). A document
-    that does not parse is one malformed record holding its first 2000 characters.
+    that does not parse (cut off, or not JSON) fails the read, so `_persisted` reports its file
+    as unreadable, like a truncated gzip, and reads the others; an element of a good document
+    that is not an object is one malformed record.
     """
     def load(paths: list[str]) -> DataFrame:
         docs = spark.read.text(paths, wholetext=True).select(
@@ -177,12 +185,12 @@ def _json_document_loader(spark: SparkSession) -> Callable[[list[str]], DataFram
         as_array = F.when(F.col("doc").startswith("["), F.col("doc")).otherwise(F.concat(F.lit("["), "doc", F.lit("]")))
         # array<string>: each element keeps its own JSON text, which becomes the raw record.
         items = F.from_json(as_array, "array<string>")
-        unparsed = F.array(F.lit(None).cast("string"))
-        rows = docs.select("doc", "source_file", F.explode(F.when(items.isNull(), unparsed).otherwise(items))
+        unreadable = F.raise_error(F.lit(UNPARSEABLE_DOCUMENT))
+        rows = docs.select("source_file", F.explode(F.when(items.isNull(), unreadable).otherwise(items))
                            .alias("item"))
         src = F.from_json("item", "map<string,string>")
-        return rows.select(src.alias("src"), F.coalesce("item", F.substring("doc", 1, 2000)).alias("raw_record"),
-                           src.isNull().alias("malformed"), "source_file")
+        return rows.select(src.alias("src"), F.col("item").alias("raw_record"), src.isNull().alias("malformed"),
+                           "source_file")
     return load
 
 

@@ -211,7 +211,8 @@ def _prepared(spark, cfg):
     batch = prepare_batch(spark, cfg, resolve_hash_key(cfg.user_hash_key_env, cfg.env),
                           dt.datetime.now(dt.timezone.utc))
     try:
-        return batch.counts, batch.events.collect(), batch.quarantine.count()
+        return (batch.counts, batch.events.collect(),
+                batch.quarantine.select("reason", "detail", "source_file").collect())
     finally:
         batch.release()
 
@@ -285,7 +286,7 @@ def test_real_export_layouts_through_config(spark, project_root, tmp_path, name)
         content.count(b"\n") - 1 for content in files.values())
     assert Counter((r.event_type, r.item_id, str(r.event_time), r.price, r.quantity, r.category_id)
                    for r in rows) == Counter(expected)
-    assert quarantined == counts["bad_rows"]
+    assert len(quarantined) == counts["bad_rows"]
     assert len({r.event_id for r in rows}) == len(rows)  # a repeated invoice line is numbered, not a duplicate
 
 
@@ -396,7 +397,9 @@ def test_json_document_exports_are_read_object_by_object(spark, project_root, tm
 
     assert sorted(r.event_id for r in events) == ["E0000", "E0001", "E0002", "E0004"]
     assert {r.event_type for r in events} == {"view"}
-    # The cut-off document is one unparseable record, so its file carries no event: foreign_schema.
-    assert counts["bad_by_reason"] == {"foreign_schema": 1, "price_out_of_range": 1}
-    assert counts["file_problems"] == 2  # broken.json (foreign_schema) and none.json (empty_file)
-    assert quarantined == 3  # the bad row, the cut-off document, the empty document's file row
+    # The cut-off document is an unreadable file, like a truncated gzip; the rest is read.
+    assert counts["bad_by_reason"] == {"price_out_of_range": 1}
+    assert {(Path(q.source_file).name, q.reason, q.detail) for q in quarantined} == {
+        ("pretty.json", "price_out_of_range", "price_out_of_range: -1.0"),
+        ("broken.json", "unreadable_file", "not one complete JSON document (cut off, or not JSON)"),
+        ("none.json", "empty_file", "no records")}
