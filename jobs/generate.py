@@ -45,14 +45,13 @@ def run(cfg: PipelineConfig) -> dict:
     cutoffs = truth_cutoffs(cfg)
     spark = build_spark_session("generate", cfg.spark)
     raw = absolute_uri(cfg.raw_dir)
-    # Lookback: each generating task also makes the days whose late deliveries land in its dates.
-    world = simulate(spark, s, cfg.seed, lookback_days=landing.MAX_LANDING_DELAY_DAYS)
+    world = simulate(spark, s, cfg.seed)
 
     population.user_dimension(world.users, s.start_date).coalesce(max(1, s.n_users // 1_000_000)) \
         .write.mode("overwrite").parquet(f"{raw}/users")
     population.item_dimension(world.items).coalesce(1).write.mode("overwrite").parquet(f"{raw}/items")
 
-    landed = landing.in_own_block(landing.with_flaws(world.events, s.flaws, cfg.seed), s.start_date)
+    landed = landing.with_flaws(world.events, s.flaws, cfg.seed)
     # Landed records per kind, counted while the first format is written (no extra job).
     counted = Observation("landed_records")
     kinds = ["valid", *landing.BAD_KINDS]

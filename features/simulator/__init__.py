@@ -23,15 +23,13 @@ class SimulatedWorld:
     events: DataFrame  # true events, before landing flaws
 
 
-def simulate(spark: SparkSession, s: GenerateSettings, seed: int, lookback_days: int = 0) -> SimulatedWorld:
-    """The world of a seed. lookback_days > 0 is for landing only (see behaviour.events): events
-    then carry the bounds of their generating task's block and some appear twice until
-    landing.in_own_block."""
+def simulate(spark: SparkSession, s: GenerateSettings, seed: int) -> SimulatedWorld:
+    """The world of a seed."""
     users = population.users(spark, s, seed)
     items = population.items(spark, s, seed).cache()
     stats = population.category_stats(items, s.n_categories)
     return SimulatedWorld(users=users, items=items, stats=stats,
-                          events=behaviour.events(users, items, stats, s, seed, lookback_days))
+                          events=behaviour.events(users, items, stats, s, seed))
 
 
 def ground_truth(world: SimulatedWorld, s: GenerateSettings, seed: int,

@@ -23,10 +23,6 @@ EVENT_COLUMNS = ("event_id", "user_id", "session_id", "event_time", "event_type"
                  "category_id", "price", "quantity", "device", "channel")
 
 
-# A late event lands at most this many days after its date (a late duplicate one day more).
-MAX_LANDING_DELAY_DAYS = 3
-
-
 def with_flaws(events_df: DataFrame, flaws: SimulatorFlaws, seed: int) -> DataFrame:
     """Events plus `landing_date` and `bad_kind` (null for valid rows), flaws included.
 
@@ -70,17 +66,6 @@ def with_flaws(events_df: DataFrame, flaws: SimulatorFlaws, seed: int) -> DataFr
     )
 
 
-def in_own_block(landed: DataFrame, start_date) -> DataFrame:
-    """Keeps each landed row in the one task whose block of dates holds its landing date.
-
-    Events generated with lookback (behaviour.events) appear in two tasks; this keeps one copy,
-    and leaves every task with whole date folders, so the files need no shuffle.
-    """
-    landing_day = F.datediff(F.col("landing_date"), F.lit(start_date))
-    return landed.where(landing_day.between(F.col("block_first_day"), F.col("block_last_day"))) \
-        .drop("block_first_day", "block_last_day")
-
-
 def json_lines(landed: DataFrame) -> DataFrame:
     """(value, event_date) with value one JSON record; times carry the user's local offset."""
     local = F.from_utc_timestamp(F.col("event_time"), F.col("tz_offset"))
@@ -105,7 +90,8 @@ ZLIB_LEVELS = ("BEST_SPEED", "TWO", "THREE", "FOUR", "FIVE", "SIX", "SEVEN", "EI
 
 
 def write_json(landed: DataFrame, path: str, gzip_level: int = 6) -> None:
-    """One gzip JSON-lines file per date folder and generating task (no shuffle: see in_own_block).
+    """One gzip JSON-lines file per date folder and generating task (no shuffle, see
+    behaviour.generating_tasks).
 
     Without Hadoop's native library (pyspark ships none) the gzip codec compresses with
     Hadoop's BuiltInGzipCompressor, which reads its level from `zlib.compress.level` in the
@@ -133,10 +119,12 @@ def _rename_suffix(spark, root: str, old: str, new: str) -> None:
         fs.rename(path, jvm.org.apache.hadoop.fs.Path(path.getParent(), path.getName()[: -len(old)] + new))
 
 
-# Columns holding a unique value per row: a Parquet dictionary never pays off for them,
-# yet the writer hashes every value into one until the page overflows and then re-encodes the
-# page plain (measured: about a third of the event files' CPU). Encoding only, not content.
-UNIQUE_COLUMNS = ("event_id",)
+# Columns with (nearly) a value per row of a date file: event_id is unique, and a user's visit
+# of the day (one session) has about six events. A Parquet dictionary does not pay off for them, yet
+# the writer hashes every value into one (for event_id, until the page overflows, then it
+# re-encodes the page plain: about a third of the event files' CPU when measured; for the ids
+# the same file size with or without it). Encoding only, not content.
+PLAIN_COLUMNS = ("event_id", "session_id", "user_id")
 
 
 def no_dictionary_options(columns) -> dict[str, str]:
@@ -146,5 +134,5 @@ def no_dictionary_options(columns) -> dict[str, str]:
 
 def write_parquet(landed: DataFrame, path: str, codec: str = "snappy") -> None:
     (parquet_rows(landed).write.mode("overwrite").partitionBy("event_date")
-     .options(**no_dictionary_options(UNIQUE_COLUMNS))
+     .options(**no_dictionary_options(PLAIN_COLUMNS))
      .option("compression", codec).parquet(path))
