@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -18,6 +19,22 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # wide projections (the simulator's event stage) exceeds it and would run interpreted, several
 # times slower (measured: bench/RESULTS.md, generate).
 JIT_OPTIONS = "-XX:-DontCompileHugeMethods"
+# Class-data sharing: the classes a local driver loads (Spark, Delta, Hadoop, Scala), dumped once
+# by the install self-check into an archive the JVM maps instead of reading and verifying them
+# from jars again: a driver starts in about half the time (bench/RESULTS.md, session 9). The JVM
+# checks the archive against its own build and class path and ignores it, silently, when they
+# differ; `make install` removes it with .jars/ whenever the stack is reinstalled.
+CLASS_ARCHIVE = PROJECT_ROOT / ".jars" / "driver-classes.jsa"
+_QUIET_CDS = "-Xlog:cds=off -Xlog:cds+dynamic=off"
+
+
+def class_sharing_options(archive: Path | None = None, dump_to: Path | None = None) -> str:
+    """Driver JVM options: dump the loaded classes to `dump_to` at exit, or map `archive`
+    (CLASS_ARCHIVE by default)."""
+    archive = archive or CLASS_ARCHIVE
+    if dump_to is not None:
+        return f"-XX:ArchiveClassesAtExit={dump_to} {_QUIET_CDS}"
+    return f"-XX:SharedArchiveFile={archive} {_QUIET_CDS}" if archive.is_file() else ""
 
 
 def _launched_by_spark_submit() -> bool:
@@ -42,7 +59,21 @@ def delta_jars(settings: SparkSettings) -> list[str]:
     return jars
 
 
-def spark_conf(app_name: str, settings: SparkSettings) -> dict[str, str]:
+def mapped_class_archive_bytes(spark: SparkSession) -> int:
+    """Bytes of class-data archives the driver JVM has mapped (`jcmd VM.info`): the JDK's own
+    base archive alone is about 13 MB; with CLASS_ARCHIVE mapped, more than that file's size."""
+    import re
+    import subprocess
+
+    jcmd = Path(os.path.realpath(shutil.which("java") or "java")).parent / "jcmd"
+    pid = spark.sparkContext._jvm.java.lang.ProcessHandle.current().pid()
+    info = subprocess.run([str(jcmd), str(pid), "VM.info"], capture_output=True, text=True).stdout
+    mapped = re.search(r"CDS archive\(s\) mapped at: .*size (\d+)", info)
+    return int(mapped.group(1)) if mapped else 0
+
+
+def spark_conf(app_name: str, settings: SparkSettings,
+               dump_class_archive: Path | None = None) -> dict[str, str]:
     """Every configuration the factory sets, as a plain mapping (testable without a JVM)."""
     conf = {
         "spark.app.name": f"demandcast-{app_name}",
@@ -67,7 +98,8 @@ def spark_conf(app_name: str, settings: SparkSettings) -> dict[str, str]:
         conf["spark.driver.memory"] = settings.driver_memory
         conf["spark.driver.extraJavaOptions"] = (
             f"-Duser.timezone=UTC {JIT_OPTIONS} "
-            f"-Dlog4j.configurationFile={PROJECT_ROOT / 'conf' / 'log4j2.properties'}")
+            f"-Dlog4j.configurationFile={PROJECT_ROOT / 'conf' / 'log4j2.properties'} "
+            f"{class_sharing_options(dump_to=dump_class_archive)}").rstrip()
         conf["spark.ui.enabled"] = "false" if settings.master.startswith("local") else "true"
     if settings.packages:
         conf["spark.jars.packages"] = ",".join(settings.packages)
@@ -83,9 +115,11 @@ def spark_conf(app_name: str, settings: SparkSettings) -> dict[str, str]:
     return conf
 
 
-def build_spark_session(app_name: str, settings: SparkSettings) -> SparkSession:
-    """Builds (or returns the running) session for one stage."""
-    conf = spark_conf(app_name, settings)
+def build_spark_session(app_name: str, settings: SparkSettings,
+                        dump_class_archive: Path | None = None) -> SparkSession:
+    """Builds (or returns the running) session for one stage; `dump_class_archive`: see
+    class_sharing_options (the install self-check's session only)."""
+    conf = spark_conf(app_name, settings, dump_class_archive)
     if "spark.pyspark.python" in conf:
         # Python workers start with PYSPARK_PYTHON, not python3 from PATH.
         os.environ["PYSPARK_PYTHON"] = conf["spark.pyspark.python"]

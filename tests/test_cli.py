@@ -5,7 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from demandcast.session import spark_conf
+from demandcast.session import (CLASS_ARCHIVE, class_sharing_options, mapped_class_archive_bytes,
+                                spark_conf)
 from demandcast.settings.runtime import SparkSettings
 
 BIN = Path(sys.executable).parent / "demandcast"
@@ -39,6 +40,19 @@ def test_session_conf_is_delta_utc_arrow_and_project_python():
     assert conf["spark.pyspark.python"] == sys.executable
     assert all(j.endswith(".jar") for j in conf["spark.jars"].split(","))
     assert "spark.jars" not in spark_conf("pkg", SparkSettings(packages=["io.delta:delta-spark_2.13:4.0.1"]))
+
+
+def test_driver_maps_the_class_archive_the_install_dumped(spark, tmp_path):
+    # make install's self-check dumps it; a driver that ignored it (the JDK or the jars changed
+    # since) would start at twice the cost without a word.
+    assert CLASS_ARCHIVE.is_file(), "run `make install`: its self-check dumps the class archive"
+    assert mapped_class_archive_bytes(spark) >= CLASS_ARCHIVE.stat().st_size
+    driver = spark_conf("unit", SparkSettings(master="local[1]"))["spark.driver.extraJavaOptions"]
+    assert f"-XX:SharedArchiveFile={CLASS_ARCHIVE}" in driver
+    dumping = spark_conf("unit", SparkSettings(master="local[1]"), dump_class_archive=tmp_path / "a.jsa")
+    assert f"-XX:ArchiveClassesAtExit={tmp_path / 'a.jsa'}" in dumping["spark.driver.extraJavaOptions"]
+    assert "SharedArchiveFile" not in dumping["spark.driver.extraJavaOptions"]
+    assert class_sharing_options(archive=tmp_path / "missing.jsa") == ""
 
 
 def test_python_workers_use_the_project_interpreter(spark):
