@@ -23,6 +23,13 @@ def test_unknown_key_exits_2_without_traceback(project_root):
     assert "Traceback" not in res.stderr
 
 
+def test_impossible_date_exits_2_with_one_line(project_root):
+    res = _run("features", "--set", "snapshot_dates=[2025-13-01]", cwd=project_root)
+    assert res.returncode == 2
+    assert res.stderr.strip() == "demandcast: --set snapshot_dates: invalid date '2025-13-01' " \
+                                 "(month must be in 1..12)"
+
+
 def test_unknown_stage_and_missing_conf_exit_2(project_root, tmp_path):
     assert _run("teleport", cwd=project_root).returncode == 2
     res = _run("ingest", "--conf", str(tmp_path / "missing.yaml"), cwd=project_root)

@@ -10,6 +10,7 @@ from pydantic import Field, field_validator
 from demandcast.settings.base import Section
 
 _URI = re.compile(r"^(?:[a-zA-Z][a-zA-Z0-9+.-]*://)?[^\s;'\"`]+$")
+_ENV_VAR = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 class SparkSettings(Section):
@@ -57,6 +58,15 @@ class RuntimeSettings(Section):
         if "://" in value and not value.startswith("file://"):
             raise ValueError(f"{value!r} is an object-store URI: runs_dir needs a local or mounted "
                              "shared path (NFS, DBFS FUSE, a mounted bucket)")
+        return value
+
+    @field_validator("user_hash_key_env")
+    @classmethod
+    def _env_var_name(cls, value: str) -> str:
+        # The name of the variable, never the key: an empty or key-like value would silently fall
+        # back to the development key in local mode.
+        if not _ENV_VAR.match(value):
+            raise ValueError(f"{value!r} is not an environment variable name (e.g. DEMANDCAST_USER_HASH_KEY)")
         return value
 
     @field_validator("snapshot_dates")
