@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import types
 import typing
 from pathlib import Path
 from typing import Any, Iterable
@@ -104,6 +105,23 @@ def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+def _unwrap_optional(annotation: Any) -> Any:
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(args) == 1:
+        return args[0]
+    return annotation
+
+
+def _child_type(parent: Any, part: str) -> Any:
+    """The annotation under `part` of a section (a pydantic model) or of a free map (dict[str, V])."""
+    if typing.get_origin(parent) is dict:
+        return _unwrap_optional(typing.get_args(parent)[1])
+    fields = getattr(parent, "model_fields", None)
+    if fields and part in fields:
+        return _unwrap_optional(fields[part].annotation)
+    return None
+
+
 def _apply_override(data: dict[str, Any], assignment: str) -> None:
     key, sep, raw = assignment.partition("=")
     key = key.strip()
@@ -117,12 +135,20 @@ def _apply_override(data: dict[str, Any], assignment: str) -> None:
         value = raw
     node = data
     parts = key.split(".")
-    for part in parts[:-1]:
+    kind: Any = PipelineConfig
+    while len(parts) > 1:
+        if typing.get_origin(kind) is dict and typing.get_origin(_child_type(kind, "")) is not dict:
+            # A free map of scalars (spark.conf, ingest.csv_options): its keys hold dots
+            # themselves, so `spark.conf.spark.sql.ansi.enabled=true` sets one entry.
+            parts = [".".join(parts)]
+            break
+        part = parts.pop(0)
+        kind = _child_type(kind, part)
         child = node.setdefault(part, {})
         if not isinstance(child, dict):
             raise ConfigError(f"--set {key}: '{part}' is a value, not a section")
         node = child
-    node[parts[-1]] = value
+    node[parts[0]] = value
 
 
 def _known_keys(loc: tuple) -> list[str]:
@@ -132,10 +158,7 @@ def _known_keys(loc: tuple) -> list[str]:
         fields = getattr(model, "model_fields", None)
         if not fields or part not in fields:
             return []
-        model = fields[part].annotation
-        args = [a for a in typing.get_args(model) if a is not type(None)]
-        if typing.get_origin(model) is not None and len(args) == 1:
-            model = args[0]  # Optional[Section]
+        model = _unwrap_optional(fields[part].annotation)
     return list(getattr(model, "model_fields", {}))
 
 

@@ -30,6 +30,14 @@ def test_impossible_date_exits_2_with_one_line(project_root):
                                  "(month must be in 1..12)"
 
 
+def test_jvm_that_cannot_start_is_one_line_not_a_python_traceback(project_root, tmp_path):
+    res = _run("score", "--set", "spark.conf.spark.driver.memory=lots", "--set", f"warehouse={tmp_path}",
+               cwd=project_root)
+    assert res.returncode == 1
+    assert "demandcast: Spark could not start" in res.stderr
+    assert "Traceback" not in res.stderr
+
+
 def test_unknown_stage_and_missing_conf_exit_2(project_root, tmp_path):
     assert _run("teleport", cwd=project_root).returncode == 2
     res = _run("ingest", "--conf", str(tmp_path / "missing.yaml"), cwd=project_root)

@@ -129,3 +129,25 @@ def test_hash_key_env_must_be_a_variable_name(project_root):
     for value in ("", "my secret key"):
         with pytest.raises(ConfigError, match="user_hash_key_env.*not an environment variable name"):
             load_config(project_root / "conf" / "local.yaml", [f"user_hash_key_env={value}"])
+
+
+def test_spark_master_and_memory_are_checked_before_the_jvm(project_root):
+    conf = project_root / "conf" / "local.yaml"
+    for override, key in (("spark.master=bogus", "spark.master"), ("spark.master=local[0]", "spark.master"),
+                          ("spark.driver_memory=lots", "spark.driver_memory"),
+                          ("spark.driver_memory=4gb", "spark.driver_memory")):
+        with pytest.raises(ConfigError, match=rf"key '{key}'"):
+            load_config(conf, [override])
+    for master in ("local", "local[*]", "local[4,2]", "yarn", "spark://h:7077", "k8s://https://k:443"):
+        assert load_config(conf, [f"spark.master={master}", "spark.driver_memory=512m"]).spark.master == master
+
+
+def test_set_reaches_map_entries_whose_keys_hold_dots(project_root):
+    cfg = load_config(project_root / "conf" / "local.yaml",
+                      ["spark.conf.spark.sql.ansi.enabled=true", "spark.conf.spark.sql.files.maxPartitionBytes=1024",
+                       "ingest.mapping.values.event_type.cart=add_to_cart", "ingest.csv_options.sep=;"])
+    assert cfg.spark.conf == {"spark.sql.ansi.enabled": "true", "spark.sql.files.maxPartitionBytes": "1024"}
+    assert cfg.ingest.mapping.values == {"event_type": {"cart": "add_to_cart"}}
+    assert cfg.ingest.csv_options == {"header": "true", "sep": ";"}  # the other entries stay
+    with pytest.raises(ConfigError, match=r"unknown key 'spark\.nope'"):
+        load_config(project_root / "conf" / "local.yaml", ["spark.nope.deep=1"])

@@ -11,6 +11,11 @@ from demandcast.settings.base import Section
 
 _URI = re.compile(r"^(?:[a-zA-Z][a-zA-Z0-9+.-]*://)?[^\s;'\"`]+$")
 _ENV_VAR = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# What spark-submit accepts ("Master must either be yarn or start with spark, k8s, or local").
+_MASTER = re.compile(r"^(?:yarn|local(?:\[(?:\*|[1-9]\d*)(?:,\d+)?\])?|local-cluster\[\d+,\d+,\d+\]"
+                     r"|(?:spark|k8s)://\S+)$")
+# The JVM's -Xmx syntax: a number with an optional k/m/g/t unit ("4g", "4096m"; not "4gb").
+_JVM_MEMORY = re.compile(r"^[1-9]\d*[kKmMgGtT]?$")
 
 
 class SparkSettings(Section):
@@ -26,6 +31,32 @@ class SparkSettings(Section):
     log_level: Literal["ERROR", "WARN", "INFO", "DEBUG"] = "WARN"
     arrow_batch_size: int = Field(10_000, ge=1)
     conf: dict[str, str] = {}
+
+    # Checked here: a bad value otherwise kills the JVM before the gateway starts, and the user
+    # sees a Java stack trace followed by a Python one.
+    @field_validator("master")
+    @classmethod
+    def _known_master(cls, value: str) -> str:
+        if not _MASTER.match(value):
+            raise ValueError(f"{value!r} is not a Spark master URL (local[N], local[*], spark://host:port, "
+                             "yarn, k8s://...)")
+        return value
+
+    @field_validator("conf", mode="before")
+    @classmethod
+    def _scalars_as_text(cls, value):
+        # Spark takes every value as text; YAML reads `spark.sql.shuffle.partitions: 8` as a number.
+        if isinstance(value, dict):
+            return {k: (str(v).lower() if isinstance(v, bool) else str(v))
+                    if isinstance(v, (bool, int, float)) else v for k, v in value.items()}
+        return value
+
+    @field_validator("driver_memory")
+    @classmethod
+    def _jvm_memory(cls, value: str) -> str:
+        if not _JVM_MEMORY.match(value):
+            raise ValueError(f"{value!r} is not a JVM memory size (e.g. 4g, 4096m)")
+        return value
 
 
 class RuntimeSettings(Section):
