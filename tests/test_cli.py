@@ -62,3 +62,14 @@ def test_python_workers_use_the_project_interpreter(spark):
     worker_python = spark.sparkContext.parallelize([0], 1).map(
         lambda _: __import__("sys").executable).first()
     assert os.path.realpath(worker_python) == os.path.realpath(sys.executable)
+
+
+def test_runs_dir_that_cannot_be_written_is_exit_2_before_any_work(project_root, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    for stage in ("score", "evaluate", "report"):
+        res = _run(stage, "--set", f"runs_dir={blocker}/runs", "--set", f"warehouse={tmp_path}/wh",
+                   cwd=project_root)
+        assert res.returncode == 2, res.stderr
+        assert f"key 'runs_dir': {blocker}/runs is not a writable directory" in res.stderr
+        assert "Traceback" not in res.stderr and "Spark" not in res.stderr

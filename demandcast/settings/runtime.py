@@ -89,7 +89,9 @@ class RuntimeSettings(Section):
         if "://" in value and not value.startswith("file://"):
             raise ValueError(f"{value!r} is an object-store URI: runs_dir needs a local or mounted "
                              "shared path (NFS, DBFS FUSE, a mounted bucket)")
-        return value
+        # A plain path from here on: the ledger (pathlib) read file:///x as the relative folder
+        # "file:/x", and the score report took it for a remote location and skipped itself.
+        return value.removeprefix("file://")
 
     @field_validator("user_hash_key_env")
     @classmethod
