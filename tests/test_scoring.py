@@ -10,7 +10,7 @@ import pytest
 from pyspark.sql import functions as F
 
 from demandcast.config import load_config
-from demandcast.errors import StageFailed
+from demandcast.errors import DataQualityError, StageFailed
 from demandcast.tables import TableSpec, current_version, read_table, table_path, write_table
 from training.drift import (NULL_BIN, OTHER_BIN, ReferenceProfile, bin_counts, feature_drift,
                             psi, reference_profile)
@@ -146,6 +146,19 @@ def test_model_that_does_not_fit_the_features_is_refused(spark, warehouse, tmp_p
     assert "column 'region' must be numeric, is string" in message
     assert current_version(spark, table_path(warehouse, "predictions")) is None
     assert current_version(spark, table_path(warehouse, "category_demand")) is None
+
+
+def test_rows_without_a_key_are_not_called_duplicates(spark, warehouse, tmp_path, project_root):
+    frame = feature_frame(40, SNAPSHOTS[0], seed=2)
+    frame.loc[[0, 1], "user_key"] = None
+    frame.loc[2, "user_key"] = frame.loc[3, "user_key"]
+    write_features(spark, warehouse, [frame])
+    model_dir = save_linear_model(tmp_path / "runs" / "models" / "m", frame, seed=3)
+    write_models_table(spark, warehouse, [("m", 0.5, str(model_dir), SNAPSHOTS[0], CREATED)])
+    with pytest.raises(DataQualityError, match="the feature snapshot has 2 rows without a user_key "
+                                               "and 1 duplicate user_key rows; nothing was written"):
+        run_score(spark, _config(project_root, warehouse, tmp_path), loader=load_linear_model)
+    assert current_version(spark, table_path(warehouse, "predictions")) is None
 
 
 def test_input_mismatches_accepts_a_fitting_schema(spark):
