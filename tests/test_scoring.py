@@ -161,6 +161,16 @@ def test_rows_without_a_key_are_not_called_duplicates(spark, warehouse, tmp_path
     assert current_version(spark, table_path(warehouse, "predictions")) is None
 
 
+def test_a_pinned_model_that_is_not_registered_is_named(spark, warehouse, tmp_path, project_root):
+    from training.evaluation import evaluate
+
+    write_models_table(spark, warehouse, [("m1", 0.5, str(tmp_path / "m1"), SNAPSHOTS[0], CREATED)])
+    cfg = _config(project_root, warehouse, tmp_path, "evaluate.model_version=m9")
+    with pytest.raises(StageFailed, match=r"evaluate\.model_version 'm9' is not in the models table "
+                                          r"\(versions: \['m1'\]\)"):
+        evaluate(spark, cfg)
+
+
 def test_input_mismatches_accepts_a_fitting_schema(spark):
     schema = spark.createDataFrame([], "user_key string, a long, b string, extra double").schema
     assert input_mismatches({"a": "numeric", "b": "categorical"}, schema) == []
