@@ -71,7 +71,8 @@ def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> tuple[dict[str, Any]
     """Reads one file and, first, the file it `extends` (relative to itself)."""
     if not path.is_file():
         where = f" (extended by {chain[-1]})" if chain else ""
-        raise ConfigError(f"config file not found: {path}{where}")
+        what = "is a directory, not a config file" if path.is_dir() else "not found"
+        raise ConfigError(f"config file {what}: {path}{where}")
     if path.resolve() in {p.resolve() for p in chain}:
         raise ConfigError(f"config file {path} extends itself through {[str(p) for p in chain]}")
     try:

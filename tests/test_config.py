@@ -61,6 +61,8 @@ def test_run_all_stages_are_checked_by_name(project_root):
 def test_missing_file_and_bad_override(tmp_path, project_root):
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match="is a directory, not a config file"):
+        load_config(tmp_path)
     with pytest.raises(ConfigError, match="KEY=VALUE"):
         load_config(project_root / "conf" / "local.yaml", ["spark.master"])
 
