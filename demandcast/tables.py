@@ -222,10 +222,25 @@ def _schema_guard(action: Callable[[], T], spark: SparkSession, path: str, spec:
             problems = []
         if not problems:
             raise
-        raise StageFailed(
-            f"table '{spec.name}' at {path} does not match this write: {'; '.join(problems)}. "
-            "Nothing was written; the table was made by another version of the job or by hand: "
-            "migrate it, or move it aside and run again") from None
+        raise _mismatch(spec, path, problems) from None
+
+
+def _mismatch(spec: TableSpec, path: str, problems: list[str]) -> StageFailed:
+    return StageFailed(
+        f"table '{spec.name}' at {path} does not match this write: {'; '.join(problems)}. "
+        "Nothing was written; the table was made by another version of the job or by hand: "
+        "migrate it, or move it aside and run again")
+
+
+def require_same_schema(warehouse: str, writes: Sequence[tuple[TableSpec, DataFrame]]) -> None:
+    """Before a job publishes several tables one commit after the other: every existing table
+    must take its write, so that a mismatch in the second cannot leave the first published."""
+    for spec, df in writes:
+        path = table_path(warehouse, spec.name)
+        if is_delta_table(df.sparkSession, path):
+            problems = schema_differences(df.sparkSession, path, spec, documented(df, spec))
+            if problems:
+                raise _mismatch(spec, path, problems)
 
 
 WriteMode = Literal["overwrite", "append", "replace_partitions"]

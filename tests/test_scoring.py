@@ -161,6 +161,26 @@ def test_rows_without_a_key_are_not_called_duplicates(spark, warehouse, tmp_path
     assert current_version(spark, table_path(warehouse, "predictions")) is None
 
 
+
+def test_a_published_table_of_another_schema_stops_scoring_before_any_write(
+        spark, warehouse, tmp_path, project_root):
+    """category_demand made by another version: predictions must not be published alone (the
+    two tables are two commits), and nothing is scored to find out."""
+    frame = feature_frame(40, SNAPSHOTS[0], seed=2)
+    write_features(spark, warehouse, [frame])
+    model_dir = save_linear_model(tmp_path / "runs" / "models" / "m", frame, seed=3)
+    write_models_table(spark, warehouse, [("m", 0.5, str(model_dir), SNAPSHOTS[0], CREATED)])
+    spark.createDataFrame([(SNAPSHOTS[0], "m", "c1", 1)], "snapshot_date date, model_version string, "
+                          "category_id string, expected_buyers int").write.format("delta") \
+        .partitionBy("snapshot_date", "model_version").save(table_path(warehouse, "category_demand"))
+    with pytest.raises(StageFailed, match=r"table 'category_demand' at .* does not match this write: "
+                                          r"column 'expected_buyers' is int in the table, double"):
+        run_score(spark, _config(project_root, warehouse, tmp_path), loader=load_linear_model)
+    assert current_version(spark, table_path(warehouse, "predictions")) is None
+    # Refused before any Python worker loaded the model to score (the one load is the driver's).
+    assert len((model_dir / "loads.log").read_text().split()) == 1
+
+
 def test_a_pinned_model_that_is_not_registered_is_named(spark, warehouse, tmp_path, project_root):
     from training.evaluation import evaluate
 
