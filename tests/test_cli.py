@@ -1,6 +1,7 @@
 """The console script: exit codes and messages, run as a real subprocess."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,12 @@ BIN = Path(sys.executable).parent / "demandcast"
 
 
 def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN), *args], cwd=cwd, capture_output=True, text=True, timeout=120)
+    # The console script imports the checkout the venv was installed from (editable install):
+    # put this checkout first, so a worktree's tests exercise the worktree's code.
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        p for p in (str(Path(__file__).resolve().parent.parent), os.environ.get("PYTHONPATH")) if p)}
+    return subprocess.run([str(BIN), *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=120)
 
 
 def test_unknown_key_exits_2_without_traceback(project_root):
