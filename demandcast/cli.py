@@ -9,11 +9,13 @@ import argparse
 import importlib
 import json
 import sys
+import tempfile
 import traceback
+from pathlib import Path
 from typing import Sequence
 
 from demandcast.config import DEFAULT_CONF, PipelineConfig, load_config
-from demandcast.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, DemandcastError
+from demandcast.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, ConfigError, DemandcastError
 from demandcast.logs import configure_logging, get_logger, stage_timer
 
 # Stage name -> module in jobs/. Each module has `run(cfg: PipelineConfig) -> dict`.
@@ -27,6 +29,11 @@ STAGES = {
     "run-all": "jobs.run_all",
     "report": "jobs.report",
 }
+
+# Stages that write model folders, checkpoints, evaluations, reports or the run ledger under
+# runs_dir with file I/O: checked before any work, so a read-only or mistyped runs_dir is one
+# line at start-up, not a traceback after tables were already written.
+RUNS_DIR_STAGES = {"train", "evaluate", "score", "run-all", "report"}
 
 # Flags that are shorthands for a config key, so `--resume` reads as the issue asks.
 FLAG_KEYS = {"resume": "train.resume", "force": "run_all.force"}
@@ -60,11 +67,27 @@ def parse(argv: Sequence[str]) -> tuple[str, PipelineConfig]:
     return args.stage, load_config(args.conf, overrides)
 
 
+def check_writable_dir(location: str, key: str) -> Path:
+    """Creates `location` if needed and proves a file can be written in it; else a ConfigError
+    (exit 2) naming the key."""
+    path = Path(location)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-check-"):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"key '{key}': {location} is not a writable directory "
+                          f"({exc.strerror or exc}: {exc.filename or location})") from None
+    return path
+
+
 def run_stage(stage: str, cfg: PipelineConfig) -> dict:
     """Runs one stage; when it fails, the tables it wrote go back to their versions before it
     (project standard: a failed job leaves every table at its last good version)."""
     from demandcast.tables import rolled_back_on_failure  # here: usage errors exit before PySpark loads
 
+    if stage in RUNS_DIR_STAGES:
+        check_writable_dir(cfg.runs_dir, "runs_dir")
     module = importlib.import_module(STAGES[stage])
     with stage_timer(stage), rolled_back_on_failure(stage):
         return module.run(cfg)

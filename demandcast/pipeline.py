@@ -88,7 +88,7 @@ def run_pipeline(
         log.info("%s: running (%s)", banner, reason)
         started = time.monotonic()
         try:
-            summary = run_stage(stage, cfg) or {}
+            summary = run_stage(stage, _must_redo(cfg, stage)) or {}
         except BaseException:
             ledger.forget(stage)  # a failed stage must rerun, and so must everything after it
             outcomes.append(StageOutcome(stage, "failed", time.monotonic() - started, {}))
@@ -100,6 +100,16 @@ def run_pipeline(
         outcomes.append(StageOutcome(stage, "ran", seconds, summary, reason or ""))
         rerun_from = rerun_from or stage
     return outcomes
+
+
+def _must_redo(cfg: PipelineConfig, stage: str) -> PipelineConfig:
+    """The config a stage runs with once the ledger decided it must run (its config, its input
+    tables or an upstream stage changed): score's own "this (snapshot, model) is already scored"
+    shortcut would otherwise keep the predictions of the old features or settings, and the ledger
+    would record them as fresh."""
+    if stage == "score" and not cfg.score.force:
+        return cfg.model_copy(update={"score": cfg.score.model_copy(update={"force": True})})
+    return cfg
 
 
 def table_locations(warehouse: str) -> dict[str, str]:

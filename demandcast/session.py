@@ -6,9 +6,10 @@ import shutil
 import sys
 from pathlib import Path
 
+from pyspark.errors import PySparkRuntimeError
 from pyspark.sql import SparkSession
 
-from demandcast.errors import ConfigError
+from demandcast.errors import ConfigError, StageFailed
 from demandcast.logs import get_logger
 from demandcast.settings.runtime import SparkSettings
 
@@ -129,7 +130,17 @@ def build_spark_session(app_name: str, settings: SparkSettings,
     builder = SparkSession.builder
     for key, value in conf.items():
         builder = builder.config(key, value)
-    spark = builder.getOrCreate()
+    try:
+        spark = builder.getOrCreate()
+    except PySparkRuntimeError as exc:
+        if exc.getErrorClass() != "JAVA_GATEWAY_EXITED":
+            raise
+        # The JVM printed why above (bad spark.conf value, no Java, no memory); say so in one line
+        # instead of adding a Python stack trace under the Java one.
+        raise StageFailed(
+            f"Spark could not start: the JVM exited before the session was up (master "
+            f"{settings.master}, driver memory {settings.driver_memory}); its own message is above; "
+            "check spark.* in the config, JAVA_HOME and free memory") from None
     spark.sparkContext.setLogLevel(settings.log_level)
     log.info("Spark %s session '%s' on %s", spark.version, conf["spark.app.name"],
              spark.sparkContext.master)

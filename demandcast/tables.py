@@ -275,6 +275,62 @@ def rolled_back_on_failure(job: str) -> Iterator[None]:
         _JOB_WRITES.reset(token)
 
 
+def schema_differences(spark: SparkSession, path: str, spec: TableSpec, df: DataFrame) -> list[str]:
+    """How the existing table at `path` differs from what `df` would write into it (column names,
+    types ignoring nullability, partitioning); empty when they agree."""
+    from delta.tables import DeltaTable
+
+    table = DeltaTable.forPath(spark, path)
+    existing = {f.name: f.dataType.simpleString() for f in table.toDF().schema.fields}
+    written = {f.name: f.dataType.simpleString() for f in df.schema.fields}
+    problems = [f"column '{c}' is {existing[c]} in the table, {t} in this write"
+                for c, t in written.items() if c in existing and existing[c] != t]
+    new = [c for c in written if c not in existing]
+    if new:
+        problems.append(f"columns not in the table: {new}")
+    partitions = list(table.detail().select("partitionColumns").first()[0])
+    if spec.partition_by and partitions != list(spec.partition_by):
+        problems.append(f"partitioned by {partitions}, this job writes {list(spec.partition_by)}")
+    return problems
+
+
+def _schema_guard(action: Callable[[], T], spark: SparkSession, path: str, spec: TableSpec,
+                  df: DataFrame) -> T:
+    """Runs a write; when Delta refuses it and the table's schema explains why (the table was
+    written by another version of the job, or by hand), one line saying how they differ replaces
+    Delta's page-long AnalysisException. Nothing was committed: the table is at its last version."""
+    from pyspark.errors import AnalysisException
+
+    try:
+        return action()
+    except AnalysisException:
+        try:
+            problems = schema_differences(spark, path, spec, df)
+        except Exception:  # cannot explain it: Delta's own error is the best message
+            problems = []
+        if not problems:
+            raise
+        raise _mismatch(spec, path, problems) from None
+
+
+def _mismatch(spec: TableSpec, path: str, problems: list[str]) -> StageFailed:
+    return StageFailed(
+        f"table '{spec.name}' at {path} does not match this write: {'; '.join(problems)}. "
+        "Nothing was written; the table was made by another version of the job or by hand: "
+        "migrate it, or move it aside and run again")
+
+
+def require_same_schema(warehouse: str, writes: Sequence[tuple[TableSpec, DataFrame]]) -> None:
+    """Before a job publishes several tables one commit after the other: every existing table
+    must take its write, so that a mismatch in the second cannot leave the first published."""
+    for spec, df in writes:
+        path = table_path(warehouse, spec.name)
+        if is_delta_table(df.sparkSession, path):
+            problems = schema_differences(df.sparkSession, path, spec, documented(df, spec))
+            if problems:
+                raise _mismatch(spec, path, problems)
+
+
 WriteMode = Literal["overwrite", "append", "replace_partitions"]
 
 
@@ -314,7 +370,8 @@ def write_table(
             "replaceWhere", replace_predicate(spec, replace_values, replace_where))
     else:
         raise ValueError(f"unknown write mode {mode!r}")
-    with_retries(lambda: writer.save(path), f"write {spec.name}")
+    _schema_guard(lambda: with_retries(lambda: writer.save(path), f"write {spec.name}"),
+                  spark, path, spec, df)
     version = current_version(spark, path)
     log.info("wrote table %s (%s) -> version %s", spec.name, mode, version)
     if writes is not None:  # inside a job: undone if the job fails later
@@ -356,7 +413,7 @@ def merge_table(
             merge = merge.whenMatchedUpdateAll()
         merge.whenNotMatchedInsertAll().execute()
 
-    with_retries(_merge, f"merge {spec.name}")
+    _schema_guard(lambda: with_retries(_merge, f"merge {spec.name}"), spark, path, spec, df)
     version = current_version(spark, path)
     log.info("merged into table %s on %s -> version %s", spec.name, list(keys), version)
     if writes is not None:  # inside a job: undone if the job fails later

@@ -1,6 +1,7 @@
 """The console script: exit codes and messages, run as a real subprocess."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +14,12 @@ BIN = Path(sys.executable).parent / "demandcast"
 
 
 def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN), *args], cwd=cwd, capture_output=True, text=True, timeout=120)
+    # The console script imports the checkout the venv was installed from (editable install):
+    # put this checkout first, so a worktree's tests exercise the worktree's code.
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        p for p in (str(Path(__file__).resolve().parent.parent), os.environ.get("PYTHONPATH")) if p)}
+    return subprocess.run([str(BIN), *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=120)
 
 
 def test_unknown_key_exits_2_without_traceback(project_root):
@@ -21,6 +27,21 @@ def test_unknown_key_exits_2_without_traceback(project_root):
     assert res.returncode == 2
     assert "unknown key 'spark.nope'" in res.stderr
     assert "conf/local.yaml" in res.stderr and "base.yaml" in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_impossible_date_exits_2_with_one_line(project_root):
+    res = _run("features", "--set", "snapshot_dates=[2025-13-01]", cwd=project_root)
+    assert res.returncode == 2
+    assert res.stderr.strip() == "demandcast: --set snapshot_dates: invalid date '2025-13-01' " \
+                                 "(month must be in 1..12)"
+
+
+def test_jvm_that_cannot_start_is_one_line_not_a_python_traceback(project_root, tmp_path):
+    res = _run("score", "--set", "spark.conf.spark.driver.memory=lots", "--set", f"warehouse={tmp_path}",
+               cwd=project_root)
+    assert res.returncode == 1
+    assert "demandcast: Spark could not start" in res.stderr
     assert "Traceback" not in res.stderr
 
 
@@ -61,3 +82,14 @@ def test_python_workers_use_the_project_interpreter(spark):
     worker_python = spark.sparkContext.parallelize([0], 1).map(
         lambda _: __import__("sys").executable).first()
     assert os.path.realpath(worker_python) == os.path.realpath(sys.executable)
+
+
+def test_runs_dir_that_cannot_be_written_is_exit_2_before_any_work(project_root, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    for stage in ("score", "evaluate", "report"):
+        res = _run(stage, "--set", f"runs_dir={blocker}/runs", "--set", f"warehouse={tmp_path}/wh",
+                   cwd=project_root)
+        assert res.returncode == 2, res.stderr
+        assert f"key 'runs_dir': {blocker}/runs is not a writable directory" in res.stderr
+        assert "Traceback" not in res.stderr and "Spark" not in res.stderr

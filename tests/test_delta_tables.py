@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from pyspark.sql import functions as F
 
+from demandcast.errors import StageFailed
 from demandcast.tables import (TableSpec, current_version, files_of_version, merge_table,
                                partition_predicate, read_table, rolled_back_on_failure, table_path,
                                write_table)
@@ -70,6 +71,20 @@ def test_pinned_version_files_come_from_the_log(spark, warehouse):
     rows = spark.read.parquet(*files_v0).select("user").collect()
     assert [r.user for r in rows] == ["a"]
     assert current_version(spark, table_path(warehouse, "user_daily")) == v0 + 1
+
+
+def test_a_table_of_another_schema_is_one_line_and_left_alone(spark, warehouse):
+    """A table an older job (or a person) wrote with another schema: the write says how they
+    differ in one line instead of Delta's page-long AnalysisException, and commits nothing."""
+    path = table_path(warehouse, "user_daily")
+    spark.createDataFrame([("a", D1, "1.0")], "user string, day date, amount string") \
+        .write.format("delta").save(path)
+    with pytest.raises(StageFailed, match=r"^table 'user_daily' at .* does not match this write: "
+                                          r"column 'amount' is string in the table, double in this "
+                                          r"write; partitioned by \[\], this job writes \['day'\]\. "
+                                          r"Nothing was written"):
+        write_table(_rows(spark, [("a", D1, 5.0)]), warehouse, SPEC, "replace_partitions", [D1])
+    assert current_version(spark, path) == 0
 
 
 def test_partition_predicate_refuses_injection():

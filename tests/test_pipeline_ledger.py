@@ -59,3 +59,21 @@ def test_failed_stage_reruns_next_time(spark, cfg):
     outcomes = run_pipeline(cfg, ["ingest", "features"], run, spark, force=False)
     assert [o.status for o in outcomes] == ["skipped", "ran"]
     assert calls == ["ingest", "features", "features"]
+
+
+def test_score_run_by_the_ledger_rescores_instead_of_taking_its_no_op(spark, cfg):
+    """Once run-all decides score must run (never ran, its settings or upstream changed), score's
+    own "already scored" shortcut must not keep the old predictions."""
+    forced: list[bool] = []
+
+    def run_stage(stage, stage_cfg):
+        if stage == "score":
+            forced.append(stage_cfg.score.force)
+        return {}
+
+    run_pipeline(cfg, ["features", "score"], run_stage, spark, force=False)
+    skipped = run_pipeline(cfg, ["features", "score"], run_stage, spark, force=False)
+    assert [o.status for o in skipped] == ["skipped", "skipped"]
+    changed = cfg.model_copy(update={"score": cfg.score.model_copy(update={"top_categories": 5})})
+    run_pipeline(changed, ["features", "score"], run_stage, spark, force=False)
+    assert forced == [True, True]

@@ -10,7 +10,7 @@ import pytest
 from pyspark.sql import functions as F
 
 from demandcast.config import load_config
-from demandcast.errors import StageFailed
+from demandcast.errors import DataQualityError, StageFailed
 from demandcast.tables import TableSpec, current_version, read_table, table_path, write_table
 from training.drift import (NULL_BIN, OTHER_BIN, ReferenceProfile, bin_counts, feature_drift,
                             psi, reference_profile)
@@ -146,6 +146,49 @@ def test_model_that_does_not_fit_the_features_is_refused(spark, warehouse, tmp_p
     assert "column 'region' must be numeric, is string" in message
     assert current_version(spark, table_path(warehouse, "predictions")) is None
     assert current_version(spark, table_path(warehouse, "category_demand")) is None
+
+
+def test_rows_without_a_key_are_not_called_duplicates(spark, warehouse, tmp_path, project_root):
+    frame = feature_frame(40, SNAPSHOTS[0], seed=2)
+    frame.loc[[0, 1], "user_key"] = None
+    frame.loc[2, "user_key"] = frame.loc[3, "user_key"]
+    write_features(spark, warehouse, [frame])
+    model_dir = save_linear_model(tmp_path / "runs" / "models" / "m", frame, seed=3)
+    write_models_table(spark, warehouse, [("m", 0.5, str(model_dir), SNAPSHOTS[0], CREATED)])
+    with pytest.raises(DataQualityError, match="the feature snapshot has 2 rows without a user_key "
+                                               "and 1 duplicate user_key rows; nothing was written"):
+        run_score(spark, _config(project_root, warehouse, tmp_path), loader=load_linear_model)
+    assert current_version(spark, table_path(warehouse, "predictions")) is None
+
+
+
+def test_a_published_table_of_another_schema_stops_scoring_before_any_write(
+        spark, warehouse, tmp_path, project_root):
+    """category_demand made by another version: predictions must not be published alone (the
+    two tables are two commits), and nothing is scored to find out."""
+    frame = feature_frame(40, SNAPSHOTS[0], seed=2)
+    write_features(spark, warehouse, [frame])
+    model_dir = save_linear_model(tmp_path / "runs" / "models" / "m", frame, seed=3)
+    write_models_table(spark, warehouse, [("m", 0.5, str(model_dir), SNAPSHOTS[0], CREATED)])
+    spark.createDataFrame([(SNAPSHOTS[0], "m", "c1", 1)], "snapshot_date date, model_version string, "
+                          "category_id string, expected_buyers int").write.format("delta") \
+        .partitionBy("snapshot_date", "model_version").save(table_path(warehouse, "category_demand"))
+    with pytest.raises(StageFailed, match=r"table 'category_demand' at .* does not match this write: "
+                                          r"column 'expected_buyers' is int in the table, double"):
+        run_score(spark, _config(project_root, warehouse, tmp_path), loader=load_linear_model)
+    assert current_version(spark, table_path(warehouse, "predictions")) is None
+    # Refused before any Python worker loaded the model to score (the one load is the driver's).
+    assert len((model_dir / "loads.log").read_text().split()) == 1
+
+
+def test_a_pinned_model_that_is_not_registered_is_named(spark, warehouse, tmp_path, project_root):
+    from training.evaluation import evaluate
+
+    write_models_table(spark, warehouse, [("m1", 0.5, str(tmp_path / "m1"), SNAPSHOTS[0], CREATED)])
+    cfg = _config(project_root, warehouse, tmp_path, "evaluate.model_version=m9")
+    with pytest.raises(StageFailed, match=r"evaluate\.model_version 'm9' is not in the models table "
+                                          r"\(versions: \['m1'\]\)"):
+        evaluate(spark, cfg)
 
 
 def test_input_mismatches_accepts_a_fitting_schema(spark):

@@ -7,6 +7,7 @@ On simulated data the oracle (the simulator's true probabilities) is scored too.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -16,7 +17,7 @@ from pyspark.sql import functions as F
 from demandcast.config import PipelineConfig
 from demandcast.errors import StageFailed
 from demandcast.logs import get_logger
-from demandcast.tables import absolute_uri, is_delta_table
+from demandcast.tables import absolute_uri, is_delta_table, read_table, table_path
 from training import metrics as M
 from training.baselines import WideIds, lightgbm, logistic_regression, recency_scores
 from training.dataset import KEYS, TrainingSet, category_label_column
@@ -75,6 +76,13 @@ def evaluate(spark: SparkSession, cfg: PipelineConfig) -> dict:
         raise StageFailed("no model to evaluate: the models table is empty; run `train` first")
     record = model_record(spark, cfg.warehouse, version)
     model_dir = record.get("model_dir") or str(local_dir(cfg.runs_dir) / "models" / version)
+    if not record and not Path(model_dir).exists():
+        # A mistyped pin: say so (as score does), not "no model directory, retrain".
+        known = sorted(r[0] for r in read_table(spark, cfg.warehouse, "models")
+                       .select("model_version").distinct().collect()) \
+            if is_delta_table(spark, table_path(cfg.warehouse, "models")) else []
+        raise StageFailed(f"evaluate.model_version {version!r} is not in the models table "
+                          f"(versions: {known}) and {model_dir} does not exist")
     require_model_dir(model_dir, EVALUATION_FILES)
     try:
         info = read_model_info(model_dir)

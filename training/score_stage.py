@@ -17,7 +17,7 @@ from demandcast.config import PipelineConfig
 from demandcast.errors import StageFailed
 from demandcast.logs import get_logger
 from demandcast.settings.score import ScoreSettings
-from demandcast.tables import read_table
+from demandcast.tables import read_table, require_same_schema
 from training.drift import feature_drift, reference_profile
 from training.explain import feature_groups, global_importance
 from training.model_io import load_failed
@@ -151,6 +151,12 @@ def run_score(spark: SparkSession, cfg: PipelineConfig,
     spark.conf.set(ARROW_BATCH_CONF, str(batch_size))
     # Timezone-aware, so Spark stores the same instant whatever the machine's local zone.
     scored_at = dt.datetime.now(dt.timezone.utc)
+    # Two tables, two commits: both must take their rows (the schemas follow from the plan) before
+    # anything is scored, so that a mismatch in the second cannot leave the first published.
+    shape = spark.createDataFrame([], plan.output_schema())
+    require_same_schema(cfg.warehouse, [
+        (PREDICTIONS, prediction_rows(shape, plan, snapshot, choice.model_version, scored_at, [])),
+        (CATEGORY_DEMAND, category_demand_rows(shape, plan, snapshot, choice.model_version, scored_at))])
     try:
         scored = score_snapshot(current, plan, explained_users(settings))
         try:

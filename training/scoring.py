@@ -327,13 +327,19 @@ def score_snapshot(features: DataFrame, plan: ScoringPlan, explain: Column) -> S
     inputs = model_inputs(features, plan.input_columns, explain)
     scored = score_users(inputs, plan).persist(StorageLevel.MEMORY_AND_DISK)
     stats = scored.agg(F.count(F.lit(1)).alias("n"), F.countDistinct(USER_KEY).alias("keys"),
+                       F.count(USER_KEY).alias("with_key"),
                        F.count("driver_0_group" if plan.n_drivers else F.lit(None)).alias("explained"),
                        F.sum(F.when(F.isnan("p_purchase") | F.col("p_purchase").isNull(), 1)
                              .otherwise(0)).alias("bad")).first()
     if stats["n"] != stats["keys"]:
         scored.unpersist()
-        raise DataQualityError(f"the feature snapshot has {stats['n'] - stats['keys']} duplicate "
-                               f"user_key rows; nothing was written")
+        # countDistinct skips nulls: rows without a key are not "duplicates" (and say so).
+        problems = [f"{stats['n'] - stats['with_key']} rows without a user_key"] \
+            if stats["n"] != stats["with_key"] else []
+        if stats["with_key"] != stats["keys"]:
+            problems.append(f"{stats['with_key'] - stats['keys']} duplicate user_key rows")
+        raise DataQualityError(f"the feature snapshot has {' and '.join(problems)}; "
+                               "nothing was written")
     if stats["bad"]:
         scored.unpersist()
         raise StageFailed(f"the model returned NaN p_purchase for {stats['bad']} users; "

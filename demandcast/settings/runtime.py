@@ -10,6 +10,12 @@ from pydantic import Field, field_validator
 from demandcast.settings.base import Section
 
 _URI = re.compile(r"^(?:[a-zA-Z][a-zA-Z0-9+.-]*://)?[^\s;'\"`]+$")
+_ENV_VAR = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# What spark-submit accepts ("Master must either be yarn or start with spark, k8s, or local").
+_MASTER = re.compile(r"^(?:yarn|local(?:\[(?:\*|[1-9]\d*)(?:,\d+)?\])?|local-cluster\[\d+,\d+,\d+\]"
+                     r"|(?:spark|k8s)://\S+)$")
+# The JVM's -Xmx syntax: a number with an optional k/m/g/t unit ("4g", "4096m"; not "4gb").
+_JVM_MEMORY = re.compile(r"^[1-9]\d*[kKmMgGtT]?$")
 
 
 class SparkSettings(Section):
@@ -25,6 +31,32 @@ class SparkSettings(Section):
     log_level: Literal["ERROR", "WARN", "INFO", "DEBUG"] = "WARN"
     arrow_batch_size: int = Field(10_000, ge=1)
     conf: dict[str, str] = {}
+
+    # Checked here: a bad value otherwise kills the JVM before the gateway starts, and the user
+    # sees a Java stack trace followed by a Python one.
+    @field_validator("master")
+    @classmethod
+    def _known_master(cls, value: str) -> str:
+        if not _MASTER.match(value):
+            raise ValueError(f"{value!r} is not a Spark master URL (local[N], local[*], spark://host:port, "
+                             "yarn, k8s://...)")
+        return value
+
+    @field_validator("conf", mode="before")
+    @classmethod
+    def _scalars_as_text(cls, value):
+        # Spark takes every value as text; YAML reads `spark.sql.shuffle.partitions: 8` as a number.
+        if isinstance(value, dict):
+            return {k: (str(v).lower() if isinstance(v, bool) else str(v))
+                    if isinstance(v, (bool, int, float)) else v for k, v in value.items()}
+        return value
+
+    @field_validator("driver_memory")
+    @classmethod
+    def _jvm_memory(cls, value: str) -> str:
+        if not _JVM_MEMORY.match(value):
+            raise ValueError(f"{value!r} is not a JVM memory size (e.g. 4g, 4096m)")
+        return value
 
 
 class RuntimeSettings(Section):
@@ -57,6 +89,17 @@ class RuntimeSettings(Section):
         if "://" in value and not value.startswith("file://"):
             raise ValueError(f"{value!r} is an object-store URI: runs_dir needs a local or mounted "
                              "shared path (NFS, DBFS FUSE, a mounted bucket)")
+        # A plain path from here on: the ledger (pathlib) read file:///x as the relative folder
+        # "file:/x", and the score report took it for a remote location and skipped itself.
+        return value.removeprefix("file://")
+
+    @field_validator("user_hash_key_env")
+    @classmethod
+    def _env_var_name(cls, value: str) -> str:
+        # The name of the variable, never the key: an empty or key-like value would silently fall
+        # back to the development key in local mode.
+        if not _ENV_VAR.match(value):
+            raise ValueError(f"{value!r} is not an environment variable name (e.g. DEMANDCAST_USER_HASH_KEY)")
         return value
 
     @field_validator("snapshot_dates")
