@@ -59,6 +59,16 @@ class _Loader(yaml.SafeLoader):
 _Loader.add_constructor("tag:yaml.org,2002:timestamp", _Loader.construct_yaml_timestamp)
 
 
+def _parse_yaml(text: str) -> Any:
+    """yaml.safe_load with _Loader's date check (what yaml.load does, spelled out so no
+    loader other than a SafeLoader can ever be passed)."""
+    loader = _Loader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
 def _yaml_problem(exc: yaml.YAMLError) -> str:
     """One line: the problem and where it is (YAML's own message spans several lines)."""
     mark = getattr(exc, "problem_mark", None)
@@ -76,7 +86,7 @@ def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> tuple[dict[str, Any]
     if path.resolve() in {p.resolve() for p in chain}:
         raise ConfigError(f"config file {path} extends itself through {[str(p) for p in chain]}")
     try:
-        data = yaml.load(path.read_text(), Loader=_Loader)
+        data = _parse_yaml(path.read_text())
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {path} is not valid YAML: {_yaml_problem(exc)}") from None
     except (OSError, UnicodeDecodeError) as exc:
@@ -129,7 +139,7 @@ def _apply_override(data: dict[str, Any], assignment: str) -> None:
     if not sep or not key or any(not part for part in key.split(".")):
         raise ConfigError(f"--set expects KEY=VALUE with a dotted key, got {assignment!r}")
     try:
-        value = yaml.load(raw, Loader=_Loader) if raw.strip() else ""
+        value = _parse_yaml(raw) if raw.strip() else ""
     except yaml.constructor.ConstructorError as exc:  # YAML that parses but is no value: a bad date
         raise ConfigError(f"--set {key}: {' '.join(str(exc.problem).split())}") from None
     except yaml.YAMLError:  # not YAML at all: the text itself, e.g. a path with a colon
