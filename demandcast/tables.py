@@ -331,6 +331,21 @@ def require_same_schema(warehouse: str, writes: Sequence[tuple[TableSpec, DataFr
                 raise _mismatch(spec, path, problems)
 
 
+def _version_before_job_commit(spark: SparkSession, warehouse: str, spec: TableSpec) -> int | None:
+    """The table's version before a commit, read only inside `rolled_back_on_failure`."""
+    if _JOB_WRITES.get() is None:
+        return None
+    return current_version(spark, table_path(warehouse, spec.name))
+
+
+def _record_job_commit(spark: SparkSession, spec: TableSpec, path: str, before: int | None,
+                       after: int | None) -> None:
+    """Inside a job, notes the commit so that a later failure of the job undoes it."""
+    writes = _JOB_WRITES.get()
+    if writes is not None:
+        writes.append(TableWrite(spark, spec.name, path, before, after))
+
+
 WriteMode = Literal["overwrite", "append", "replace_partitions"]
 
 
@@ -353,8 +368,7 @@ def write_table(
     A failed write leaves the table at its last good version: Delta commits all or nothing.
     """
     spark = df.sparkSession
-    writes = _JOB_WRITES.get()
-    before = current_version(spark, table_path(warehouse, spec.name)) if writes is not None else None
+    before = _version_before_job_commit(spark, warehouse, spec)
     path = ensure_table(spark, warehouse, spec, df)
     writer = documented(df, spec).write.format("delta")
     if spec.partition_by:
@@ -374,8 +388,7 @@ def write_table(
                   spark, path, spec, df)
     version = current_version(spark, path)
     log.info("wrote table %s (%s) -> version %s", spec.name, mode, version)
-    if writes is not None:  # inside a job: undone if the job fails later
-        writes.append(TableWrite(spark, spec.name, path, before, version))
+    _record_job_commit(spark, spec, path, before, version)
     return int(version or 0)
 
 
@@ -396,8 +409,7 @@ def merge_table(
     from delta.tables import DeltaTable
 
     spark = df.sparkSession
-    writes = _JOB_WRITES.get()
-    before = current_version(spark, table_path(warehouse, spec.name)) if writes is not None else None
+    before = _version_before_job_commit(spark, warehouse, spec)
     path = ensure_table(spark, warehouse, spec, df)
     for key in keys:
         if not key.isidentifier():
@@ -416,8 +428,7 @@ def merge_table(
     _schema_guard(lambda: with_retries(_merge, f"merge {spec.name}"), spark, path, spec, df)
     version = current_version(spark, path)
     log.info("merged into table %s on %s -> version %s", spec.name, list(keys), version)
-    if writes is not None:  # inside a job: undone if the job fails later
-        writes.append(TableWrite(spark, spec.name, path, before, version))
+    _record_job_commit(spark, spec, path, before, version)
     return int(version or 0)
 
 
