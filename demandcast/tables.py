@@ -75,6 +75,13 @@ def is_delta_table(spark: SparkSession, path: str) -> bool:
     return DeltaTable.isDeltaTable(spark, path)
 
 
+def require_some_table(spark: SparkSession, warehouse: str) -> None:
+    """A warehouse holding none of the pipeline's tables is a mistyped path, not an empty run."""
+    if not any(is_delta_table(spark, table_path(warehouse, name)) for name in TABLE_NAMES):
+        raise ConfigError(f"warehouse {absolute_uri(warehouse)} holds none of the pipeline's tables "
+                          f"({', '.join(TABLE_NAMES)}): check the `warehouse` setting")
+
+
 def read_table(spark: SparkSession, warehouse: str, name: str, version: int | None = None) -> DataFrame:
     path = table_path(warehouse, name)
     if not is_delta_table(spark, path):
@@ -91,6 +98,16 @@ def current_version(spark: SparkSession, path: str) -> int | None:
     if not DeltaTable.isDeltaTable(spark, path):
         return None
     return int(DeltaTable.forPath(spark, path).history(1).select("version").first()[0])
+
+
+def last_commit_time(spark: SparkSession, path: str) -> float | None:
+    """When the table's latest commit was made, in epoch seconds; None when there is no table."""
+    from delta.tables import DeltaTable
+
+    if not DeltaTable.isDeltaTable(spark, path):
+        return None
+    return float(DeltaTable.forPath(spark, path).history(1)
+                 .select(F.col("timestamp").cast("double")).first()[0])
 
 
 def with_retries(action: Callable[[], T], what: str, attempts: int = 5,

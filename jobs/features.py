@@ -21,7 +21,8 @@ def run(cfg: PipelineConfig) -> dict:
     snapshots = resolve_snapshots(cfg)
     spec = FeatureSpec.from_config(cfg)
     spark = build_spark_session("features", cfg.spark)
-    check_snapshots_in_events(snapshots, *event_date_range(spark, cfg.warehouse), snapshot_source(cfg))
+    check_snapshots_in_events(snapshots, *event_date_range(spark, cfg.warehouse), snapshot_source(cfg),
+                              cfg.features.max_days_after_last_event)
     daily = update_user_daily(spark, cfg.warehouse, spec)
     written = write_snapshots(spark, cfg.warehouse, snapshots, spec, daily.last_event_date,
                               cfg.features.require_complete_label_window)

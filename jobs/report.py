@@ -13,12 +13,14 @@ if __name__ == "__main__":
 from demandcast.cli import job_main
 from demandcast.config import PipelineConfig
 from demandcast.session import build_spark_session
+from demandcast.tables import require_some_table
 
 
 def run(cfg: PipelineConfig) -> dict:
     from training.run_report import key_figures, ledger_summaries, make_run_report
 
     spark = build_spark_session("report", cfg.spark)
+    require_some_table(spark, cfg.warehouse)
     summaries, stages = ledger_summaries(cfg)
     path, inputs = make_run_report(spark, cfg, summaries, stages)
     return {**key_figures(inputs), "missing": sorted(inputs.missing), "report_html": str(path)}

@@ -213,6 +213,11 @@ def test_snapshots_must_lie_within_the_events():
     with pytest.raises(ConfigError, match=r"\['2025-06-01', '2026-01-01'\] on or before the first"):
         check_snapshots_in_events([dt.date(2025, 6, 1), first, dt.date(2026, 2, 1)], first, last,
                                   "snapshot_dates")
+    # A landing outage: the operator accepts a longer gap, and only that gap.
+    check_snapshots_in_events([dt.date(2026, 4, 3)], first, last, "snapshot_dates", 3)
+    with pytest.raises(ConfigError, match=r"after 2026-04-03, 3 day\(s\) after the last event date "
+                                          r"2026-03-31.*features.max_days_after_last_event"):
+        check_snapshots_in_events([dt.date(2026, 4, 4)], first, last, "snapshot_dates", 3)
 
 
 def test_label_window_must_be_observed():

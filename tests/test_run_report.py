@@ -186,6 +186,17 @@ def test_missing_inputs_are_explained_not_fatal(spark, tmp_path):
     assert key_figures(inputs) == {"rows quarantined": 1}
 
 
+def test_report_on_a_warehouse_without_any_table_is_a_usage_error(spark, tmp_path, capsys):
+    """A mistyped warehouse is exit 2 naming it, not an all-missing report and exit 0."""
+    mistyped = tmp_path / "warehuose"
+    argv = ["report", "--conf", str(PROJECT_ROOT / "conf" / "local.yaml")]
+    for item in _overrides(tmp_path, str(mistyped)):
+        argv += ["--set", item]
+    assert cli_main(argv) == 2
+    assert f"warehouse {mistyped} holds none of the pipeline's tables" in capsys.readouterr().err
+    assert not (tmp_path / "runs" / "reports").exists()
+
+
 def test_evaluation_without_curves_file_draws_roc_from_deciles():
     """Evaluations written before curves.json: ROC and PR from the decile table, with a note."""
     rng = np.random.default_rng(5)

@@ -128,6 +128,13 @@ def test_rerun_is_idempotent_and_keeps_the_other_models_scores(spark, scored_wor
     demand = read_table(spark, warehouse, "category_demand")
     assert demand.count() == 2 * len(CATEGORIES)
 
+    # user_features rewritten after the scoring (a rebuild): the scores may be stale, so a run
+    # without force scores the snapshot again instead of calling it done.
+    write_features(spark, warehouse, [scored_world["train"], scored_world["current"]])
+    refreshed = run_score(spark, cfg, loader=load_linear_model)
+    assert "skipped" not in refreshed
+    assert refreshed["predictions_version"] == rerun["predictions_version"] + 1
+
 
 def test_model_that_does_not_fit_the_features_is_refused(spark, warehouse, tmp_path, project_root):
     train = feature_frame(50, SNAPSHOTS[0], seed=1)

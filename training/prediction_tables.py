@@ -66,14 +66,21 @@ def write_scores(df: DataFrame, warehouse: str, spec: TableSpec, snapshot_date: 
                        replace_where=_partition(snapshot_date, model_version))
 
 
-def has_partition(spark: SparkSession, warehouse: str, spec: TableSpec, snapshot_date: dt.date,
-                  model_version: str) -> bool:
-    """True when the table holds rows for (snapshot, model version) (a metadata-pruned lookup)."""
+# The column holding each table's scoring time (set once per run, before scoring starts).
+SCORED_AT = {PREDICTIONS.name: "scored_at", CATEGORY_DEMAND.name: "computed_at"}
+
+
+def partition_scored_at(spark: SparkSession, warehouse: str, spec: TableSpec,
+                        snapshot_date: dt.date, model_version: str) -> float | None:
+    """When the table's (snapshot, model version) partition was scored, in epoch seconds (its
+    latest scoring time); None when the table, the partition or its time column does not exist."""
     path = table_path(warehouse, spec.name)
     if not is_delta_table(spark, path):
-        return False
-    rows = (spark.read.format("delta").load(path)
+        return None
+    table = spark.read.format("delta").load(path)
+    if SCORED_AT[spec.name] not in table.columns:  # a table of another schema: the write guard names it
+        return None
+    return (table
             .where((F.col("snapshot_date") == F.lit(snapshot_date))
                    & (F.col("model_version") == F.lit(model_version)))
-            .limit(1).count())
-    return rows > 0
+            .agg(F.max(F.col(SCORED_AT[spec.name]).cast("double"))).first()[0])

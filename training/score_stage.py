@@ -17,11 +17,12 @@ from demandcast.config import PipelineConfig
 from demandcast.errors import StageFailed
 from demandcast.logs import get_logger
 from demandcast.settings.score import ScoreSettings
-from demandcast.tables import read_table, require_same_schema
+from demandcast.tables import last_commit_time, read_table, require_same_schema, table_path
 from training.drift import feature_drift, reference_profile
 from training.explain import feature_groups, global_importance
 from training.model_io import load_failed
-from training.prediction_tables import CATEGORY_DEMAND, PREDICTIONS, has_partition, write_scores
+from training.prediction_tables import (CATEGORY_DEMAND, PREDICTIONS, partition_scored_at,
+                                        write_scores)
 from training.scoring import (DEFAULT_LOADER, USER_KEY, ScoringModel, ScoringPlan,
                               cached_model, category_demand_rows, check_model_inputs,
                               prediction_rows, score_snapshot)
@@ -100,6 +101,26 @@ def choose_snapshot(features: DataFrame, settings: ScoreSettings) -> dt.date:
     return settings.snapshot_date
 
 
+def already_scored(spark: SparkSession, warehouse: str, snapshot: dt.date, model_version: str) -> bool:
+    """True when both tables hold the (snapshot, model version) partition and user_features has not
+    changed since it was scored; a features rebuild after scoring (a fix, a late backfill) makes
+    the scores stale, and they are computed again rather than kept."""
+    scored = [partition_scored_at(spark, warehouse, spec, snapshot, model_version)
+              for spec in (PREDICTIONS, CATEGORY_DEMAND)]
+    if any(at is None for at in scored):
+        return False
+    features_changed = last_commit_time(spark, table_path(warehouse, "user_features"))
+    if features_changed is not None and features_changed > min(scored):
+        log.info("snapshot %s was scored by model %s at %s, before user_features last changed (%s): "
+                 "scoring it again", snapshot, model_version, _utc(min(scored)), _utc(features_changed))
+        return False
+    return True
+
+
+def _utc(epoch_seconds: float) -> str:
+    return dt.datetime.fromtimestamp(epoch_seconds, dt.timezone.utc).isoformat(timespec="seconds")
+
+
 def explained_users(settings: ScoreSettings) -> Column:
     """The users whose drivers are computed: the listed keys and a hash sample of the rest."""
     flag = F.lit(False)
@@ -119,9 +140,7 @@ def run_score(spark: SparkSession, cfg: PipelineConfig,
     choice = choose_model(spark, cfg)
     summary: dict = {"snapshot_date": str(snapshot), "model_version": choice.model_version,
                      "model_dir": choice.model_dir}
-    if not settings.force and all(has_partition(spark, cfg.warehouse, spec, snapshot,
-                                                choice.model_version)
-                                  for spec in (PREDICTIONS, CATEGORY_DEMAND)):
+    if not settings.force and already_scored(spark, cfg.warehouse, snapshot, choice.model_version):
         log.info("snapshot %s is already scored by model %s; nothing to do "
                  "(--set score.force=true rescores it)", snapshot, choice.model_version)
         return {**summary, "skipped": "already scored"}

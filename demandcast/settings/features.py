@@ -32,6 +32,10 @@ class FeaturesSettings(Section):
     view_event: str = "view"
     cart_event: str = "add_to_cart"
     purchase_event: str = "purchase"
+    # How many days after the last event date a snapshot may lie. 1 is the everyday case (score
+    # today on everything up to yesterday); more accepts that days with no events (an outage, a
+    # landing delay) read as inactivity in recency, frequency and trend features.
+    max_days_after_last_event: int = Field(1, ge=1, le=366)
     # Write labels only for snapshots whose whole label window lies inside the ingested events.
     require_complete_label_window: bool = True
 
