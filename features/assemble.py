@@ -89,14 +89,15 @@ def rows_without_user(snapshot_dates: Sequence[dt.date]) -> list[Column]:
             for d in snapshot_dates]
 
 
-def user_features(user_daily: DataFrame, users: DataFrame, snapshots: DataFrame,
+def user_features(user_daily: DataFrame, users: DataFrame, snapshot_dates: Sequence[dt.date],
                   spec: FeatureSpec, without_user: Observation | None = None) -> DataFrame:
-    """The feature table: one row per (user with any event before D, snapshot D).
+    """The feature table: one row per (user with any event before D, snapshot D) for every D
+    in `snapshot_dates`.
 
     `without_user` receives `rows_without_user` per snapshot when the result is computed: the
     counts come with the action that writes the rows, not from another pass.
     """
-    daily = daily_before_snapshots(user_daily, snapshots)
+    daily = daily_before_snapshots(user_daily, snapshot_frame(user_daily.sparkSession, snapshot_dates))
     totals = window_totals(daily, spec, distinct_devices(user_daily, "last_device"))
     dims = users.select("user_key", "signup_date", F.col("region").alias("user_region"),
                         F.col("age_band").alias("user_age_band"), F.lit(True).alias(IN_USERS))
@@ -112,6 +113,5 @@ def user_features(user_daily: DataFrame, users: DataFrame, snapshots: DataFrame,
     base = add_context_features(base, category_totals, spec)
     features = base.select(*KEYS, *[f.name for f in feature_catalog(spec)], IN_USERS)
     if without_user is not None:
-        dates = [r.snapshot_date for r in snapshots.select("snapshot_date").collect()]
-        features = features.observe(without_user, *rows_without_user(dates))
+        features = features.observe(without_user, *rows_without_user(sorted(set(snapshot_dates))))
     return features.drop(IN_USERS)

@@ -163,7 +163,7 @@ def write_snapshots(spark: SparkSession, warehouse: str, snapshots: Sequence[dt.
     daily = read_table(spark, warehouse, "user_daily")
     users = read_table(spark, warehouse, "users")
     without_user = Observation("feature rows without a users record")
-    features = user_features(daily, users, snapshot_frame(spark, snapshots), spec, without_user)
+    features = user_features(daily, users, snapshots, spec, without_user)
     features_version = write_table(features, warehouse, user_features_spec(spec),
                                    "replace_partitions", snapshots)
     no_user_record = {d: int(n) for d, n in without_user.get.items()}

@@ -11,7 +11,7 @@ from pyspark.sql import functions as F
 
 from demandcast.config import load_config
 from demandcast.tables import current_version, files_of_version, read_table, table_path, write_table
-from features.assemble import snapshot_frame, user_features
+from features.assemble import user_features
 from features.catalog import FeatureSpec
 from features.feature_tables import update_user_daily, write_snapshots
 from features_data import EVENTS, events_frame, random_inputs, write_inputs
@@ -95,7 +95,7 @@ def test_backfill_equals_snapshots_one_by_one(spark, built):
     daily = read_table(spark, warehouse, "user_daily")
     users = read_table(spark, warehouse, "users")
     one_by_one = pd.concat([
-        user_features(daily, users, snapshot_frame(spark, [s]), spec).toPandas() for s in (S1, S2)])
+        user_features(daily, users, [s], spec).toPandas() for s in (S1, S2)])
     assert reference.differences(built["features"], one_by_one, KEYS, 0, 0) == []
 
 

@@ -8,7 +8,6 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
-from urllib.parse import urlparse
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -230,11 +229,8 @@ def _drift(features: DataFrame, current: DataFrame, reference_date: dt.date | No
 
 def write_report(runs_dir: str, snapshot: dt.date, model_version: str, report: dict) -> str:
     """The JSON report and a short Markdown rendering under {runs_dir}/reports/score/."""
-    folder = f"{runs_dir.rstrip('/')}/reports/score/{snapshot}"
-    if urlparse(folder).scheme and len(urlparse(folder).scheme) > 1:
-        log.info("report (runs_dir is remote, not written): %s", json.dumps(report, default=str))
-        return ""
-    path = Path(folder)
+    # runs_dir is a file system path: the config refuses URIs and the CLI checks it is writable.
+    path = Path(runs_dir) / "reports" / "score" / str(snapshot)
     path.mkdir(parents=True, exist_ok=True)
     (path / f"{model_version}.json").write_text(json.dumps(report, indent=1, default=str))
     (path / f"{model_version}.md").write_text(render_report(report))
