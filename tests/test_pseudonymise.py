@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from pathlib import Path
 
 import pytest
 
 from demandcast.errors import ConfigError
 from features.pseudonymise import DEVELOPMENT_KEY, HashKey, resolve_hash_key, with_user_key
 
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
 IDS = ["U00000001", "customer-42", "", "ünïcødé-ß", "x" * 300]
 
 
@@ -49,3 +51,23 @@ def test_key_resolution_by_mode(monkeypatch):
     assert resolve_hash_key("DC_TEST_KEY", "local").secret == DEVELOPMENT_KEY.encode()
     with pytest.raises(ConfigError, match="DC_TEST_KEY"):
         resolve_hash_key("DC_TEST_KEY", "cluster")
+
+
+def test_evaluate_without_the_key_in_cluster_mode_stops_before_any_work(spark, tmp_path, monkeypatch):
+    """Simulated data evaluated in cluster mode: the oracle join needs the hashing key, so its
+    absence is a usage error at the start, not after the baselines have been trained."""
+    from demandcast.config import load_config
+    from training.evaluation import evaluate
+
+    raw = tmp_path / "raw"
+    spark.createDataFrame([("U1", 30, "2025-02-01", 0.5, 10.0)],
+                          "user_id string, window_days int, cutoff_date string, p_purchase double, "
+                          "expected_spend double") \
+        .selectExpr("user_id", "window_days", "CAST(cutoff_date AS DATE) AS cutoff_date", "p_purchase",
+                    "expected_spend").write.format("delta").save(str(raw / "ground_truth"))
+    monkeypatch.setenv("DC_EVAL_TEST_KEY", "")
+    cfg = load_config(PROJECT_ROOT / "conf" / "local.yaml", [
+        "env=cluster", f"raw_dir={raw}", f"warehouse={tmp_path / 'warehouse'}",
+        f"runs_dir={tmp_path / 'runs'}", "user_hash_key_env=DC_EVAL_TEST_KEY"])
+    with pytest.raises(ConfigError, match="DC_EVAL_TEST_KEY"):
+        evaluate(spark, cfg)  # the warehouse holds no model: without the early check, "no model"

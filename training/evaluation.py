@@ -39,8 +39,9 @@ def to_pandas(df: DataFrame, limit: int | None, seed: int) -> pd.DataFrame:
     return df.toPandas()
 
 
-def oracle_frame(spark: SparkSession, cfg: PipelineConfig, test: DataFrame) -> pd.DataFrame | None:
-    """The simulator's true p_purchase / expected_spend for the test rows, joined on user_key."""
+def keyed_ground_truth(spark: SparkSession, cfg: PipelineConfig) -> DataFrame | None:
+    """The simulator's true p_purchase / expected_spend per (user_key, snapshot), None on real
+    data. Resolved before any work: without the hashing key (cluster mode) this fails at once."""
     from features.pseudonymise import resolve_hash_key, with_user_key
 
     path = f"{absolute_uri(cfg.raw_dir)}/ground_truth"
@@ -52,8 +53,7 @@ def oracle_frame(spark: SparkSession, cfg: PipelineConfig, test: DataFrame) -> p
              .select("user_id", F.col("cutoff_date").alias("snapshot_date"),
                      F.col("p_purchase").alias("oracle_p"),
                      F.col("expected_spend").alias("oracle_spend")))
-    keyed = with_user_key(truth, resolve_hash_key(cfg.user_hash_key_env, cfg.env))
-    return test.select(*KEYS).join(keyed, list(KEYS), "inner").toPandas()
+    return with_user_key(truth, resolve_hash_key(cfg.user_hash_key_env, cfg.env))
 
 
 def permutation_importance(predict, df: pd.DataFrame, columns: list[str], y: np.ndarray,
@@ -71,6 +71,7 @@ def permutation_importance(predict, df: pd.DataFrame, columns: list[str], y: np.
 
 def evaluate(spark: SparkSession, cfg: PipelineConfig) -> dict:
     settings = cfg.evaluate
+    truth = keyed_ground_truth(spark, cfg) if settings.oracle else None
     version = settings.model_version or latest_model_version(spark, cfg.warehouse)
     if version is None:
         raise StageFailed("no model to evaluate: the models table is empty; run `train` first")
@@ -119,7 +120,7 @@ def evaluate(spark: SparkSession, cfg: PipelineConfig) -> dict:
     lgb_predict, lgb_importance = lightgbm(train, validation, state, settings.lightgbm_rounds, cfg.seed)
     scores["lightgbm"] = lgb_predict(test)
 
-    oracle = oracle_frame(spark, cfg, test_df) if settings.oracle else None
+    oracle = test_df.select(*KEYS).join(truth, list(KEYS), "inner").toPandas() if truth is not None else None
     oracle_block = None
     if oracle is not None and len(oracle):
         merged = test[list(KEYS)].reset_index().merge(oracle, on=list(KEYS), how="inner")
