@@ -7,6 +7,7 @@ does not use), and the record's bookkeeping columns. Typing and checks come afte
 from __future__ import annotations
 
 import re
+from typing import Mapping
 
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
@@ -103,8 +104,30 @@ def _check_derive(records: DataFrame, mapping: ColumnMapping) -> None:
                               f"(fields are read as src['name']): {_first_line(exc)}") from None
 
 
-def map_to_contract(records: DataFrame, mapping: ColumnMapping) -> DataFrame:
+def _check_unambiguous_sources(mapping: ColumnMapping, repeated_names: Mapping[str, list[str]]) -> None:
+    """A source field the mapping reads must not be a name the header repeats: which copy holds
+    the value is a decision for the config, not a silent null."""
+    for name in FIELD_NAMES:
+        if name in mapping.constants or name in mapping.derive:
+            continue
+        copies = repeated_names.get(source_field(mapping, name))
+        if copies:
+            raise ConfigError(f"ingest.mapping.columns.{name}: the CSV header repeats "
+                              f"{source_field(mapping, name)!r} (read as {', '.join(copies)}); set "
+                              f"ingest.mapping.columns.{name} to the copy to read, e.g. {copies[0]}")
+    for name, expression in mapping.derive.items():
+        for source in sorted(a or b for a, b in _SRC_REFERENCE.findall(expression)):
+            if repeated_names.get(source):
+                raise ConfigError(f"ingest.mapping.derive.{name}: the CSV header repeats {source!r} "
+                                  f"(read as {', '.join(repeated_names[source])}); use one of those "
+                                  "names in the expression")
+
+
+def map_to_contract(records: DataFrame, mapping: ColumnMapping,
+                    repeated_names: Mapping[str, list[str]] | None = None) -> DataFrame:
+    """`repeated_names`: header names the source repeats (raw_reader.RawRecords.repeated_names)."""
     _check_keys(mapping)
+    _check_unambiguous_sources(mapping, repeated_names or {})
     _check_derive(records, mapping)
     fields = {name: _field(mapping, name) for name in FIELD_NAMES}
     if mapping.event_id_from is not None and "event_id" not in mapping.constants and "event_id" not in mapping.derive:

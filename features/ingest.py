@@ -134,7 +134,8 @@ def prepare_batch(spark: SparkSession, cfg: PipelineConfig, key: HashKey, now: d
     log.info("batch %s: %d input files (%s)", batch_id, len(files), s.format)
     raw = raw_reader.read_records(spark, files, s.format, s.csv_options)
 
-    checked = validate_events(map_to_contract(raw.records, s.mapping), s.validation, s.mapping, now)
+    mapped = map_to_contract(raw.records, s.mapping, raw.repeated_names)
+    checked = validate_events(mapped, s.validation, s.mapping, now)
     keyed = with_user_key(checked, key, drop_source=False).persist(StorageLevel.MEMORY_AND_DISK)
     # A file none of whose records carries the contract is a foreign file: reported as one
     # problem, its records quarantined as foreign_schema, and kept out of the bad-row gate.

@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 from pyspark import StorageLevel
@@ -48,6 +48,8 @@ class RawRecords:
     records: DataFrame  # src, raw_record, malformed, source_file (persisted: read once)
     rows_per_file: dict[str, int]
     problems: list[FileProblem]
+    # CSV: a name the header repeats -> the names Spark gave its copies (e.g. price -> price2, price5).
+    repeated_names: dict[str, list[str]] = field(default_factory=dict)
 
     def release(self) -> None:
         self.records.unpersist()
@@ -218,8 +220,21 @@ def _header_as_written(spark: SparkSession, path: str, options: dict[str, str]) 
     return next(csv.reader([line.value.lstrip("\ufeff")], delimiter=sep, quotechar=quote), None) if line else None
 
 
-def _csv_loader(spark: SparkSession, options: dict[str, str], header_from: list[str]) -> Callable[[list[str]], DataFrame]:
-    """CSV with every field a string; files whose header differs from the first readable one fail."""
+def _repeated_names(written: list[str], fields: list[str]) -> dict[str, list[str]]:
+    """Header names written more than once -> the names Spark gave the copies (by position)."""
+    if len(written) != len(fields):
+        return {}
+    repeated: dict[str, list[str]] = {}
+    for name, read_as in zip(written, fields):
+        if name and written.count(name) > 1:
+            repeated.setdefault(name, []).append(read_as)
+    return repeated
+
+
+def _csv_loader(spark: SparkSession, options: dict[str, str], header_from: list[str]
+                ) -> tuple[Callable[[list[str]], DataFrame], dict[str, list[str]]]:
+    """CSV with every field a string; files whose header differs from the first readable one
+    fail. Also returns the header's repeated names (see RawRecords.repeated_names)."""
     schema, first = None, None
     for path in header_from:
         try:
@@ -235,8 +250,10 @@ def _csv_loader(spark: SparkSession, options: dict[str, str], header_from: list[
     # as written with those, so it would refuse every such file: then the header is skipped
     # unchecked, and the fields are read by Spark's names (src['_c0'], src['price6']).
     check_header = True
+    repeated: dict[str, list[str]] = {}
     if first is not None and options.get("header", "false").lower() == "true":
         written = _header_as_written(spark, first, options)
+        repeated = _repeated_names(written or [], fields)
         if written is not None and written != fields:
             log.warning("CSV header of %s has empty or repeated names %s: read as %s, and the headers of "
                         "the batch's other files are not compared", first, written, fields)
@@ -255,7 +272,7 @@ def _csv_loader(spark: SparkSession, options: dict[str, str], header_from: list[
                                                                    for c in fields])).alias("raw_record"),
             F.col(_CORRUPT).isNotNull().alias("malformed"),
             F.col("_metadata.file_path").alias("source_file"))
-    return load
+    return load, repeated
 
 
 def read_records(spark: SparkSession, files: Sequence[InputFile], fmt: str,
@@ -263,6 +280,7 @@ def read_records(spark: SparkSession, files: Sequence[InputFile], fmt: str,
     """Reads every readable file once; problems name the files left out and why."""
     problems = [FileProblem(f.path, Reason.EMPTY_FILE, "zero bytes") for f in files if f.size == 0]
     paths = [f.path for f in files if f.size > 0]
+    repeated: dict[str, list[str]] = {}
     if fmt == "json":
         loader = _json_loader(spark)
     elif fmt == "json_document":
@@ -270,7 +288,7 @@ def read_records(spark: SparkSession, files: Sequence[InputFile], fmt: str,
     elif fmt == "parquet":
         loader = _parquet_loader(spark)
     elif fmt == "csv":
-        loader = _csv_loader(spark, dict(csv_options or {}), paths)
+        loader, repeated = _csv_loader(spark, dict(csv_options or {}), paths)
     else:
         raise ConfigError(f"unknown input format {fmt!r}")
     records, unreadable = _persisted(loader, paths) if paths else (None, [])
@@ -278,10 +296,10 @@ def read_records(spark: SparkSession, files: Sequence[InputFile], fmt: str,
     if records is None:
         empty = spark.createDataFrame([], "src map<string,string>, raw_record string, malformed boolean, "
                                           "source_file string")
-        return RawRecords(empty, {}, problems)
+        return RawRecords(empty, {}, problems, repeated)
     counts = {r.source_file: r.n for r in records.groupBy("source_file").agg(F.count("*").alias("n")).collect()}
     unread = {p.path for p in problems}
     for path in paths:
         if path not in unread and counts.get(path, 0) == 0:
             problems.append(FileProblem(path, Reason.EMPTY_FILE, "no records"))
-    return RawRecords(records, counts, problems)
+    return RawRecords(records, counts, problems, repeated)

@@ -197,6 +197,24 @@ def test_platform_transaction_csv_through_column_mapping(spark, project_root, tm
     assert ingest_job.run(cfg)["tables"]["events"]["inserted"] == 0
 
 
+def test_a_repeated_csv_header_name_the_mapping_reads_is_a_config_error(spark, project_root, tmp_path):
+    """Two 'price' columns (a net and a gross price, say): Spark reads them as price2 and price3,
+    and mapping 'price' would silently give every row a null price."""
+    export = tmp_path / "exports" / "orders.csv"
+    export.parent.mkdir()
+    export.write_text("event_id,user_id,price,price,quantity,event_time,event_type\n"
+                      "e1,U1,10.00,12.00,1,2025-03-01T10:00:00Z,purchase\n")
+    base = ("ingest.format=csv", f"ingest.paths=[{export.parent}]")
+    with pytest.raises(ConfigError, match=r"ingest.mapping.columns.price: the CSV header repeats 'price' "
+                                          r"\(read as price2, price3\)"):
+        ingest_job.run(_cfg(project_root, tmp_path, *base))
+    # Naming the copy to read resolves it; the other copy is kept in `extra`.
+    cfg = _cfg(project_root, tmp_path, *base, "ingest.mapping.columns={price: price3}")
+    assert ingest_job.run(cfg)["good_rows"] == 1
+    row = read_table(spark, cfg.warehouse, "events").first()
+    assert row.price == 12.0 and row.extra == {"price2": "10.00"}
+
+
 def test_cluster_mode_refuses_to_run_without_the_secret(project_root, tmp_path, monkeypatch):
     monkeypatch.delenv("DEMANDCAST_USER_HASH_KEY")
     with pytest.raises(ConfigError, match="DEMANDCAST_USER_HASH_KEY"):
