@@ -92,22 +92,25 @@ def read_table(spark: SparkSession, warehouse: str, name: str, version: int | No
     return reader.load(path)
 
 
-def current_version(spark: SparkSession, path: str) -> int | None:
+def _latest_commit(spark: SparkSession, path: str):
+    """The table's latest commit (version, timestamp as epoch seconds); None when there is no table."""
     from delta.tables import DeltaTable
 
     if not DeltaTable.isDeltaTable(spark, path):
         return None
-    return int(DeltaTable.forPath(spark, path).history(1).select("version").first()[0])
+    return (DeltaTable.forPath(spark, path).history(1)
+            .select("version", F.col("timestamp").cast("double").alias("timestamp")).first())
+
+
+def current_version(spark: SparkSession, path: str) -> int | None:
+    commit = _latest_commit(spark, path)
+    return None if commit is None else int(commit.version)
 
 
 def last_commit_time(spark: SparkSession, path: str) -> float | None:
     """When the table's latest commit was made, in epoch seconds; None when there is no table."""
-    from delta.tables import DeltaTable
-
-    if not DeltaTable.isDeltaTable(spark, path):
-        return None
-    return float(DeltaTable.forPath(spark, path).history(1)
-                 .select(F.col("timestamp").cast("double")).first()[0])
+    commit = _latest_commit(spark, path)
+    return None if commit is None else float(commit.timestamp)
 
 
 def with_retries(action: Callable[[], T], what: str, attempts: int = 5,

@@ -84,9 +84,14 @@ def _numbered_repeats(event_id: Column) -> Column:
 _SRC_REFERENCE = re.compile(r"""src\s*\[\s*(?:'([^']*)'|"([^"]*)")\s*\]""")
 
 
+def expression_sources(expression: str) -> set[str]:
+    """Source fields a derive expression reads (its src['name'] references)."""
+    return {a or b for a, b in _SRC_REFERENCE.findall(expression)}
+
+
 def derive_sources(mapping: ColumnMapping) -> set[str]:
     """Source fields the derive expressions read: they are mapped, so they are not `extra`."""
-    return {a or b for expression in mapping.derive.values() for a, b in _SRC_REFERENCE.findall(expression)}
+    return {name for expression in mapping.derive.values() for name in expression_sources(expression)}
 
 
 def _first_line(exc: Exception) -> str:
@@ -110,13 +115,14 @@ def _check_unambiguous_sources(mapping: ColumnMapping, repeated_names: Mapping[s
     for name in FIELD_NAMES:
         if name in mapping.constants or name in mapping.derive:
             continue
-        copies = repeated_names.get(source_field(mapping, name))
+        source = source_field(mapping, name)
+        copies = repeated_names.get(source)
         if copies:
-            raise ConfigError(f"ingest.mapping.columns.{name}: the CSV header repeats "
-                              f"{source_field(mapping, name)!r} (read as {', '.join(copies)}); set "
-                              f"ingest.mapping.columns.{name} to the copy to read, e.g. {copies[0]}")
+            raise ConfigError(f"ingest.mapping.columns.{name}: the CSV header repeats {source!r} "
+                              f"(read as {', '.join(copies)}); set ingest.mapping.columns.{name} "
+                              f"to the copy to read, e.g. {copies[0]}")
     for name, expression in mapping.derive.items():
-        for source in sorted(a or b for a, b in _SRC_REFERENCE.findall(expression)):
+        for source in sorted(expression_sources(expression)):
             if repeated_names.get(source):
                 raise ConfigError(f"ingest.mapping.derive.{name}: the CSV header repeats {source!r} "
                                   f"(read as {', '.join(repeated_names[source])}); use one of those "

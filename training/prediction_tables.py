@@ -66,21 +66,23 @@ def write_scores(df: DataFrame, warehouse: str, spec: TableSpec, snapshot_date: 
                        replace_where=_partition(snapshot_date, model_version))
 
 
-# The column holding each table's scoring time (set once per run, before scoring starts).
+# The column holding each table's scoring time: one value per run, taken before scoring starts.
 SCORED_AT = {PREDICTIONS.name: "scored_at", CATEGORY_DEMAND.name: "computed_at"}
 
 
 def partition_scored_at(spark: SparkSession, warehouse: str, spec: TableSpec,
                         snapshot_date: dt.date, model_version: str) -> float | None:
-    """When the table's (snapshot, model version) partition was scored, in epoch seconds (its
-    latest scoring time); None when the table, the partition or its time column does not exist."""
+    """When the table's (snapshot, model version) partition was scored, in epoch seconds; None
+    when the table, the partition or its time column does not exist. A run replaces the whole
+    partition in one commit, so any one of its rows carries the time (a metadata-pruned lookup)."""
     path = table_path(warehouse, spec.name)
     if not is_delta_table(spark, path):
         return None
     table = spark.read.format("delta").load(path)
-    if SCORED_AT[spec.name] not in table.columns:  # a table of another schema: the write guard names it
+    column = SCORED_AT[spec.name]
+    if column not in table.columns:  # a table of another schema: the write guard names it
         return None
-    return (table
-            .where((F.col("snapshot_date") == F.lit(snapshot_date))
-                   & (F.col("model_version") == F.lit(model_version)))
-            .agg(F.max(F.col(SCORED_AT[spec.name]).cast("double"))).first()[0])
+    row = (table.where((F.col("snapshot_date") == F.lit(snapshot_date))
+                       & (F.col("model_version") == F.lit(model_version)))
+           .select(F.col(column).cast("double")).limit(1).first())
+    return None if row is None else row[0]
