@@ -8,6 +8,13 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("DEMANDCAST_USER_HASH_KEY", "test-key-not-a-secret")
+# The JVMs the tests start in subprocesses (stages through the CLI, spark-submit, the standalone
+# cluster's daemons and executors) live for seconds on tiny data; there C2, the optimising JIT,
+# spends more CPU compiling than its code saves, and the suite is CPU-bound on two cores. C1
+# alone cut a CLI features stage from about 64 to 42 CPU-s. The suite's own session (`spark`)
+# lives for the whole run and keeps C2: C1 there made the suite slower (bench/RESULTS.md).
+SUBPROCESS_JVM_OPTIONS = "-XX:TieredStopAtLevel=1"
+os.environ.setdefault("JDK_JAVA_OPTIONS", SUBPROCESS_JVM_OPTIONS)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -19,7 +26,13 @@ def spark():
 
     cfg = load_config(PROJECT_ROOT / "conf" / "local.yaml",
                       ["spark.shuffle_partitions=2", "spark.driver_memory=3g"])
-    session = build_spark_session("tests", cfg.spark)
+    # Without the subprocesses' JIT limit (above): the JVM copies the environment at launch.
+    inherited = os.environ.pop("JDK_JAVA_OPTIONS", None)
+    try:
+        session = build_spark_session("tests", cfg.spark)
+    finally:
+        if inherited is not None:
+            os.environ["JDK_JAVA_OPTIONS"] = inherited
     yield session
     session.stop()
 

@@ -78,8 +78,8 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(spark, tmp_path):
     from training.launch import write_spec
     from training.run import prepare_run
 
-    cfg = config(tmp_path, "train.launcher=inprocess", "train.num_proc=1", "train.epochs=12",
-                 "train.patience=12")
+    cfg = config(tmp_path, "train.launcher=inprocess", "train.num_proc=1", "train.epochs=4",
+                 "train.patience=4")
     write_contract_tables(spark, cfg.warehouse, simulate(400, SNAPSHOTS, seed=5))
     spec = prepare_run(spark, cfg)
     spec_path = write_spec(spec)
@@ -99,12 +99,12 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(spark, tmp_path):
     assert not (run_dir / "result.json").exists()
     import tensorflow as tf
     killed_at = int(tf.train.latest_checkpoint(str(run_dir / "checkpoints")).rsplit("-", 1)[1])
-    assert 1 <= killed_at < 12
+    assert 1 <= killed_at < 4
 
     write_spec({**spec, "resume": True})
     subprocess.run(command, env=env, check=True, timeout=300,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     result = json.loads((run_dir / "result.json").read_text())
     assert result["resumed_from_epoch"] == killed_at == result["start_epoch"]
-    assert [h["epoch"] for h in result["history"]] == list(range(killed_at + 1, 13))
+    assert [h["epoch"] for h in result["history"]] == list(range(killed_at + 1, 5))
     assert Path(spec["model_dir"], "saved_model").is_dir()

@@ -13,7 +13,7 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-TWO_RANKS = ("train.launcher=horovodrun", "train.num_proc=2", "train.epochs=8", "train.patience=8")
+TWO_RANKS = ("train.launcher=horovodrun", "train.num_proc=2", "train.epochs=4", "train.patience=4")
 FAIL_WITHIN_S = 60
 
 
@@ -80,4 +80,4 @@ def test_killing_one_rank_fails_the_job_fast_and_resume_continues(pipeline, tmp_
     assert summary["resumed_from_epoch"] == last_epoch >= 1
     assert summary["ranks"] == 2
     result = json.loads((run_dir / "result.json").read_text())
-    assert [h["epoch"] for h in result["history"]] == list(range(last_epoch + 1, 9))
+    assert [h["epoch"] for h in result["history"]] == list(range(last_epoch + 1, 5))
