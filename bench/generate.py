@@ -1,6 +1,6 @@
 """Throughput of `generate` and `ingest` on a demo-sized world, against a plain Spark write.
 
-    .venv/bin/python bench/generate.py --users 20000 --days 180 [--runs 1] [--formats json,parquet]
+    .venv/bin/python bench/generate.py --users 20000 --days 180 [--runs 1] [--formats json]
         [--skip-ingest]
 
 Reference: writing the same number of rows of 11 synthetic columns as Parquet with Spark, in
@@ -26,7 +26,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--users", type=int, default=20_000)
     parser.add_argument("--days", type=int, default=180)
-    parser.add_argument("--formats", default="json,parquet")
+    parser.add_argument("--formats", default="json", help="comma-separated: json, parquet")
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--warmup", type=int, default=0)
     parser.add_argument("--skip-ingest", action="store_true", help="time generate only")

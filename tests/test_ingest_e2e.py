@@ -17,6 +17,7 @@ def test_generate_then_ingest_both_formats_exactly_once(spark, project_root, tmp
             "spark.shuffle_partitions=2", "spark.driver_memory=3g",
             f"warehouse={tmp_path / 'warehouse'}", f"raw_dir={tmp_path / 'raw'}",
             "generate.n_users=300", "generate.n_items=200", "generate.n_days=45", "generate.partitions=2",
+            "generate.formats=[json, parquet]",
             "generate.flaws.bad_row_fraction=0.01", "generate.flaws.duplicate_fraction=0.05",
             "snapshot_dates=[2025-01-10]", "label_window_days=30", *extra])
 

@@ -38,7 +38,9 @@ class GenerateSettings(Section):
     # Probability that a promotion (3 days, site-wide discount) starts on a given day.
     promo_start_rate: float = Field(0.03, ge=0, le=1)
     promo_discount: float = Field(0.2, ge=0, lt=1)
-    formats: list[Literal["json", "parquet"]] = ["json", "parquet"]
+    # Landing formats of the events. The default is what ingest reads by default (ingest.format:
+    # json); each further format writes every event again (its events are simulated again too).
+    formats: list[Literal["json", "parquet"]] = ["json"]
     # zlib level of the JSON files' gzip (1 fastest .. 9 smallest). Level 1 writes them in about
     # half the CPU of zlib's default 6 for ~20% more bytes (bench/RESULTS.md, session 7).
     json_gzip_level: int = Field(1, ge=1, le=9)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from demandcast.settings.generate import GenerateSettings
@@ -45,14 +45,50 @@ def category_names(n: int) -> list[str]:
     return [CATEGORY_NAMES[c] if c < len(CATEGORY_NAMES) else f"category_{c:02d}" for c in range(n)]
 
 
-def users(spark: SparkSession, s: GenerateSettings, seed: int) -> DataFrame:
-    """One row per user with its latents and demographics (user index `uid`, 0-based)."""
+# Latents the daily probabilities need (behaviour.with_daily_probabilities). The event generator
+# broadcasts only these with the user index to every task; the rest of a user's profile matters on
+# the days the user visits and is recomputed there from the index (`with_user_profile`): at
+# millions of users, broadcasting every latent (a dozen preference doubles each) ran the driver
+# out of memory (bench/RESULTS.md, generate).
+DAILY_LATENTS = ("activity", "conversion_logit", "price_sensitivity", "signup_day", "churn_day")
+
+
+def user_indices(spark: SparkSession, s: GenerateSettings) -> DataFrame:
+    """The user index `uid` (0-based), the key every latent is a hash of."""
+    return spark.range(0, s.n_users, numPartitions=s.partitions).withColumnRenamed("id", "uid")
+
+
+def _propensity(seed: int) -> Column:
+    return normal(seed, "propensity", F.col("uid"))
+
+
+def with_daily_latents(df: DataFrame, s: GenerateSettings, seed: int) -> DataFrame:
+    """Adds DAILY_LATENTS of the user index `uid`."""
     uid = F.col("uid")
-    n_cat = s.n_categories
+    hazard = F.lit(s.mean_churn_hazard) * F.exp(F.lit(0.6) * normal(seed, "churn_rate", uid) - 0.18)
+    lifetime = F.ceil(-F.log(F.lit(1.0) - uniform(seed, "lifetime", uid)) / hazard)
+    signup_span = SIGNUP_HISTORY_DAYS + int(0.8 * s.n_days)
+    return (
+        df.withColumn("activity", sigmoid(F.lit(logit(s.mean_daily_activity))
+                                          + F.lit(0.9) * normal(seed, "activity", uid)))
+        .withColumn("conversion_logit", F.lit(logit(s.mean_conversion)) + F.lit(0.8) * _propensity(seed))
+        .withColumn("price_sensitivity", uniform(seed, "price_sensitivity", uid))
+        .withColumn("signup_day", (F.floor(uniform(seed, "signup", uid) * signup_span)
+                                   - SIGNUP_HISTORY_DAYS).cast("int"))
+        .withColumn("churn_day", F.when(hazard > 0, F.col("signup_day") + lifetime)
+                    .otherwise(F.lit(10 ** 7)).cast("int"))
+    )
+
+
+def with_user_profile(df: DataFrame, s: GenerateSettings, seed: int) -> DataFrame:
+    """Adds the user's other latents and demographics, from the user index `uid`: user_id,
+    cart_propensity, browse_depth, pref and pref_cdf (category preferences), region, tz_offset,
+    age_band, gender, primary_device."""
+    uid = F.col("uid")
     # Preferences as plain columns, not transform/aggregate over arrays: higher-order functions
     # run interpreted, and this is the costliest part of a user. Sums run left to right as
     # aggregate() would, so the values are the same.
-    scores = [f"_score_{c}" for c in range(n_cat)]
+    scores = [f"_score_{c}" for c in range(s.n_categories)]
     total, cumulative = F.lit(0.0), []
     for name in scores:
         total = total + F.col(name)
@@ -61,28 +97,15 @@ def users(spark: SparkSession, s: GenerateSettings, seed: int) -> DataFrame:
     for share in shares:
         running = running + share
         cumulative.append(running)
-    hazard = F.lit(s.mean_churn_hazard) * F.exp(F.lit(0.6) * normal(seed, "churn_rate", uid) - 0.18)
-    lifetime = F.ceil(-F.log(F.lit(1.0) - uniform(seed, "lifetime", uid)) / hazard)
-    signup_span = SIGNUP_HISTORY_DAYS + int(0.8 * s.n_days)
-    propensity = normal(seed, "propensity", uid)
     return (
-        spark.range(0, s.n_users, numPartitions=s.partitions).withColumnRenamed("id", "uid")
-        .withColumn("user_id", F.format_string("U%08d", uid))
-        .withColumn("activity", sigmoid(F.lit(logit(s.mean_daily_activity))
-                                        + F.lit(0.9) * normal(seed, "activity", uid)))
-        .withColumn("conversion_logit", F.lit(logit(s.mean_conversion)) + F.lit(0.8) * propensity)
-        .withColumn("cart_propensity", sigmoid(F.lit(-1.6) + F.lit(0.8) * propensity))
-        .withColumn("price_sensitivity", uniform(seed, "price_sensitivity", uid))
+        df.withColumn("user_id", F.format_string("U%08d", uid))
+        .withColumn("cart_propensity", sigmoid(F.lit(-1.6) + F.lit(0.8) * _propensity(seed)))
         .withColumn("browse_depth", F.lit(0.5) + uniform(seed, "browse_depth", uid))
         .withColumns({name: F.exp(F.lit(PREFERENCE_SPREAD) * normal(seed, "pref", uid, F.lit(c))
                                   - F.lit(POPULARITY_SLOPE) * F.lit(c)) for c, name in enumerate(scores)})
         .withColumn("_total", total)
         .withColumn("pref", F.array(*shares))
         .withColumn("pref_cdf", F.array(*cumulative))
-        .withColumn("signup_day", (F.floor(uniform(seed, "signup", uid) * signup_span)
-                                   - SIGNUP_HISTORY_DAYS).cast("int"))
-        .withColumn("churn_day", F.when(hazard > 0, F.col("signup_day") + lifetime)
-                    .otherwise(F.lit(10 ** 7)).cast("int"))
         .withColumn("region", pick_from(list(REGIONS), list(REGION_WEIGHTS), uniform(seed, "region", uid)))
         .withColumn("tz_offset", F.element_at(F.create_map(*[F.lit(x) for kv in REGIONS.items() for x in kv]),
                                               F.col("region")))
@@ -92,6 +115,11 @@ def users(spark: SparkSession, s: GenerateSettings, seed: int) -> DataFrame:
                                                 uniform(seed, "device", uid)))
         .drop(*scores, "_total")
     )
+
+
+def users(spark: SparkSession, s: GenerateSettings, seed: int) -> DataFrame:
+    """One row per user with all its latents and demographics (user index `uid`, 0-based)."""
+    return with_user_profile(with_daily_latents(user_indices(spark, s), s, seed), s, seed)
 
 
 def user_dimension(users_df: DataFrame, start_date) -> DataFrame:
