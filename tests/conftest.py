@@ -26,13 +26,16 @@ def spark():
 
     cfg = load_config(PROJECT_ROOT / "conf" / "local.yaml",
                       ["spark.shuffle_partitions=2", "spark.driver_memory=3g"])
-    # Without the subprocesses' JIT limit (above): the JVM copies the environment at launch.
-    inherited = os.environ.pop("JDK_JAVA_OPTIONS", None)
+    # Without the subprocesses' JIT limit (above), but with any JVM options the caller set
+    # itself: the JVM copies the environment at launch.
+    ours = os.environ.get("JDK_JAVA_OPTIONS") == SUBPROCESS_JVM_OPTIONS
+    if ours:
+        del os.environ["JDK_JAVA_OPTIONS"]
     try:
         session = build_spark_session("tests", cfg.spark)
     finally:
-        if inherited is not None:
-            os.environ["JDK_JAVA_OPTIONS"] = inherited
+        if ours:
+            os.environ["JDK_JAVA_OPTIONS"] = SUBPROCESS_JVM_OPTIONS
     yield session
     session.stop()
 
