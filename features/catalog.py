@@ -36,6 +36,8 @@ class FeatureSpec:
     top_k_categories: int = 3
     label_window_days: int = 30
     roles: EventRoles = EventRoles()
+    # Not a feature parameter: how user_daily splits a day's users (features.daily_user_groups).
+    daily_user_groups: int = 1
 
     @classmethod
     def from_config(cls, cfg) -> "FeatureSpec":  # cfg: demandcast.config.PipelineConfig
@@ -49,6 +51,7 @@ class FeatureSpec:
             top_k_categories=s.top_k_categories,
             label_window_days=cfg.label_window_days,
             roles=EventRoles(s.view_event, s.cart_event, s.purchase_event),
+            daily_user_groups=s.daily_user_groups,
         )
 
     @property

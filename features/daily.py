@@ -62,19 +62,6 @@ def _is(role: str) -> Column:
     return F.col("event_type") == F.lit(role)
 
 
-def _count_if(cond: Column) -> Column:
-    return F.sum(F.when(cond, 1).otherwise(0)).cast("int")
-
-
-def _micros_sum_if(cond: Column, value_micros: str) -> Column:
-    """Sum of the integer millionths column `value_micros` where `cond`; 0 when none."""
-    return F.coalesce(F.sum(F.when(cond, F.col(value_micros))), F.lit(0).cast("long"))
-
-
-def _from_micros(column: str) -> Column:
-    return (F.col(column) / MICROS).cast("double")
-
-
 def events_with_item_context(events: DataFrame, items: DataFrame) -> DataFrame:
     """Events with the item's list price, and the item's category when the event has none.
 
@@ -119,14 +106,16 @@ def unpacked_device(packed: Column, codes: list[str]) -> Column:
     return F.when(last_code > 0, F.element_at(vocabulary, last_code))
 
 
+# Codes of the event roles in `compact_events`' role column (0: any other event type).
+ROLE_VIEW, ROLE_CART, ROLE_PURCHASE = 1, 2, 3
+
+
 def compact_events(events: DataFrame, roles: EventRoles) -> DataFrame:
     """The event columns user_daily needs, narrowed before the one shuffle: the role as a small
-    code instead of the event_type string, the promotion flag instead of list_price. Values
-    derived per event (amounts in millionths, hour, weekend) are computed here, once per event:
-    after the shuffle every event stands twice (see user_daily_aggregates), and Spark's round
-    of a double goes through a BigDecimal (about 110 ns a call here)."""
-    role = (F.when(_is(roles.view), 1).when(_is(roles.cart), 2).when(_is(roles.purchase), 3)
-            .otherwise(0).cast("byte"))
+    code instead of the event_type string, the promotion flag instead of list_price. Amounts are
+    integer millionths (Spark's round, half up; see `micros`), hour and weekend in UTC."""
+    role = (F.when(_is(roles.view), ROLE_VIEW).when(_is(roles.cart), ROLE_CART)
+            .when(_is(roles.purchase), ROLE_PURCHASE).otherwise(0).cast("byte"))
     quantity = F.coalesce(F.col("quantity"), F.lit(1))
     weekday = F.dayofweek("event_date")  # 1 = Sunday, 7 = Saturday
     return events.select(
@@ -139,104 +128,33 @@ def compact_events(events: DataFrame, roles: EventRoles) -> DataFrame:
         weekday.isin(1, 7).alias("weekend"))
 
 
-# The two groupings of the day's events: by session (session counts and lengths, and every
-# additive column) and by category (the categories list).
-BY_SESSION, BY_CATEGORY = 0, 1
+# user_daily's additive columns in table order: the per-event sums, then the session columns.
+SESSION_COLUMNS = ("sessions", "session_seconds", "active_days")
+DAILY_ADDITIVE_ORDER = (*[c for c in ADDITIVE_COLUMNS if c not in SESSION_COLUMNS], *SESSION_COLUMNS)
+USER_DAILY_COLUMNS = (
+    ("user_key", "string"), ("event_date", "date"),
+    *[(c, "double" if c in EXACT_SUM_COLUMNS else "int") for c in DAILY_ADDITIVE_ORDER],
+    *[(c, "timestamp") for c in ("first_event_time", "last_event_time", "last_view_time",
+                                 "last_cart_time", "last_purchase_time")],
+    ("last_device", "string"), ("categories", f"array<struct<{CATEGORY_FIELDS}>>"))
+USER_DAILY_SCHEMA = ", ".join(f"{name} {dtype}" for name, dtype in USER_DAILY_COLUMNS)
 
 
-def user_daily_aggregates(events: DataFrame, roles: EventRoles,
-                          devices: list[str | None] | None = None) -> DataFrame:
+def user_daily_aggregates(events: DataFrame, roles: EventRoles, user_groups: int = 1) -> DataFrame:
     """One row per (user_key, event_date) of events that carry `list_price` (see above).
 
-    The events are shuffled once, laid out by event_date (narrowed first, see compact_events).
-    Each event then stands twice, once keyed by its session and once by its category, and one
-    hash aggregation per (user, day, grouping, key) computes every count, sum, time and the
-    packed last device (see `packed_time_device`); one more per (user, day) adds up the session
-    rows (plus the number of sessions and their summed length) and collects the category rows
-    into the sorted category list. Both aggregations group by keys that include event_date, so
-    they and the write (one file per date) run in the stage that reads the shuffle: no further
-    shuffle, no join. `devices` are the distinct device values of `events` (see
-    `distinct_devices`); without them the last device comes from a max_by, which Spark runs as a
-    slower sort-based aggregation.
+    The narrowed events (compact_events) are shuffled once by event_date, and each date's events
+    (split into `user_groups` groups of users by a hash of user_key: a group must fit in a Python
+    worker's memory, about 300 bytes per event) go to a Python worker as one Arrow table,
+    aggregated there with numpy (features.day_aggregates): counts and sums per user, the day's
+    sessions and their lengths, first and last times, the last device and the per-category
+    list. Row for row the same as the Spark SQL aggregation it replaced, in about 0.8x its wall
+    time for the whole user_daily step (bench/RESULTS.md, session 12).
     """
-    hour = F.col("hour")
-    view, cart, buy = F.col("role") == 1, F.col("role") == 2, F.col("role") == 3
-    codes = device_codes(devices)
-    day_keys = ["user_key", "event_date"]
+    from features.day_aggregates import user_aggregates_of_day  # here: it imports this module
 
-    keyed = F.explode(F.array(
-        F.struct(F.lit(BY_SESSION).alias("grouping"), F.col("session_id").alias("key")),
-        F.struct(F.lit(BY_CATEGORY).alias("grouping"), F.col("category_id").alias("key"))))
-    events = (compact_events(events, roles).repartition("event_date")
-              .select("*", keyed.alias("by")).select("*", "by.grouping", "by.key").drop("by"))
-
-    summed = [c for c in ADDITIVE_COLUMNS if c not in ("sessions", "session_seconds", "active_days")]
-    per_event = [
-        F.count(F.lit(1)).cast("int").alias("events"),
-        _count_if(view).alias("views"),
-        _count_if(cart).alias("carts"),
-        _count_if(buy).alias("purchases"),
-        _micros_sum_if(view, "value_micros").alias("viewed_value"),
-        _micros_sum_if(cart, "value_micros").alias("carted_value"),
-        _micros_sum_if(buy, "value_micros").alias("spend"),
-        _micros_sum_if(view, "price_micros").alias("viewed_price_sum"),
-        _count_if(view & F.col("price_micros").isNotNull()).alias("views_priced"),
-        _micros_sum_if(buy, "price_micros").alias("bought_price_sum"),
-        _count_if(buy & F.col("price_micros").isNotNull()).alias("purchases_priced"),
-        F.coalesce(F.sum(F.when(buy, F.col("quantity"))), F.lit(0)).cast("int").alias("purchased_quantity"),
-        _count_if(buy & F.col("promo")).alias("promo_purchases"),
-        _count_if(F.col("weekend")).alias("weekend_events"),
-        *[_count_if((hour >= lo) & (hour < hi)).alias(f"events_{part}")
-          for part, (lo, hi) in DAY_PARTS.items()],
-    ]
-    times = [F.min("event_time").alias("first_event_time"),
-             F.max("event_time").alias("last_event_time"),
-             F.max(F.when(view, F.col("event_time"))).alias("last_view_time"),
-             F.max(F.when(cart, F.col("event_time"))).alias("last_cart_time"),
-             F.max(F.when(buy, F.col("event_time"))).alias("last_purchase_time")]
-    if codes is not None:
-        last_device = F.max(packed_time_device(F.col("event_time"), F.col("device"), codes))
-    else:
-        # Ties (two events at the same instant) go to the larger device name: deterministic.
-        last_device = F.max_by("device", F.struct("event_time", "device"))
-    # A missing session_id is one session (as a GROUP BY treats it).
-    groups = (events.groupBy(*day_keys, "grouping", "key")
-              .agg(*per_event, *times, last_device.alias("last_device")))
-
-    # Times and the last device: the category rows hold subsets of the session rows' events,
-    # so extremes over all rows are those of the session rows.
-    if codes is not None:
-        day_device = unpacked_device(F.max("last_device"), codes)
-    else:
-        day_device = F.max_by("last_device", F.struct("last_event_time", "last_device"))
-    session = F.col("grouping") == BY_SESSION
-    # A session that crosses midnight counts on each day it has events, with the part of it
-    # that falls on that day: sessions stay additive across days.
-    session_micros = F.unix_micros("last_event_time") - F.unix_micros("first_event_time")
-    # Sorted by category_id (the struct's first field; one entry per category); collect_list
-    # skips the nulls of session rows and of events without a category.
-    entry = F.when((F.col("grouping") == BY_CATEGORY) & F.col("key").isNotNull(), F.struct(
-        F.col("key").alias("category_id"), "views", "purchases",
-        (F.col("spend") / MICROS).cast("double").alias("spend")))
-    day = groups.groupBy(*day_keys).agg(
-        *[F.sum(F.when(session, F.col(c))).alias(c) for c in summed],
-        _count_if(session).alias("sessions"),
-        F.sum(F.when(session, session_micros)).alias("session_micros"),
-        F.min("first_event_time").alias("first_event_time"),
-        F.max("last_event_time").alias("last_event_time"),
-        F.max("last_view_time").alias("last_view_time"),
-        F.max("last_cart_time").alias("last_cart_time"),
-        F.max("last_purchase_time").alias("last_purchase_time"),
-        day_device.alias("last_device"),
-        F.array_sort(F.collect_list(entry)).alias("categories"))
-
-    return day.select(
-        *day_keys,
-        *[(_from_micros(c).alias(c) if c in EXACT_SUM_COLUMNS else F.col(c).cast("int").alias(c))
-          for c in summed],
-        "sessions",
-        _from_micros("session_micros").alias("session_seconds"),
-        F.lit(1).alias("active_days"),
-        "first_event_time", "last_event_time", "last_view_time", "last_cart_time",
-        "last_purchase_time", "last_device",
-        F.col("categories").cast(f"array<struct<{CATEGORY_FIELDS}>>").alias("categories"))
+    keys = [F.col("event_date")]
+    if user_groups > 1:
+        keys.append(F.pmod(F.xxhash64("user_key"), F.lit(user_groups)).alias("user_group"))
+    return (compact_events(events, roles).groupBy(*keys)
+            .applyInArrow(user_aggregates_of_day, USER_DAILY_SCHEMA))

@@ -14,8 +14,7 @@ from demandcast.tables import (NO_DELETION_VECTORS, TableSpec, is_delta_table,
                                partition_record_counts, read_table, table_path, write_table)
 from features.assemble import snapshot_frame, user_features
 from features.catalog import FeatureSpec, column_comments
-from features.daily import (ADDITIVE_COLUMNS, distinct_devices, events_with_item_context,
-                            user_daily_aggregates)
+from features.daily import ADDITIVE_COLUMNS, events_with_item_context, user_daily_aggregates
 from features.labels import labels
 
 log = get_logger("features")
@@ -146,7 +145,7 @@ def update_user_daily(spark: SparkSession, warehouse: str, spec: FeatureSpec) ->
     log.info("user_daily: aggregating %d event dates (%s .. %s)", len(changed), changed[0], changed[-1])
     new_events = events.where(F.col("event_date").isin(changed))
     daily = user_daily_aggregates(events_with_item_context(new_events, items), spec.roles,
-                                  distinct_devices(new_events))
+                                  spec.daily_user_groups)
     result.version = write_table(daily, warehouse, USER_DAILY, "replace_partitions", changed)
     return result
 

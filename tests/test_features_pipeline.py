@@ -13,6 +13,7 @@ from demandcast.config import load_config
 from demandcast.tables import current_version, files_of_version, read_table, table_path, write_table
 from features.assemble import user_features
 from features.catalog import FeatureSpec
+from features.daily import events_with_item_context, user_daily_aggregates
 from features.feature_tables import update_user_daily, write_snapshots
 from features_data import EVENTS, events_frame, random_inputs, write_inputs
 from reference import duckdb_features as reference
@@ -108,6 +109,17 @@ def test_rerun_leaves_tables_identical(spark, built):
     assert current_version(spark, table_path(warehouse, "user_features")) == before + 1
     pd.testing.assert_frame_equal(table_pandas(spark, warehouse, "user_features"), built["features"])
     pd.testing.assert_frame_equal(table_pandas(spark, warehouse, "labels"), built["labels"])
+
+
+def test_user_daily_is_the_same_with_a_day_split_into_user_groups(spark, built):
+    """features.daily_user_groups bounds a Python worker's memory; it must not change a row."""
+    warehouse, spec = built["warehouse"], FeatureSpec()
+    events = events_with_item_context(read_table(spark, warehouse, "events"),
+                                      read_table(spark, warehouse, "items"))
+    whole_days = read_table(spark, warehouse, "user_daily")
+    split = user_daily_aggregates(events, spec.roles, user_groups=7)
+    assert split.count() == whole_days.count() > 100
+    assert split.exceptAll(whole_days.select(*split.columns)).count() == 0
 
 
 def test_late_events_at_or_after_the_snapshot_do_not_change_it(spark, built):

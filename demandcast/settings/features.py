@@ -36,6 +36,10 @@ class FeaturesSettings(Section):
     # today on everything up to yesterday); more accepts that days with no events (an outage, a
     # landing delay) read as inactivity in recency, frequency and trend features.
     max_days_after_last_event: int = Field(1, ge=1, le=366)
+    # user_daily aggregates each (event date, group of users) in one Python worker, whole, at
+    # about 300 bytes per event: raise this when a single day holds more than a few million
+    # events (users are split into this many groups by a hash of user_key).
+    daily_user_groups: int = Field(1, ge=1, le=4096)
     # Write labels only for snapshots whose whole label window lies inside the ingested events.
     require_complete_label_window: bool = True
 

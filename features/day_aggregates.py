@@ -1,0 +1,164 @@
+"""The user_daily rows of one event date, computed with numpy over the date's events as an Arrow
+table (see features.daily.user_daily_aggregates, which hands each date to a Python worker).
+
+Every aggregate is a count or an integer sum per user (np.bincount), or a first/last value of
+the user's events sorted by time (np.lexsort): a few vectorised passes over the date's events
+instead of Spark's row-at-a-time hash aggregation. Amounts arrive as integer millionths, so
+sums are exact and independent of row order. Output rows come in user_key order.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from features.daily import (CATEGORY_FIELDS, DAILY_ADDITIVE_ORDER, DAY_PARTS, EXACT_SUM_COLUMNS,
+                            MICROS, ROLE_CART, ROLE_PURCHASE, ROLE_VIEW)
+
+CATEGORY_STRUCT = pa.struct([("category_id", pa.string()), ("views", pa.int32()),
+                             ("purchases", pa.int32()), ("spend", pa.float64())])
+assert [f.name for f in CATEGORY_STRUCT] == [f.split()[0] for f in CATEGORY_FIELDS.split(", ")]
+NO_TIME = np.iinfo(np.int64).min
+
+
+def ranks(column: pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
+    """(per row: the rank of its value among the column's sorted distinct values, -1 for null;
+    those sorted distinct values). Ranks sort as the values do (byte order for strings)."""
+    encoded = pc.dictionary_encode(column.combine_chunks())
+    order = pc.sort_indices(encoded.dictionary).to_numpy()
+    rank_of_code = np.empty(len(order), dtype=np.int64)
+    rank_of_code[order] = np.arange(len(order))
+    codes = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+    if not len(order):  # every value null
+        return codes, encoded.dictionary
+    return np.where(codes >= 0, rank_of_code[np.maximum(codes, 0)], -1), encoded.dictionary.take(pa.array(order, pa.int64()))
+
+
+def _values(table: pa.Table, name: str, fill, dtype) -> np.ndarray:
+    return table[name].combine_chunks().fill_null(fill).to_numpy(zero_copy_only=False).astype(dtype)
+
+
+def run_starts(*sorted_keys: np.ndarray) -> np.ndarray:
+    """Index of the first row of each run of equal key tuples (rows sorted by the keys)."""
+    change = np.zeros(len(sorted_keys[0]), dtype=bool)
+    change[:1] = True
+    for key in sorted_keys:
+        change[1:] |= key[1:] != key[:-1]
+    return np.flatnonzero(change)
+
+
+def run_ends(starts: np.ndarray, n: int) -> np.ndarray:
+    return np.append(starts[1:], n) - 1
+
+
+def user_aggregates_of_day(events: pa.Table) -> pa.Table:
+    """One user_daily row per user_key of `events`, all of one event_date (the columns of
+    features.daily.compact_events)."""
+    n = events.num_rows
+    user, user_keys = ranks(events["user_key"])
+    if (user < 0).any():  # a null user_key is a group of its own, as in a GROUP BY
+        user, user_keys = user + 1, pa.concat_arrays([pa.nulls(1, pa.string()), user_keys])
+    n_users = len(user_keys)
+    time = events["event_time"].combine_chunks().cast(pa.int64()).to_numpy(zero_copy_only=False)
+    role = _values(events, "role", 0, np.int8)
+    view, cart, buy = role == ROLE_VIEW, role == ROLE_CART, role == ROLE_PURCHASE
+    priced = events["price_micros"].combine_chunks().is_valid().to_numpy(zero_copy_only=False)
+    price = _values(events, "price_micros", 0, np.int64)
+    value = _values(events, "value_micros", 0, np.int64)
+    hour = _values(events, "hour", -1, np.int16)
+
+    def count(mask: np.ndarray) -> np.ndarray:
+        return np.bincount(user[mask], minlength=n_users)
+
+    def total(mask: np.ndarray, values: np.ndarray) -> np.ndarray:
+        # float64 weights: exact for integer sums below 2**53 (a day's amounts in millionths)
+        return np.bincount(user[mask], weights=values[mask], minlength=n_users).astype(np.int64)
+
+    sums = {
+        "events": np.bincount(user, minlength=n_users), "views": count(view),
+        "carts": count(cart), "purchases": count(buy),
+        "viewed_value": total(view, value), "carted_value": total(cart, value),
+        "spend": total(buy, value), "viewed_price_sum": total(view, price),
+        "views_priced": count(view & priced), "bought_price_sum": total(buy, price),
+        "purchases_priced": count(buy & priced),
+        "purchased_quantity": total(buy, _values(events, "quantity", 0, np.int64)),
+        "promo_purchases": count(buy & _values(events, "promo", False, bool)),
+        "weekend_events": count(_values(events, "weekend", False, bool)),
+        **{f"events_{part}": count((hour >= lo) & (hour < hi)) for part, (lo, hi) in DAY_PARTS.items()},
+    }
+
+    # First and last times and the last device: the user's events by (time, device); ties at
+    # the same instant go to the larger device name, a null device ranks lowest.
+    device, device_names = ranks(events["device"])
+    by_time = np.lexsort((device, time, user))
+    sorted_time = time[by_time]
+    starts = run_starts(user[by_time])
+    ends = run_ends(starts, n)
+    last_device = device[by_time][ends]
+
+    def last_time_of(mask: np.ndarray) -> pa.Array:
+        latest = np.maximum.reduceat(np.where(mask[by_time], sorted_time, NO_TIME), starts)
+        return pa.array(latest, mask=latest == NO_TIME)
+
+    # Sessions of the day (a null session_id is one session): count, and the summed length of
+    # their part on this day, so sessions stay additive across days.
+    session, _ = ranks(events["session_id"])
+    by_session = np.lexsort((time, session, user))
+    s_user, s_time = user[by_session], time[by_session]
+    s_starts = run_starts(s_user, session[by_session])
+    s_ends = run_ends(s_starts, n)
+    sessions = np.bincount(s_user[s_starts], minlength=n_users)
+    session_micros = np.bincount(s_user[s_starts], weights=s_time[s_ends] - s_time[s_starts],
+                                 minlength=n_users).astype(np.int64)
+
+    columns: dict[str, pa.Array] = {
+        "user_key": user_keys,
+        "event_date": events["event_date"].combine_chunks().take(np.zeros(n_users, dtype=np.int64)),
+    }
+    for name in DAILY_ADDITIVE_ORDER:
+        if name in sums:
+            columns[name] = (pa.array(sums[name] / MICROS) if name in EXACT_SUM_COLUMNS
+                             else pa.array(sums[name].astype(np.int32)))
+        elif name == "sessions":
+            columns[name] = pa.array(sessions.astype(np.int32))
+        elif name == "session_seconds":
+            columns[name] = pa.array(session_micros / MICROS)
+        elif name == "active_days":
+            columns[name] = pa.array(np.ones(n_users, dtype=np.int32))
+    time_type = events.schema.field("event_time").type
+    columns.update({
+        "first_event_time": pa.array(sorted_time[starts]).cast(time_type),
+        "last_event_time": pa.array(sorted_time[ends]).cast(time_type),
+        "last_view_time": last_time_of(view).cast(time_type),
+        "last_cart_time": last_time_of(cart).cast(time_type),
+        "last_purchase_time": last_time_of(buy).cast(time_type),
+        "last_device": device_names.take(pa.array(last_device, mask=last_device < 0)),
+        "categories": category_lists(events, user, n_users, view, buy, value),
+    })
+    return pa.table(columns)
+
+
+def category_lists(events: pa.Table, user: np.ndarray, n_users: int, view: np.ndarray,
+                   buy: np.ndarray, value: np.ndarray) -> pa.ListArray:
+    """Per user (rank order): views, purchases and spend per category_id, sorted by category_id;
+    events without a category are left out (an empty list when none has one)."""
+    category, names = ranks(events["category_id"])
+    rows = np.flatnonzero(category >= 0)
+    rows = rows[np.lexsort((category[rows], user[rows]))]
+    c_user, c_category = user[rows], category[rows]
+    if len(rows):
+        starts = run_starts(c_user, c_category)
+        views = np.add.reduceat(view[rows].astype(np.int32), starts)
+        purchases = np.add.reduceat(buy[rows].astype(np.int32), starts)
+        spend = np.add.reduceat(np.where(buy[rows], value[rows], 0), starts)
+        ids = names.take(pa.array(c_category[starts]))
+        per_user = np.bincount(c_user[starts], minlength=n_users)
+    else:
+        views = purchases = np.zeros(0, dtype=np.int32)
+        spend, ids, per_user = np.zeros(0, dtype=np.int64), pa.array([], pa.string()), np.zeros(n_users, int)
+    offsets = np.zeros(n_users + 1, dtype=np.int32)
+    np.cumsum(per_user, out=offsets[1:])
+    entries = pa.StructArray.from_arrays(
+        [ids, pa.array(views, pa.int32()), pa.array(purchases, pa.int32()), pa.array(spend / MICROS)],
+        fields=list(CATEGORY_STRUCT))
+    return pa.ListArray.from_arrays(pa.array(offsets), entries)

@@ -1,0 +1,123 @@
+"""The numpy aggregation of one event date (features.day_aggregates) on hand-made Arrow tables:
+the edge cases a GROUP BY defines (null keys, null sessions and devices, ties, no category).
+Its agreement with DuckDB on generated data is checked by tests/test_features_pipeline.py."""
+from __future__ import annotations
+
+import datetime as dt
+
+import pyarrow as pa
+
+from features.daily import ROLE_CART, ROLE_PURCHASE, ROLE_VIEW, USER_DAILY_COLUMNS
+from features.day_aggregates import user_aggregates_of_day
+
+DAY = dt.date(2026, 3, 7)  # a Saturday
+UTC = dt.timezone.utc
+
+
+def at(hour: int, minute: int = 0) -> dt.datetime:
+    return dt.datetime(2026, 3, 7, hour, minute, tzinfo=UTC)
+
+
+def day_table(rows: list[dict]) -> pa.Table:
+    """Events in the layout of features.daily.compact_events."""
+    def column(name, default=None):
+        return [r.get(name, default) for r in rows]
+    return pa.table({
+        "user_key": pa.array(column("user_key"), pa.string()),
+        "event_date": pa.array([DAY] * len(rows), pa.date32()),
+        "session_id": pa.array(column("session_id"), pa.string()),
+        "event_time": pa.array(column("time"), pa.timestamp("us", tz="UTC")),
+        "category_id": pa.array(column("category_id"), pa.string()),
+        "device": pa.array(column("device"), pa.string()),
+        "quantity": pa.array(column("quantity", 1), pa.int32()),
+        "role": pa.array(column("role", 0), pa.int8()),
+        "promo": pa.array(column("promo", False), pa.bool_()),
+        "price_micros": pa.array(column("price_micros"), pa.int64()),
+        "value_micros": pa.array([r.get("price_micros") and r["price_micros"] * r.get("quantity", 1)
+                                  for r in rows], pa.int64()),
+        "hour": pa.array([r["time"].hour for r in rows], pa.int8()),
+        "weekend": pa.array([True] * len(rows), pa.bool_()),
+    })
+
+
+def by_user(rows: list[dict]) -> dict:
+    return {r["user_key"]: r for r in user_aggregates_of_day(day_table(rows)).to_pylist()}
+
+
+def test_columns_are_the_user_daily_schema_in_order():
+    table = user_aggregates_of_day(day_table([dict(user_key="u", time=at(1), role=ROLE_VIEW)]))
+    assert table.column_names == [name for name, _ in USER_DAILY_COLUMNS]
+    assert table.schema.field("events").type == pa.int32()
+    assert table.schema.field("spend").type == pa.float64()
+    assert table.schema.field("first_event_time").type == pa.timestamp("us", tz="UTC")
+
+
+def test_sums_counts_and_parts_of_the_day():
+    rows = by_user([
+        dict(user_key="a", time=at(7), role=ROLE_VIEW, price_micros=2_500_000, session_id="s"),
+        dict(user_key="a", time=at(8), role=ROLE_CART, price_micros=2_500_000, quantity=3, session_id="s"),
+        dict(user_key="a", time=at(20), role=ROLE_PURCHASE, price_micros=2_000_000, quantity=3,
+             promo=True, session_id="s"),
+        dict(user_key="a", time=at(21), role=ROLE_PURCHASE, price_micros=None, session_id="s"),
+        dict(user_key="a", time=at(22), role=0, session_id="s"),
+    ])
+    a = rows["a"]
+    assert (a["events"], a["views"], a["carts"], a["purchases"]) == (5, 1, 1, 2)
+    assert (a["viewed_value"], a["carted_value"], a["spend"]) == (2.5, 7.5, 6.0)
+    assert (a["viewed_price_sum"], a["bought_price_sum"]) == (2.5, 2.0)
+    assert (a["views_priced"], a["purchases_priced"], a["purchased_quantity"]) == (1, 1, 4)
+    assert a["promo_purchases"] == 1 and a["weekend_events"] == 5
+    assert (a["events_night"], a["events_morning"], a["events_afternoon"], a["events_evening"]) == (0, 2, 0, 3)
+    assert (a["sessions"], a["session_seconds"], a["active_days"]) == (1, 15 * 3600.0, 1)
+    assert (a["first_event_time"], a["last_event_time"]) == (at(7), at(22))
+    assert (a["last_view_time"], a["last_cart_time"], a["last_purchase_time"]) == (at(7), at(8), at(21))
+
+
+def test_null_keys_group_as_a_group_by_does():
+    rows = by_user([
+        dict(user_key=None, time=at(1), role=ROLE_VIEW, session_id="s"),
+        dict(user_key="b", time=at(1), role=ROLE_VIEW, session_id=None),
+        dict(user_key="b", time=at(3), role=ROLE_VIEW, session_id=None),
+        dict(user_key="b", time=at(5), role=ROLE_VIEW, session_id="t"),
+    ])
+    assert rows[None]["events"] == 1
+    # the null session is one session of 2 hours; "t" one of none
+    assert (rows["b"]["sessions"], rows["b"]["session_seconds"]) == (2, 7200.0)
+    assert rows["b"]["last_cart_time"] is None and rows["b"]["last_purchase_time"] is None
+
+
+def test_last_device_ties_go_to_the_larger_name_and_a_later_null_wins():
+    rows = by_user([
+        dict(user_key="a", time=at(9), device="app"),
+        dict(user_key="a", time=at(9), device="web"),
+        dict(user_key="a", time=at(9), device=None),
+        dict(user_key="b", time=at(9), device="web"),
+        dict(user_key="b", time=at(10), device=None),
+        dict(user_key="c", time=at(9)),
+    ])
+    assert rows["a"]["last_device"] == "web"
+    assert rows["b"]["last_device"] is None
+    assert rows["c"]["last_device"] is None
+
+
+def test_categories_are_sorted_and_events_without_one_are_left_out():
+    rows = by_user([
+        dict(user_key="a", time=at(1), role=ROLE_VIEW, category_id="c9"),
+        dict(user_key="a", time=at(2), role=ROLE_PURCHASE, category_id="c10", price_micros=1_000_000,
+             quantity=2),
+        dict(user_key="a", time=at(3), role=ROLE_VIEW, category_id="c9"),
+        dict(user_key="a", time=at(4), role=ROLE_VIEW, category_id=None),
+        dict(user_key="b", time=at(1), role=ROLE_VIEW, category_id=None),
+    ])
+    assert rows["a"]["categories"] == [
+        {"category_id": "c10", "views": 0, "purchases": 1, "spend": 2.0},
+        {"category_id": "c9", "views": 2, "purchases": 0, "spend": 0.0},
+    ]
+    assert rows["b"]["categories"] == []
+
+
+def test_a_day_whose_events_all_lack_category_and_device():
+    rows = by_user([dict(user_key="a", time=at(1), role=ROLE_VIEW),
+                    dict(user_key="b", time=at(2), role=ROLE_CART)])
+    assert rows["a"]["categories"] == [] and rows["b"]["categories"] == []
+    assert rows["a"]["last_device"] is None and rows["b"]["carts"] == 1
