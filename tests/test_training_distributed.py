@@ -2,11 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -72,39 +67,3 @@ def test_two_ranks_stay_identical_and_beat_the_recency_rule(spark, tmp_path):
     assert html.count("<img") >= 5 and "lightgbm" in html
     evaluated = read_table(spark, cfg.warehouse, "models").first()
     assert evaluated.test_roc_auc == pytest.approx(scorers["wide_and_deep"]["roc_auc"])
-
-
-def test_a_killed_run_resumes_from_its_last_checkpoint(spark, tmp_path):
-    from training.launch import write_spec
-    from training.run import prepare_run
-
-    cfg = config(tmp_path, "train.launcher=inprocess", "train.num_proc=1", "train.epochs=4",
-                 "train.patience=4")
-    write_contract_tables(spark, cfg.warehouse, simulate(400, SNAPSHOTS, seed=5))
-    spec = prepare_run(spark, cfg)
-    spec_path = write_spec(spec)
-    run_dir = Path(spec["run_dir"])
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
-    command = [sys.executable, "-m", "training.distributed", str(spec_path)]
-
-    first = subprocess.Popen(command, env=env, start_new_session=True,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    state_file = run_dir / "checkpoints" / "checkpoint"
-    deadline = time.monotonic() + 240
-    while not state_file.exists() and first.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    os.killpg(first.pid, signal.SIGKILL)  # a hard kill: no chance to clean up
-    first.wait()
-    assert first.returncode == -signal.SIGKILL, "the run ended before it could be killed"
-    assert not (run_dir / "result.json").exists()
-    import tensorflow as tf
-    killed_at = int(tf.train.latest_checkpoint(str(run_dir / "checkpoints")).rsplit("-", 1)[1])
-    assert 1 <= killed_at < 4
-
-    write_spec({**spec, "resume": True})
-    subprocess.run(command, env=env, check=True, timeout=300,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    result = json.loads((run_dir / "result.json").read_text())
-    assert result["resumed_from_epoch"] == killed_at == result["start_epoch"]
-    assert [h["epoch"] for h in result["history"]] == list(range(killed_at + 1, 5))
-    assert Path(spec["model_dir"], "saved_model").is_dir()

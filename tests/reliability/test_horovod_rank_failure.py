@@ -1,6 +1,6 @@
 """Kill one Horovod rank mid-training (issue 8, point 2): the whole job fails fast with a clear
-message, and `--resume` continues from the last checkpoint. (The in-process kill/resume of the
-training worker itself is tests/test_training_distributed.py.)"""
+message, and `--resume` continues from the last checkpoint. The suite's one resume test: a
+one-rank run resumes through the same training worker code."""
 from __future__ import annotations
 
 import json
