@@ -1,12 +1,13 @@
 """Kill one Horovod rank mid-training (issue 8, point 2): the whole job fails fast with a clear
-message, and `--resume` continues from the last checkpoint. The suite's one resume test: a
-one-rank run resumes through the same training worker code."""
+message, and `--resume` continues from the last checkpoint: the suite's one kill/resume test of
+the training worker."""
 from __future__ import annotations
 
 import json
 import os
 import signal
 import time
+from pathlib import Path
 
 import psutil
 import pytest
@@ -80,4 +81,6 @@ def test_killing_one_rank_fails_the_job_fast_and_resume_continues(pipeline, tmp_
     assert summary["resumed_from_epoch"] == last_epoch >= 1
     assert summary["ranks"] == 2
     result = json.loads((run_dir / "result.json").read_text())
+    assert result["resumed_from_epoch"] == last_epoch == result["start_epoch"]
     assert [h["epoch"] for h in result["history"]] == list(range(last_epoch + 1, 5))
+    assert (Path(summary["model_dir"]) / "saved_model").is_dir()
