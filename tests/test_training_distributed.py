@@ -40,6 +40,8 @@ def test_two_ranks_stay_identical_and_beat_the_recency_rule(spark, tmp_path):
     run_dir = Path(cfg.runs_dir) / "train_runs" / summary["model_version"]
     sums = [(run_dir / f"weights_rank{r}.sha256").read_text() for r in (0, 1)]
     assert summary["ranks"] == 2 and sums[0] == sums[1]
+    # Short last batches and zero-weight dummy batches reuse the train step's one graph.
+    assert json.loads((run_dir / "result.json").read_text())["train_step_traces"] == 1
     model_dir = Path(summary["model_dir"])
     for part in ("saved_model", "preprocessing.json", "model.json", "metrics.json", "tensorboard"):
         assert (model_dir / part).exists(), part

@@ -453,6 +453,15 @@ def unpack(batch: dict, spec: InputSpec) -> dict:
     return columns
 
 
+def packed_signature(spec: InputSpec) -> dict:
+    """The TensorSpecs of a packed batch of any number of rows (a tf.function's signature)."""
+    import tensorflow as tf
+
+    return {key: tf.TensorSpec((None, *column.shape[1:]),
+                               tf.string if column.dtype == object else tf.as_dtype(column.dtype))
+            for key, column in packed_dummy(spec).items()}
+
+
 def packed_dummy(spec: InputSpec) -> Block:
     """A one-row, zero-weight packed batch: a rank that ran out of rows still joins the allreduce."""
     block = {}

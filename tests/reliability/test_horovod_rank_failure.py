@@ -12,6 +12,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from demandcast.tables import current_version
+
 pytestmark = pytest.mark.slow
 
 TWO_RANKS = ("train.launcher=horovodrun", "train.num_proc=2", "train.epochs=4", "train.patience=4")
@@ -39,10 +41,12 @@ def summary_of(stderr: str) -> dict:
     return json.loads(line.split("summary: ", 1)[1])
 
 
-def test_killing_one_rank_fails_the_job_fast_and_resume_continues(pipeline, tmp_path):
+def test_killing_one_rank_fails_the_job_fast_and_resume_continues(spark, pipeline, tmp_path):
     copy = pipeline.copy_to(tmp_path / "copy")
     earlier_runs = set((copy.runs_dir / "train_runs").glob("*"))
-    job = copy.start("train", *TWO_RANKS)
+    # The pipeline's own training set, pinned: building another one is not what is under test.
+    pinned = current_version(spark, str(copy.warehouse / "training_set"))
+    job = copy.start("train", *TWO_RANKS, f"train.training_set_version={pinned}")
     try:
         # Mid-training: the first epoch's checkpoint is written, later epochs are running.
         deadline = time.monotonic() + 600
@@ -79,7 +83,7 @@ def test_killing_one_rank_fails_the_job_fast_and_resume_continues(pipeline, tmp_
     resumed = copy.cli("train", *TWO_RANKS, "train.resume=true")
     summary = summary_of(resumed.stderr)
     assert summary["resumed_from_epoch"] == last_epoch >= 1
-    assert summary["ranks"] == 2
+    assert summary["ranks"] == 2 and summary["training_set_version"] == pinned
     result = json.loads((run_dir / "result.json").read_text())
     assert result["resumed_from_epoch"] == last_epoch == result["start_epoch"]
     assert [h["epoch"] for h in result["history"]] == list(range(last_epoch + 1, 5))
