@@ -10,7 +10,7 @@ import pytest
 from pyspark.sql import functions as F
 
 from demandcast.config import load_config
-from demandcast.errors import DataQualityError, StageFailed
+from demandcast.errors import ConfigError, DataQualityError, StageFailed
 from demandcast.tables import TableSpec, current_version, read_table, table_path, write_table
 from training.drift import (NULL_BIN, OTHER_BIN, ReferenceProfile, bin_counts, feature_drift,
                             psi, reference_profile)
@@ -100,6 +100,18 @@ def test_drivers_for_the_explained_subset_only(spark, scored_world):
     # Session counts were shifted between the snapshots: the drift check flags them.
     assert "sessions_last_7d" in scored_world["summary"]["drift_warnings"]
     assert "device" not in scored_world["summary"]["drift_warnings"]
+
+
+def test_a_feature_group_naming_no_feature_column_stops_scoring_before_any_write(spark, scored_world):
+    cfg, warehouse = scored_world["cfg"], scored_world["warehouse"]
+    paths = {t: table_path(warehouse, t) for t in ("predictions", "category_demand")}
+    before = {t: current_version(spark, p) for t, p in paths.items()}
+    typo = cfg.model_copy(update={"score": cfg.score.model_copy(update={
+        "force": True, "feature_groups": {"recency": ["days_since_last_purchse"],
+                                          "activity": ["purchases_last_30d"]}})})
+    with pytest.raises(ConfigError, match=r"score\.feature_groups\.recency: \['days_since_last_purchse'\]$"):
+        run_score(spark, typo, loader=load_linear_model)
+    assert {t: current_version(spark, p) for t, p in paths.items()} == before
 
 
 def test_rerun_is_idempotent_and_keeps_the_other_models_scores(spark, scored_world):

@@ -7,21 +7,31 @@ in one `predict` call over stacked copies of the rows, so the cost is one model 
 """
 from __future__ import annotations
 
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Collection, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from demandcast.errors import ConfigError
 from demandcast.logs import get_logger
 
 log = get_logger("explain")
 
 
-def feature_groups(input_columns: Sequence[str], configured: Mapping[str, Sequence[str]]
-                   ) -> dict[str, list[str]]:
-    """The configured groups restricted to the model's inputs; every other input is its own group."""
+def feature_groups(input_columns: Sequence[str], configured: Mapping[str, Sequence[str]],
+                   table_columns: Collection[str]) -> dict[str, list[str]]:
+    """The configured groups restricted to the model's inputs; every other input is its own group.
+
+    A configured column that is no column of the feature table (`table_columns`) is a typo and
+    stops the stage; one the table has but this model does not use (excluded from its training)
+    is left out with a warning, so one setting serves models trained on different features."""
+    unknown = {group: sorted(set(columns) - set(table_columns)) for group, columns in configured.items()}
+    unknown = {group: columns for group, columns in unknown.items() if columns}
+    if unknown:
+        named = "; ".join(f"score.feature_groups.{group}: {columns}" for group, columns in unknown.items())
+        raise ConfigError(f"not columns of user_features (see the feature catalog): {named}")
     inputs = set(input_columns)
     groups: dict[str, list[str]] = {}
     for group, columns in configured.items():

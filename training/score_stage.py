@@ -152,12 +152,13 @@ def run_score(spark: SparkSession, cfg: PipelineConfig,
         raise load_failed(choice.model_version, choice.model_dir, exc) from exc
     # Before anything is computed or written: the model must fit the feature table.
     check_model_inputs(model.input_columns, features.schema, choice.model_version)
+    explain = bool(settings.explain_user_keys) or settings.explain_fraction > 0
+    groups = (feature_groups(list(model.input_columns), settings.feature_groups, features.columns)
+              if explain else {})
     current = features.where(F.col("snapshot_date") == F.lit(snapshot))
     reference_date = settings.reference_snapshot_date or choice.train_snapshot_date
     drift, profile_source = _drift(features, current, reference_date, model, settings)
 
-    explain = bool(settings.explain_user_keys) or settings.explain_fraction > 0
-    groups = feature_groups(list(model.input_columns), settings.feature_groups) if explain else {}
     plan = ScoringPlan(
         model_dir=choice.model_dir, input_columns=dict(model.input_columns),
         category_ids=tuple(str(c) for c in model.category_ids), top_k=settings.top_categories,

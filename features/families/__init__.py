@@ -6,9 +6,6 @@ families compute a keyed table instead (features.families.category_affinity / co
 """
 from __future__ import annotations
 
-from pyspark.sql import Column, DataFrame
-from pyspark.sql import functions as F
-
 from features.families import (category_affinity, context, frequency, funnel, price, recency,
                                sessions, trend)
 

@@ -3,7 +3,6 @@ weekend share and hour-of-day profile (UTC), over the profile window."""
 from __future__ import annotations
 
 from pyspark.sql import DataFrame
-from pyspark.sql import functions as F
 
 from features.catalog import Feature, FeatureSpec
 from features.daily import DAY_PARTS
