@@ -27,11 +27,11 @@ def feature_groups(input_columns: Sequence[str], configured: Mapping[str, Sequen
     A configured column that is no column of the feature table (`table_columns`) is a typo and
     stops the stage; one the table has but this model does not use (excluded from its training)
     is left out with a warning, so one setting serves models trained on different features."""
-    unknown = {group: sorted(set(columns) - set(table_columns)) for group, columns in configured.items()}
-    unknown = {group: columns for group, columns in unknown.items() if columns}
+    known = set(table_columns)
+    unknown = [f"score.feature_groups.{group}: {sorted(set(columns) - known)}"
+               for group, columns in configured.items() if not known.issuperset(columns)]
     if unknown:
-        named = "; ".join(f"score.feature_groups.{group}: {columns}" for group, columns in unknown.items())
-        raise ConfigError(f"not columns of user_features (see the feature catalog): {named}")
+        raise ConfigError(f"not columns of user_features (see the feature catalog): {'; '.join(unknown)}")
     inputs = set(input_columns)
     groups: dict[str, list[str]] = {}
     for group, columns in configured.items():
