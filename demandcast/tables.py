@@ -467,17 +467,29 @@ def files_of_version(spark: SparkSession, path: str, version: int) -> list[str]:
     return sorted(df.inputFiles())
 
 
+def _current_snapshot(spark: SparkSession, path: str):
+    """(DeltaLog, current Snapshot) of the Delta table at `path`, JVM objects."""
+    jvm = spark._jvm
+    delta_log = jvm.org.apache.spark.sql.delta.DeltaLog.forTable(spark._jsparkSession, path)
+    return delta_log, delta_log.update(False, jvm.scala.Option.empty(), jvm.scala.Option.empty())
+
+
+def _partition_value_parser(spark: SparkSession, path: str, column: str) -> Callable[[str | None], object]:
+    """The log keeps partition values as text; a date column's become datetime.date."""
+    from pyspark.sql.types import DateType
+
+    if isinstance(spark.read.format("delta").load(path).schema[column].dataType, DateType):
+        return lambda v: v if v is None else dt.date.fromisoformat(v)
+    return lambda v: v
+
+
 def partition_record_counts(spark: SparkSession, path: str, column: str) -> dict:
     """Rows per value of partition `column` in the current version of the Delta table at `path`,
     from the `numRecords` statistics of the log's add actions (less rows hidden by deletion
     vectors): no data file is read. Values whose files carry no statistics are counted by a
     scan of those partitions only.
     """
-    from pyspark.sql.types import DateType
-
-    jvm = spark._jvm
-    delta_log = jvm.org.apache.spark.sql.delta.DeltaLog.forTable(spark._jsparkSession, path)
-    snapshot = delta_log.update(False, jvm.scala.Option.empty(), jvm.scala.Option.empty())
+    _, snapshot = _current_snapshot(spark, path)
     added = DataFrame(snapshot.allFiles().toDF(), spark)
     rows = (added.select(F.col("partitionValues")[column].alias("value"),
                          (F.get_json_object("stats", "$.numRecords").cast("long")
@@ -486,8 +498,7 @@ def partition_record_counts(spark: SparkSession, path: str, column: str) -> dict
                                   F.count(F.when(F.col("n").isNull(), 1)).alias("no_stats"))
             .collect())
     table = spark.read.format("delta").load(path)
-    as_value = (lambda v: v if v is None else dt.date.fromisoformat(v)) \
-        if isinstance(table.schema[column].dataType, DateType) else (lambda v: v)
+    as_value = _partition_value_parser(spark, path, column)
     counts = {as_value(r["value"]): r["n"] for r in rows if r["no_stats"] == 0}
     unknown = [as_value(r["value"]) for r in rows if r["no_stats"] > 0]
     if unknown:
@@ -496,6 +507,44 @@ def partition_record_counts(spark: SparkSession, path: str, column: str) -> dict
                               | (F.col(column).isNull() if None in unknown else F.lit(False)))
         counts.update({r[0]: r[1] for r in scanned.groupBy(column).count().collect()})
     return counts
+
+
+@dataclass(frozen=True)
+class PartitionFiles:
+    """The data files of some partitions of a Delta table's current version, as plain Parquet:
+    `root` is the table's location (a URI) and `files` the paths under it per partition value."""
+
+    root: str
+    files: dict
+
+
+def partition_files(spark: SparkSession, path: str, column: str, values: Sequence[object]
+                    ) -> tuple[PartitionFiles | None, str]:
+    """The current data files of the partitions `values` of `column`, from the Delta log, when
+    reading them as plain Parquet files gives the table's rows; else (None, why not): deletion
+    vectors hide rows of a file, column mapping renames columns inside the files."""
+    from urllib.parse import unquote
+
+    delta_log, snapshot = _current_snapshot(spark, path)
+    mode = snapshot.metadata().columnMappingMode().name()
+    if mode != "none":
+        return None, f"column mapping mode '{mode}' renames the columns inside the files"
+    if None in values:
+        return None, f"rows with a null {column} sit in a partition of their own"
+    as_value = _partition_value_parser(spark, path, column)
+    files: dict = {}
+    added = (DataFrame(snapshot.allFiles().toDF(), spark)
+             .select("path", F.col("partitionValues")[column].alias("value"),
+                     F.col("deletionVector").isNotNull().alias("has_dv"))
+             .where(F.col("value").isin([str(v) for v in values if v is not None])))
+    for row in added.collect():
+        value = as_value(row["value"])
+        if row["has_dv"]:
+            return None, f"deletion vectors hide rows of files of {column}={value}"
+        if urlparse(row["path"]).scheme:  # files outside the table folder (shallow clones)
+            return None, f"data file {row['path']} lies outside the table folder"
+        files.setdefault(value, []).append(unquote(row["path"]))
+    return PartitionFiles(str(delta_log.dataPath().toString()), {v: sorted(f) for v, f in files.items()}), ""
 
 
 def dumps_json(value: object) -> str:

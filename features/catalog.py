@@ -38,6 +38,8 @@ class FeatureSpec:
     roles: EventRoles = EventRoles()
     # Not a feature parameter: how user_daily splits a day's users (features.daily_user_groups).
     daily_user_groups: int = 1
+    # Nor this: how user_daily reads the events (features.daily_read).
+    daily_read: str = "files"
 
     @classmethod
     def from_config(cls, cfg) -> "FeatureSpec":  # cfg: demandcast.config.PipelineConfig
@@ -52,6 +54,7 @@ class FeatureSpec:
             label_window_days=cfg.label_window_days,
             roles=EventRoles(s.view_event, s.cart_event, s.purchase_event),
             daily_user_groups=s.daily_user_groups,
+            daily_read=s.daily_read,
         )
 
     @property

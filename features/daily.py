@@ -6,10 +6,14 @@ per-category counts) or combine with max/min (times), which is what makes window
 """
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass
 
-from pyspark.sql import Column, DataFrame
+import pyarrow as pa
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
+
+from demandcast.tables import PartitionFiles
 
 # Hours [start, end) of the four parts of the day the hour profile counts (UTC).
 DAY_PARTS = {"night": (0, 6), "morning": (6, 12), "afternoon": (12, 18), "evening": (18, 24)}
@@ -58,21 +62,6 @@ class EventRoles:
     purchase: str = "purchase"
 
 
-def _is(role: str) -> Column:
-    return F.col("event_type") == F.lit(role)
-
-
-def events_with_item_context(events: DataFrame, items: DataFrame) -> DataFrame:
-    """Events with the item's list price, and the item's category when the event has none.
-
-    The items dimension is small: it is broadcast, so the events are not shuffled for this join.
-    """
-    dim = items.select("item_id", F.col("category_id").alias("item_category_id"), "list_price")
-    return (events.join(F.broadcast(dim), "item_id", "left")
-            .withColumn("category_id", F.coalesce("category_id", "item_category_id"))
-            .drop("item_category_id"))
-
-
 # The last device of a period is found with a plain max over a long: (event time in micros,
 # device code) packed so that the order is (time, device name), codes being the sorted device
 # names and 0 a null device. A max over a long keeps the aggregation a hash aggregation; a
@@ -106,26 +95,8 @@ def unpacked_device(packed: Column, codes: list[str]) -> Column:
     return F.when(last_code > 0, F.element_at(vocabulary, last_code))
 
 
-# Codes of the event roles in `compact_events`' role column (0: any other event type).
+# Codes of the event roles in features.day_aggregates.compact_events (0: any other event type).
 ROLE_VIEW, ROLE_CART, ROLE_PURCHASE = 1, 2, 3
-
-
-def compact_events(events: DataFrame, roles: EventRoles) -> DataFrame:
-    """The event columns user_daily needs, narrowed before the one shuffle: the role as a small
-    code instead of the event_type string, the promotion flag instead of list_price. Amounts are
-    integer millionths (Spark's round, half up; see `micros`), hour and weekend in UTC."""
-    role = (F.when(_is(roles.view), ROLE_VIEW).when(_is(roles.cart), ROLE_CART)
-            .when(_is(roles.purchase), ROLE_PURCHASE).otherwise(0).cast("byte"))
-    quantity = F.coalesce(F.col("quantity"), F.lit(1))
-    weekday = F.dayofweek("event_date")  # 1 = Sunday, 7 = Saturday
-    return events.select(
-        "user_key", "event_date", "session_id", "event_time", "category_id", "device",
-        quantity.alias("quantity"), role.alias("role"),
-        (F.col("price") < F.col("list_price")).alias("promo"),
-        micros(F.col("price")).alias("price_micros"),
-        micros(F.col("price") * quantity).alias("value_micros"),
-        F.hour("event_time").cast("byte").alias("hour"),
-        weekday.isin(1, 7).alias("weekend"))
 
 
 # user_daily's additive columns in table order: the per-event sums, then the session columns.
@@ -140,21 +111,70 @@ USER_DAILY_COLUMNS = (
 USER_DAILY_SCHEMA = ", ".join(f"{name} {dtype}" for name, dtype in USER_DAILY_COLUMNS)
 
 
-def user_daily_aggregates(events: DataFrame, roles: EventRoles, user_groups: int = 1) -> DataFrame:
-    """One row per (user_key, event_date) of events that carry `list_price` (see above).
+def item_context(items: DataFrame) -> pa.Table:
+    """What user_daily needs of the items dimension, as an Arrow table for the Python workers."""
+    from features.day_aggregates import ITEM_CONTEXT_SCHEMA  # here: it imports this module
 
-    The narrowed events (compact_events) are shuffled once by event_date, and each date's events
+    return items.select(*ITEM_CONTEXT_SCHEMA.names).toArrow().cast(ITEM_CONTEXT_SCHEMA)
+
+
+def user_daily_aggregates(events: DataFrame, items: pa.Table, roles: EventRoles,
+                          user_groups: int = 1) -> DataFrame:
+    """One row per (user_key, event_date) of `events`, read through Spark.
+
+    The event columns user_daily reads are shuffled once by event_date, and each date's events
     (split into `user_groups` groups of users by a hash of user_key: a group must fit in a Python
-    worker's memory, about 300 bytes per event) go to a Python worker as one Arrow table,
-    aggregated there with numpy (features.day_aggregates): counts and sums per user, the day's
-    sessions and their lengths, first and last times, the last device and the per-category
-    list. Row for row the same as the Spark SQL aggregation it replaced, in about 0.8x its wall
-    time for the whole user_daily step (bench/RESULTS.md, session 12).
+    worker's memory, about 300 bytes per event) go to a Python worker as one Arrow table, where
+    features.day_aggregates compacts and aggregates them with numpy: counts and sums per user,
+    the day's sessions and their lengths, first and last times, the last device and the
+    per-category list. `items` (item_context) gives events without a category their item's.
     """
-    from features.day_aggregates import user_aggregates_of_day  # here: it imports this module
+    from features.day_aggregates import RAW_EVENT_SCHEMA, user_daily_rows
+
+    shipped = events.sparkSession.sparkContext.broadcast(items)
+
+    def rows(raw: pa.Table) -> pa.Table:
+        return user_daily_rows(raw, shipped.value, roles)
 
     keys = [F.col("event_date")]
     if user_groups > 1:
         keys.append(F.pmod(F.xxhash64("user_key"), F.lit(user_groups)).alias("user_group"))
-    return (compact_events(events, roles).groupBy(*keys)
-            .applyInArrow(user_aggregates_of_day, USER_DAILY_SCHEMA))
+    return (events.select(*RAW_EVENT_SCHEMA.names, "event_date").groupBy(*keys)
+            .applyInArrow(rows, USER_DAILY_SCHEMA))
+
+
+def balanced_tasks(weights: dict, tasks: int) -> list[list]:
+    """The keys of `weights` in at most `tasks` lists of similar total weight (heaviest first,
+    each to the lightest list so far), each list sorted."""
+    bins: list[tuple[int, int, list]] = [(0, i, []) for i in range(max(1, min(tasks, len(weights))))]
+    for key in sorted(weights, key=lambda k: (-weights[k], k)):
+        total, i, keys = heapq.heappop(bins)
+        keys.append(key)
+        heapq.heappush(bins, (total + weights[key], i, keys))
+    return [sorted(keys) for _, _, keys in sorted(bins, key=lambda b: b[1]) if keys]
+
+
+def user_daily_from_files(spark: SparkSession, source: PartitionFiles, events_per_date: dict,
+                          items: pa.Table, roles: EventRoles) -> DataFrame:
+    """One row per (user_key, event_date) of the event dates in `source`, each date's Parquet
+    files read whole by one Python worker (features.event_files): no shuffle, no Spark rows.
+    Dates are spread over the tasks by their event counts (`events_per_date`, from the log)."""
+    from features.day_aggregates import user_daily_rows
+    from features.event_files import read_event_files
+
+    shipped = spark.sparkContext.broadcast(items)
+    root = source.root
+    tasks = balanced_tasks({d: events_per_date.get(d, 1) for d in source.files},
+                           4 * spark.sparkContext.defaultParallelism)
+    days = [([(d, source.files[d]) for d in task],) for task in tasks]
+
+    def rows_of_files(batches):
+        for batch in batches:
+            for task in batch.column("days").to_pylist():
+                for day in task:
+                    raw = read_event_files(root, day["files"], day["event_date"])
+                    yield from user_daily_rows(raw, shipped.value, roles).to_batches()
+
+    return (spark.createDataFrame(spark.sparkContext.parallelize(days, len(days)),
+                                  "days array<struct<event_date: date, files: array<string>>>")
+            .mapInArrow(rows_of_files, USER_DAILY_SCHEMA))

@@ -1,5 +1,5 @@
 """The user_daily rows of one event date, computed with numpy over the date's events as an Arrow
-table (see features.daily.user_daily_aggregates, which hands each date to a Python worker).
+table (see features.daily: each date goes whole to a Python worker).
 
 Every aggregate is a count or an integer sum per user (np.bincount), or a first/last value of
 the user's events sorted by time (np.lexsort): a few vectorised passes over the date's events
@@ -53,7 +53,7 @@ def run_ends(starts: np.ndarray, n: int) -> np.ndarray:
 
 def user_aggregates_of_day(events: pa.Table) -> pa.Table:
     """One user_daily row per user_key of `events`, all of one event_date (the columns of
-    features.daily.compact_events)."""
+    compact_events)."""
     n = events.num_rows
     user, user_keys = ranks(events["user_key"])
     if (user < 0).any():  # a null user_key is a group of its own, as in a GROUP BY
@@ -162,3 +162,58 @@ def category_lists(events: pa.Table, user: np.ndarray, n_users: int, view: np.nd
         [ids, pa.array(views, pa.int32()), pa.array(purchases, pa.int32()), pa.array(spend / MICROS)],
         fields=list(CATEGORY_STRUCT))
     return pa.ListArray.from_arrays(pa.array(offsets), entries)
+
+
+# The event columns user_daily reads (besides event_date), as Spark reads them (session time
+# zone UTC): the direct file reader conforms every file to these types.
+RAW_EVENT_SCHEMA = pa.schema([
+    ("user_key", pa.string()), ("session_id", pa.string()),
+    ("event_time", pa.timestamp("us", tz="UTC")), ("event_type", pa.string()),
+    ("item_id", pa.string()), ("category_id", pa.string()), ("price", pa.float64()),
+    ("quantity", pa.int32()), ("device", pa.string()),
+])
+# What a user_daily row needs of an item: its category (for events without one) and list price.
+ITEM_CONTEXT_SCHEMA = pa.schema([("item_id", pa.string()), ("category_id", pa.string()),
+                                 ("list_price", pa.float64())])
+
+
+def micros(values: pa.ChunkedArray | pa.Array) -> pa.Array:
+    """Integer millionths of doubles, rounded half away from zero like Spark's round(x * 1e6)
+    (a BigDecimal HALF_UP): a double's fractional part is exact, so comparing it with 0.5 is."""
+    array = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+    scaled = array.fill_null(0).to_numpy(zero_copy_only=False) * MICROS
+    whole = np.trunc(scaled)
+    fraction = scaled - whole
+    rounded = whole + (fraction >= 0.5) - (fraction <= -0.5)
+    return pa.array(rounded.astype(np.int64), mask=array.is_null().to_numpy(zero_copy_only=False))
+
+
+def compact_events(raw: pa.Table, items: pa.Table, roles) -> pa.Table:
+    """Events of RAW_EVENT_SCHEMA (and event_date) in the layout user_aggregates_of_day reads:
+    the item's category when the event has none, the role as a code (`roles`: which event types
+    are view, cart and purchase), the promotion flag (price below the item's list price), amounts
+    in integer millionths, hour and weekend in UTC."""
+    item = pc.index_in(raw["item_id"], value_set=items["item_id"])
+    event_type = raw["event_type"]
+    role = np.zeros(raw.num_rows, dtype=np.int8)
+    for code, name in ((ROLE_VIEW, roles.view), (ROLE_CART, roles.cart), (ROLE_PURCHASE, roles.purchase)):
+        role[pc.equal(event_type, name).combine_chunks().fill_null(False).to_numpy(zero_copy_only=False)] = code
+    quantity = pc.coalesce(raw["quantity"], pa.scalar(1, pa.int32()))
+    price = raw["price"]
+    weekday = pc.day_of_week(raw["event_date"])  # Monday 0 .. Sunday 6
+    return pa.table({
+        "user_key": raw["user_key"], "event_date": raw["event_date"], "session_id": raw["session_id"],
+        "event_time": raw["event_time"],
+        "category_id": pc.coalesce(raw["category_id"], pc.take(items["category_id"], item)),
+        "device": raw["device"], "quantity": quantity, "role": pa.array(role),
+        "promo": pc.less(price, pc.take(items["list_price"], item)),
+        "price_micros": micros(price),
+        "value_micros": micros(pc.multiply(price, pc.cast(quantity, pa.float64()))),
+        "hour": pc.cast(pc.hour(raw["event_time"]), pa.int8()),
+        "weekend": pc.greater_equal(weekday, 5),
+    })
+
+
+def user_daily_rows(raw: pa.Table, items: pa.Table, roles) -> pa.Table:
+    """user_daily rows of events of one event_date (RAW_EVENT_SCHEMA and event_date)."""
+    return user_aggregates_of_day(compact_events(raw, items, roles))

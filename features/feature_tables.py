@@ -6,15 +6,18 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Sequence
 
+import pyarrow as pa
 from pyspark.sql import DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
 
 from demandcast.logs import get_logger
-from demandcast.tables import (NO_DELETION_VECTORS, TableSpec, is_delta_table,
-                               partition_record_counts, read_table, table_path, write_table)
+from demandcast.tables import (NO_DELETION_VECTORS, PartitionFiles, TableSpec, is_delta_table,
+                               partition_files, partition_record_counts, read_table, table_path,
+                               write_table)
 from features.assemble import snapshot_frame, user_features
 from features.catalog import FeatureSpec, column_comments
-from features.daily import ADDITIVE_COLUMNS, events_with_item_context, user_daily_aggregates
+from features.daily import (ADDITIVE_COLUMNS, item_context, user_daily_aggregates,
+                            user_daily_from_files)
 from features.labels import labels
 
 log = get_logger("features")
@@ -124,6 +127,26 @@ def event_date_range(spark: SparkSession, warehouse: str) -> tuple[dt.date | Non
     return (min(dates), max(dates)) if dates else (None, None)
 
 
+def direct_event_files(spark: SparkSession, warehouse: str, dates: list[dt.date], spec: FeatureSpec
+                       ) -> tuple[PartitionFiles | None, str]:
+    """The events files of `dates` when user_daily may read them directly (features.event_files),
+    else (None, why not)."""
+    from features.event_files import file_system
+
+    if spec.daily_read != "files":
+        return None, f"features.daily_read is '{spec.daily_read}'"
+    if spec.daily_user_groups > 1:
+        return None, "features.daily_user_groups > 1 splits each day's users"
+    source, why_not = partition_files(spark, table_path(warehouse, "events"), "event_date", dates)
+    if source is None:
+        return None, why_not
+    try:
+        file_system(source.root)
+    except (OSError, ValueError, pa.ArrowException) as error:
+        return None, f"pyarrow cannot open {source.root} ({error})"
+    return source, ""
+
+
 def update_user_daily(spark: SparkSession, warehouse: str, spec: FeatureSpec) -> DailyUpdate:
     """Recomputes user_daily for new or changed event dates only, in one commit.
 
@@ -143,9 +166,15 @@ def update_user_daily(spark: SparkSession, warehouse: str, spec: FeatureSpec) ->
         log.info("user_daily is up to date with %d event dates", len(counts))
         return result
     log.info("user_daily: aggregating %d event dates (%s .. %s)", len(changed), changed[0], changed[-1])
-    new_events = events.where(F.col("event_date").isin(changed))
-    daily = user_daily_aggregates(events_with_item_context(new_events, items), spec.roles,
-                                  spec.daily_user_groups)
+    source, why_not = direct_event_files(spark, warehouse, changed, spec)
+    if source is not None:
+        log.info("user_daily: reading %d files of events directly",
+                 sum(len(f) for f in source.files.values()))
+        daily = user_daily_from_files(spark, source, counts, item_context(items), spec.roles)
+    else:
+        log.info("user_daily: reading events through Spark: %s", why_not)
+        daily = user_daily_aggregates(events.where(F.col("event_date").isin(changed)),
+                                      item_context(items), spec.roles, spec.daily_user_groups)
     result.version = write_table(daily, warehouse, USER_DAILY, "replace_partitions", changed)
     return result
 

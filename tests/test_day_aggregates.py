@@ -19,7 +19,7 @@ def at(hour: int, minute: int = 0) -> dt.datetime:
 
 
 def day_table(rows: list[dict]) -> pa.Table:
-    """Events in the layout of features.daily.compact_events."""
+    """Events in the layout of features.day_aggregates.compact_events."""
     def column(name, default=None):
         return [r.get(name, default) for r in rows]
     return pa.table({

@@ -13,8 +13,8 @@ from demandcast.config import load_config
 from demandcast.tables import current_version, files_of_version, read_table, table_path, write_table
 from features.assemble import user_features
 from features.catalog import FeatureSpec
-from features.daily import events_with_item_context, user_daily_aggregates
-from features.feature_tables import update_user_daily, write_snapshots
+from features.daily import item_context, user_daily_aggregates
+from features.feature_tables import direct_event_files, update_user_daily, write_snapshots
 from features_data import EVENTS, events_frame, random_inputs, write_inputs
 from reference import duckdb_features as reference
 
@@ -111,15 +111,38 @@ def test_rerun_leaves_tables_identical(spark, built):
     pd.testing.assert_frame_equal(table_pandas(spark, warehouse, "labels"), built["labels"])
 
 
-def test_user_daily_is_the_same_with_a_day_split_into_user_groups(spark, built):
-    """features.daily_user_groups bounds a Python worker's memory; it must not change a row."""
+def test_user_daily_read_through_spark_and_split_into_user_groups_is_the_same(spark, built):
+    """The job read the event files directly (features.event_files); Spark's reader with the
+    shuffle by date, each day split into user groups (features.daily_user_groups, for days too
+    big for one worker), must give the same rows."""
     warehouse, spec = built["warehouse"], FeatureSpec()
-    events = events_with_item_context(read_table(spark, warehouse, "events"),
-                                      read_table(spark, warehouse, "items"))
+    assert direct_event_files(spark, warehouse, [S1 - dt.timedelta(days=1)], spec)[0] is not None
     whole_days = read_table(spark, warehouse, "user_daily")
-    split = user_daily_aggregates(events, spec.roles, user_groups=7)
+    split = user_daily_aggregates(read_table(spark, warehouse, "events"),
+                                  item_context(read_table(spark, warehouse, "items")), spec.roles,
+                                  user_groups=7)
     assert split.count() == whole_days.count() > 100
     assert split.exceptAll(whole_days.select(*split.columns)).count() == 0
+
+
+def test_deleted_events_are_not_counted_when_deletion_vectors_hide_them(spark, tmp_path):
+    """With deletion vectors on events the files hold rows the table does not: user_daily must
+    read through Spark then (a direct read would count the deleted event)."""
+    from delta.tables import DeltaTable
+
+    warehouse = str(tmp_path / "warehouse")
+    events, users, items = random_inputs(seed=3, n_users=5, n_events=200,
+                                         start=dt.date(2026, 1, 1), days=3)
+    write_inputs(spark, warehouse, events, users, items)
+    path = table_path(warehouse, "events")
+    spark.sql(f"ALTER TABLE delta.`{path}` SET TBLPROPERTIES ('delta.enableDeletionVectors' = 'true')")
+    deleted = events.iloc[0]
+    DeltaTable.forPath(spark, path).delete(F.col("event_id") == deleted.event_id)
+    source, why_not = direct_event_files(spark, warehouse, [deleted.event_time.date()], FeatureSpec())
+    assert source is None and "deletion vectors" in why_not
+    update_user_daily(spark, warehouse, FeatureSpec())
+    counted = read_table(spark, warehouse, "user_daily").agg(F.sum("events")).first()[0]
+    assert counted == len(events) - 1
 
 
 def test_late_events_at_or_after_the_snapshot_do_not_change_it(spark, built):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Literal
 
 from pydantic import Field, model_validator
 
@@ -40,6 +41,12 @@ class FeaturesSettings(Section):
     # about 300 bytes per event: raise this when a single day holds more than a few million
     # events (users are split into this many groups by a hash of user_key).
     daily_user_groups: int = Field(1, ge=1, le=4096)
+    # How user_daily reads the events: "files" lets each Python worker read whole event dates
+    # from the Parquet files the Delta log lists (no shuffle; about half the time of the stage at
+    # 50M events), falling back to Spark's reader by itself when the table or the file system
+    # does not allow it (deletion vectors, column mapping, s3a:// locations, daily_user_groups
+    # > 1); "spark" always reads through Spark and shuffles the events by date.
+    daily_read: Literal["files", "spark"] = "files"
     # Write labels only for snapshots whose whole label window lies inside the ingested events.
     require_complete_label_window: bool = True
 
