@@ -42,8 +42,8 @@ class FeaturesSettings(Section):
     # events (users are split into this many groups by a hash of user_key).
     daily_user_groups: int = Field(1, ge=1, le=4096)
     # How user_daily reads the events: "files" lets each Python worker read whole event dates
-    # from the Parquet files the Delta log lists (no shuffle; about half the time of the stage at
-    # 50M events), falling back to Spark's reader by itself when the table or the file system
+    # from the Parquet files the Delta log lists (no shuffle; user_daily from scratch at 50M
+    # events took 301 s instead of 402, bench/RESULTS.md session 15), falling back to Spark's reader by itself when the table or the file system
     # does not allow it (deletion vectors, column mapping, s3a:// locations, daily_user_groups
     # > 1); "spark" always reads through Spark and shuffles the events by date.
     daily_read: Literal["files", "spark"] = "files"
