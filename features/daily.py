@@ -175,6 +175,6 @@ def user_daily_from_files(spark: SparkSession, source: PartitionFiles, events_pe
                     raw = read_event_files(root, day["files"], day["event_date"])
                     yield from user_daily_rows(raw, shipped.value, roles).to_batches()
 
-    return (spark.createDataFrame(spark.sparkContext.parallelize(days, len(days)),
+    return (spark.createDataFrame(spark.sparkContext.parallelize(days, max(1, len(days))),
                                   "days array<struct<event_date: date, files: array<string>>>")
             .mapInArrow(rows_of_files, USER_DAILY_SCHEMA))
