@@ -14,7 +14,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Literal, Mapping, Sequence, TypeVar
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -474,11 +474,11 @@ def _current_snapshot(spark: SparkSession, path: str):
     return delta_log, delta_log.update(False, jvm.scala.Option.empty(), jvm.scala.Option.empty())
 
 
-def _partition_value_parser(spark: SparkSession, path: str, column: str) -> Callable[[str | None], object]:
+def _partition_value_parser(table: DataFrame, column: str) -> Callable[[str | None], object]:
     """The log keeps partition values as text; a date column's become datetime.date."""
     from pyspark.sql.types import DateType
 
-    if isinstance(spark.read.format("delta").load(path).schema[column].dataType, DateType):
+    if isinstance(table.schema[column].dataType, DateType):
         return lambda v: v if v is None else dt.date.fromisoformat(v)
     return lambda v: v
 
@@ -498,7 +498,7 @@ def partition_record_counts(spark: SparkSession, path: str, column: str) -> dict
                                   F.count(F.when(F.col("n").isNull(), 1)).alias("no_stats"))
             .collect())
     table = spark.read.format("delta").load(path)
-    as_value = _partition_value_parser(spark, path, column)
+    as_value = _partition_value_parser(table, column)
     counts = {as_value(r["value"]): r["n"] for r in rows if r["no_stats"] == 0}
     unknown = [as_value(r["value"]) for r in rows if r["no_stats"] > 0]
     if unknown:
@@ -523,20 +523,18 @@ def partition_files(spark: SparkSession, path: str, column: str, values: Sequenc
     """The current data files of the partitions `values` of `column`, from the Delta log, when
     reading them as plain Parquet files gives the table's rows; else (None, why not): deletion
     vectors hide rows of a file, column mapping renames columns inside the files."""
-    from urllib.parse import unquote
-
     delta_log, snapshot = _current_snapshot(spark, path)
     mode = snapshot.metadata().columnMappingMode().name()
     if mode != "none":
         return None, f"column mapping mode '{mode}' renames the columns inside the files"
     if None in values:
         return None, f"rows with a null {column} sit in a partition of their own"
-    as_value = _partition_value_parser(spark, path, column)
+    as_value = _partition_value_parser(spark.read.format("delta").load(path), column)
     files: dict = {}
     added = (DataFrame(snapshot.allFiles().toDF(), spark)
              .select("path", F.col("partitionValues")[column].alias("value"),
                      F.col("deletionVector").isNotNull().alias("has_dv"))
-             .where(F.col("value").isin([str(v) for v in values if v is not None])))
+             .where(F.col("value").isin([str(v) for v in values])))
     for row in added.collect():
         value = as_value(row["value"])
         if row["has_dv"]:

@@ -169,15 +169,16 @@ def update_user_daily(spark: SparkSession, warehouse: str, spec: FeatureSpec) ->
         log.info("user_daily is up to date with %d event dates", len(counts))
         return result
     log.info("user_daily: aggregating %d event dates (%s .. %s)", len(changed), changed[0], changed[-1])
+    context = item_context(items)
     source, why_not = direct_event_files(spark, warehouse, changed, spec)
     if source is not None:
         log.info("user_daily: reading %d files of events directly",
                  sum(len(f) for f in source.files.values()))
-        daily = user_daily_from_files(spark, source, counts, item_context(items), spec.roles)
+        daily = user_daily_from_files(spark, source, counts, context, spec.roles)
     else:
         log.info("user_daily: reading events through Spark: %s", why_not)
-        daily = user_daily_aggregates(events.where(F.col("event_date").isin(changed)),
-                                      item_context(items), spec.roles, spec.daily_user_groups)
+        daily = user_daily_aggregates(events.where(F.col("event_date").isin(changed)), context,
+                                      spec.roles, spec.daily_user_groups)
     result.version = write_table(daily, warehouse, USER_DAILY, "replace_partitions", changed)
     return result
 

@@ -43,9 +43,10 @@ class FeaturesSettings(Section):
     daily_user_groups: int = Field(1, ge=1, le=4096)
     # How user_daily reads the events: "files" lets each Python worker read whole event dates
     # from the Parquet files the Delta log lists (no shuffle; user_daily from scratch at 50M
-    # events took 301 s instead of 402, bench/RESULTS.md session 15), falling back to Spark's reader by itself when the table or the file system
-    # does not allow it (deletion vectors, column mapping, s3a:// locations, daily_user_groups
-    # > 1); "spark" always reads through Spark and shuffles the events by date.
+    # events took 301 s instead of 402, bench/RESULTS.md session 15), falling back to Spark's
+    # reader by itself when the table or the file system does not allow it (deletion vectors,
+    # column mapping, s3a:// locations, daily_user_groups > 1); "spark" always reads through
+    # Spark and shuffles the events by date.
     daily_read: Literal["files", "spark"] = "files"
     # Write labels only for snapshots whose whole label window lies inside the ingested events.
     require_complete_label_window: bool = True
