@@ -12,13 +12,17 @@ from __future__ import annotations
 import datetime as dt
 from typing import Sequence
 
+import pyarrow as pa
 from pyspark.sql import Column, DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql.pandas.types import from_arrow_schema
 
+from demandcast.tables import PartitionFiles
 from features.catalog import FeatureSpec, feature_catalog
 from features.daily import (ADDITIVE_COLUMNS, EXACT_SUM_COLUMNS, device_codes, distinct_devices,
                             exact_sum, packed_time_device, unpacked_device)
-from features.families.category_affinity import add_category_affinity_features, category_window_totals
+from features.families.category_affinity import (add_category_affinity_features,
+                                                 categories_in_profile_window, category_window_totals)
 from features.families.common import total_name
 from features.families.context import add_context_features
 from features.families.frequency import add_frequency_features
@@ -81,6 +85,54 @@ def window_totals(daily: DataFrame, spec: FeatureSpec, devices: Sequence[str] = 
             .drop("last_device_packed"))
 
 
+# A snapshot task of snapshot_aggregates_from_files holds its users' sums in memory (about 1.2 kB
+# per user); more user_daily rows than this per task get more tasks (each reads every date).
+USER_DAILY_ROWS_PER_TASK = 8_000_000
+
+
+def snapshot_aggregates_from_files(spark: SparkSession, source: PartitionFiles, rows_per_date: dict,
+                                   snapshot_dates: Sequence[dt.date], spec: FeatureSpec,
+                                   devices: Sequence[str]) -> DataFrame:
+    """window_totals and the category affinity sums of every user and snapshot, computed by
+    Python workers from user_daily's Parquet files (`source`, the dates before the snapshots)
+    with numpy (features.snapshot_aggregates): each task takes one snapshot and one range of
+    user_key and reads every earlier date's rows of its users, so no rows are shuffled."""
+    from features.snapshot_aggregates import (USER_KEY, aggregates_schema, key_range_positions,
+                                              snapshot_aggregates, user_key_ranges)
+    from features.table_files import read_files
+
+    root, files = source.root, source.files
+    windows, profile, top_k = spec.all_windows, spec.profile_window_days, spec.top_k_categories
+    sample = read_files(root, files[max(files)], USER_KEY)["user_key"].combine_chunks()
+    tasks = []
+    for snapshot in sorted(set(snapshot_dates)):
+        rows = sum(n for d, n in rows_per_date.items() if d is not None and d < snapshot)
+        ranges = max(spark.sparkContext.defaultParallelism, -(-rows // USER_DAILY_ROWS_PER_TASK))
+        tasks += [(snapshot, low, high) for low, high in user_key_ranges(sample, ranges)]
+
+    def aggregates(batches):
+        for batch in batches:
+            for task in batch.to_pylist():
+                snapshot, low, high = task["snapshot_date"], task["low"], task["high"]
+                positions: dict = {}
+
+                def keys(d: dt.date) -> pa.Array:
+                    day_keys = read_files(root, files[d], USER_KEY)["user_key"].combine_chunks()
+                    positions[d] = key_range_positions(day_keys, low, high)
+                    return day_keys.take(positions[d])
+
+                def columns(d: dt.date, schema: pa.Schema) -> pa.Table:
+                    return read_files(root, files[d], schema).take(positions.pop(d))
+
+                dates = [d for d in sorted(files) if d < snapshot]
+                yield from snapshot_aggregates(dates, keys, columns, snapshot, windows, profile,
+                                               top_k, devices).to_batches()
+
+    return (spark.createDataFrame(spark.sparkContext.parallelize(tasks, len(tasks)),
+                                  "snapshot_date date, low string, high string")
+            .mapInArrow(aggregates, from_arrow_schema(aggregates_schema(windows, top_k))))
+
+
 def rows_without_user(snapshot_dates: Sequence[dt.date]) -> list[Column]:
     """Per snapshot, the feature rows whose user has no record in `users` (one count each,
     named by the ISO date)."""
@@ -90,15 +142,24 @@ def rows_without_user(snapshot_dates: Sequence[dt.date]) -> list[Column]:
 
 
 def user_features(user_daily: DataFrame, users: DataFrame, snapshot_dates: Sequence[dt.date],
-                  spec: FeatureSpec, without_user: Observation | None = None) -> DataFrame:
+                  spec: FeatureSpec, without_user: Observation | None = None,
+                  aggregates: DataFrame | None = None) -> DataFrame:
     """The feature table: one row per (user with any event before D, snapshot D) for every D
     in `snapshot_dates`.
 
-    `without_user` receives `rows_without_user` per snapshot when the result is computed: the
-    counts come with the action that writes the rows, not from another pass.
+    `aggregates` (snapshot_aggregates_from_files) holds the window totals and category affinity
+    sums already; without it Spark aggregates user_daily. `without_user` receives
+    `rows_without_user` per snapshot when the result is computed: the counts come with the
+    action that writes the rows, not from another pass.
     """
     daily = daily_before_snapshots(user_daily, snapshot_frame(user_daily.sparkSession, snapshot_dates))
-    totals = window_totals(daily, spec, distinct_devices(user_daily, "last_device"))
+    if aggregates is None:
+        totals = window_totals(daily, spec, distinct_devices(user_daily, "last_device"))
+        category_totals = category_window_totals(daily, spec)
+        categories = category_totals
+    else:
+        totals, category_totals = aggregates, None
+        categories = categories_in_profile_window(daily, spec)
     dims = users.select("user_key", "signup_date", F.col("region").alias("user_region"),
                         F.col("age_band").alias("user_age_band"), F.lit(True).alias(IN_USERS))
     base = totals.join(dims, "user_key", "left")
@@ -106,11 +167,10 @@ def user_features(user_daily: DataFrame, users: DataFrame, snapshot_dates: Seque
     base = add_frequency_features(base, spec)
     base = add_funnel_features(base, daily, spec)
     base = add_session_features(base, spec)
-    category_totals = category_window_totals(daily, spec)
-    base = add_category_affinity_features(base, category_totals, spec)
+    base = add_category_affinity_features(base, spec, category_totals)
     base = add_price_features(base, spec)
     base = add_trend_features(base, spec)
-    base = add_context_features(base, category_totals, spec)
+    base = add_context_features(base, categories, spec)
     features = base.select(*KEYS, *[f.name for f in feature_catalog(spec)], IN_USERS)
     if without_user is not None:
         features = features.observe(without_user, *rows_without_user(sorted(set(snapshot_dates))))

@@ -40,6 +40,8 @@ class FeatureSpec:
     daily_user_groups: int = 1
     # Nor this: how user_daily reads the events (features.daily_read).
     daily_read: str = "files"
+    # Nor this: how a snapshot sums user_daily (features.snapshot_read).
+    snapshot_read: str = "files"
 
     @classmethod
     def from_config(cls, cfg) -> "FeatureSpec":  # cfg: demandcast.config.PipelineConfig
@@ -55,6 +57,7 @@ class FeatureSpec:
             roles=EventRoles(s.view_event, s.cart_event, s.purchase_event),
             daily_user_groups=s.daily_user_groups,
             daily_read=s.daily_read,
+            snapshot_read=s.snapshot_read,
         )
 
     @property

@@ -157,10 +157,10 @@ def balanced_tasks(weights: dict, tasks: int) -> list[list]:
 def user_daily_from_files(spark: SparkSession, source: PartitionFiles, events_per_date: dict,
                           items: pa.Table, roles: EventRoles) -> DataFrame:
     """One row per (user_key, event_date) of the event dates in `source`, each date's Parquet
-    files read whole by one Python worker (features.event_files): no shuffle, no Spark rows.
+    files read whole by one Python worker (features.table_files): no shuffle, no Spark rows.
     Dates are spread over the tasks by their event counts (`events_per_date`, from the log)."""
     from features.day_aggregates import user_daily_rows
-    from features.event_files import read_event_files
+    from features.table_files import read_event_files
 
     shipped = spark.sparkContext.broadcast(items)
     root = source.root

@@ -14,10 +14,10 @@ from demandcast.logs import get_logger
 from demandcast.tables import (NO_DELETION_VECTORS, PartitionFiles, TableSpec, is_delta_table,
                                partition_files, partition_record_counts, read_table, table_path,
                                write_table)
-from features.assemble import snapshot_frame, user_features
+from features.assemble import snapshot_aggregates_from_files, snapshot_frame, user_features
 from features.catalog import FeatureSpec, column_comments
-from features.daily import (ADDITIVE_COLUMNS, item_context, user_daily_aggregates,
-                            user_daily_from_files)
+from features.daily import (ADDITIVE_COLUMNS, DEVICE_CODES, device_codes, distinct_devices,
+                            item_context, user_daily_aggregates, user_daily_from_files)
 from features.labels import labels
 
 log = get_logger("features")
@@ -127,17 +127,13 @@ def event_date_range(spark: SparkSession, warehouse: str) -> tuple[dt.date | Non
     return (min(dates), max(dates)) if dates else (None, None)
 
 
-def direct_event_files(spark: SparkSession, warehouse: str, dates: list[dt.date], spec: FeatureSpec
-                       ) -> tuple[PartitionFiles | None, str]:
-    """The events files of `dates` when user_daily may read them directly (features.event_files),
-    else (None, why not)."""
-    from features.event_files import file_system
+def readable_files(spark: SparkSession, warehouse: str, table: str, dates: list[dt.date]
+                   ) -> tuple[PartitionFiles | None, str]:
+    """The files of event dates `dates` of `table` when a Python worker may read them as plain
+    Parquet (features.table_files), else (None, why not)."""
+    from features.table_files import file_system
 
-    if spec.daily_read != "files":
-        return None, f"features.daily_read is '{spec.daily_read}'"
-    if spec.daily_user_groups > 1:
-        return None, "features.daily_user_groups > 1 splits each day's users"
-    source, why_not = partition_files(spark, table_path(warehouse, "events"), "event_date", dates)
+    source, why_not = partition_files(spark, table_path(warehouse, table), "event_date", dates)
     if source is None:
         return None, why_not
     unlisted = sorted(set(dates) - set(source.files))
@@ -148,6 +144,38 @@ def direct_event_files(spark: SparkSession, warehouse: str, dates: list[dt.date]
     except (OSError, ValueError, pa.ArrowException) as error:
         return None, f"pyarrow cannot open {source.root} ({error})"
     return source, ""
+
+
+def direct_event_files(spark: SparkSession, warehouse: str, dates: list[dt.date], spec: FeatureSpec
+                       ) -> tuple[PartitionFiles | None, str]:
+    """The events files of `dates` when user_daily may read them directly, else (None, why not)."""
+    if spec.daily_read != "files":
+        return None, f"features.daily_read is '{spec.daily_read}'"
+    if spec.daily_user_groups > 1:
+        return None, "features.daily_user_groups > 1 splits each day's users"
+    return readable_files(spark, warehouse, "events", dates)
+
+
+def direct_snapshot_aggregates(spark: SparkSession, warehouse: str, snapshots: Sequence[dt.date],
+                               spec: FeatureSpec, user_daily: DataFrame) -> tuple[DataFrame | None, str]:
+    """The snapshots' window totals and category sums computed from user_daily's files
+    (assemble.snapshot_aggregates_from_files) when its files may be read directly, else
+    (None, why not)."""
+    if spec.snapshot_read != "files":
+        return None, f"features.snapshot_read is '{spec.snapshot_read}'"
+    counts = partition_record_counts(spark, table_path(warehouse, "user_daily"), "event_date")
+    if None in counts:
+        return None, "user_daily has rows with a null event_date"
+    dates = sorted(d for d, n in counts.items() if n and d < max(snapshots))
+    if not dates:
+        return None, "user_daily has no rows before the snapshots"
+    source, why_not = readable_files(spark, warehouse, "user_daily", dates)
+    if source is None:
+        return None, why_not
+    devices = device_codes(distinct_devices(user_daily, "last_device"))
+    if devices is None:
+        return None, f"user_daily holds more than {DEVICE_CODES - 1} distinct devices"
+    return snapshot_aggregates_from_files(spark, source, counts, snapshots, spec, devices), ""
 
 
 def update_user_daily(spark: SparkSession, warehouse: str, spec: FeatureSpec) -> DailyUpdate:
@@ -195,7 +223,12 @@ def write_snapshots(spark: SparkSession, warehouse: str, snapshots: Sequence[dt.
     daily = read_table(spark, warehouse, "user_daily")
     users = read_table(spark, warehouse, "users")
     without_user = Observation("feature rows without a users record")
-    features = user_features(daily, users, snapshots, spec, without_user)
+    aggregates, why_not = direct_snapshot_aggregates(spark, warehouse, snapshots, spec, daily)
+    if aggregates is not None:
+        log.info("user_features: summing user_daily's files directly")
+    else:
+        log.info("user_features: summing user_daily through Spark: %s", why_not)
+    features = user_features(daily, users, snapshots, spec, without_user, aggregates)
     features_version = write_table(features, warehouse, user_features_spec(spec),
                                    "replace_partitions", snapshots)
     no_user_record = {d: int(n) for d, n in without_user.get.items()}

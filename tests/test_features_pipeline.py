@@ -14,7 +14,8 @@ from demandcast.tables import current_version, files_of_version, read_table, tab
 from features.assemble import user_features
 from features.catalog import FeatureSpec
 from features.daily import item_context, user_daily_aggregates
-from features.feature_tables import direct_event_files, update_user_daily, write_snapshots
+from features.feature_tables import (direct_event_files, direct_snapshot_aggregates,
+                                     update_user_daily, write_snapshots)
 from features_data import EVENTS, events_frame, random_inputs, write_inputs
 from reference import duckdb_features as reference
 
@@ -96,7 +97,9 @@ def test_backfill_equals_snapshots_one_by_one(spark, built):
     daily = read_table(spark, warehouse, "user_daily")
     users = read_table(spark, warehouse, "users")
     one_by_one = pd.concat([
-        user_features(daily, users, [s], spec).toPandas() for s in (S1, S2)])
+        user_features(daily, users, [s], spec,
+                      aggregates=direct_snapshot_aggregates(spark, warehouse, [s], spec, daily)[0])
+        .toPandas() for s in (S1, S2)])
     assert reference.differences(built["features"], one_by_one, KEYS, 0, 0) == []
 
 
@@ -112,7 +115,7 @@ def test_rerun_leaves_tables_identical(spark, built):
 
 
 def test_user_daily_read_through_spark_and_split_into_user_groups_is_the_same(spark, built):
-    """The job read the event files directly (features.event_files); Spark's reader with the
+    """The job read the event files directly (features.table_files); Spark's reader with the
     shuffle by date, each day split into user groups (features.daily_user_groups, for days too
     big for one worker), must give the same rows."""
     warehouse, spec = built["warehouse"], FeatureSpec()
@@ -123,6 +126,20 @@ def test_user_daily_read_through_spark_and_split_into_user_groups_is_the_same(sp
                                   user_groups=7)
     assert split.count() == whole_days.count() > 100
     assert split.exceptAll(whole_days.select(*split.columns)).count() == 0
+
+
+def test_snapshot_summed_through_spark_is_the_same(spark, built):
+    """The job summed user_daily's files per range of users with numpy
+    (features.snapshot_aggregates); Spark's aggregation of user_daily must give the same feature
+    rows (doubles to 1e-9: the entropy's logarithms are Java's there, numpy's here)."""
+    warehouse, spec = built["warehouse"], FeatureSpec()
+    daily = read_table(spark, warehouse, "user_daily")
+    direct, why_not = direct_snapshot_aggregates(spark, warehouse, [S1, S2], spec, daily)
+    assert direct is not None, why_not
+    assert direct.count() == len(built["features"])
+    through_spark = (user_features(daily, read_table(spark, warehouse, "users"), [S1, S2], spec)
+                     .toPandas().sort_values(KEYS).reset_index(drop=True))
+    pd.testing.assert_frame_equal(through_spark, built["features"], check_exact=False, rtol=1e-9)
 
 
 def test_deleted_events_are_not_counted_when_deletion_vectors_hide_them(spark, tmp_path):

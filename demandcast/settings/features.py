@@ -48,6 +48,11 @@ class FeaturesSettings(Section):
     # column mapping, s3a:// locations, daily_user_groups > 1); "spark" always reads through
     # Spark and shuffles the events by date.
     daily_read: Literal["files", "spark"] = "files"
+    # How a snapshot sums user_daily per user: "files" lets each Python worker read the user_daily
+    # files of a range of users with numpy (no shuffle, none of the JIT cost of Spark's wide
+    # aggregation; bench/RESULTS.md session 16), falling back to Spark by itself as daily_read
+    # does; "spark" always aggregates through Spark.
+    snapshot_read: Literal["files", "spark"] = "files"
     # Write labels only for snapshots whose whole label window lies inside the ingested events.
     require_complete_label_window: bool = True
 

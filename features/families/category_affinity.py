@@ -106,10 +106,14 @@ def category_affinity_aggregates(category_totals: DataFrame, spec: FeatureSpec) 
     )
 
 
-def add_category_affinity_features(base: DataFrame, category_totals: DataFrame,
-                                   spec: FeatureSpec) -> DataFrame:
-    aggregates = category_affinity_aggregates(category_totals, spec)
-    # Both sides are laid out by KEYS already: a hash join per partition, without sorting the
-    # wide window totals.
-    joined = base.join(aggregates.hint("shuffle_hash"), KEYS, "left")
-    return with_features(joined, definitions(spec)).drop(*aggregates.columns[2:])
+def add_category_affinity_features(base: DataFrame, spec: FeatureSpec,
+                                   category_totals: DataFrame | None = None) -> DataFrame:
+    """`base` carries the cat__ sums of category_affinity_aggregates already, or they come from
+    `category_totals` (category_window_totals)."""
+    if category_totals is not None:
+        aggregates = category_affinity_aggregates(category_totals, spec)
+        # Both sides are laid out by KEYS already: a hash join per partition, without sorting the
+        # wide window totals.
+        base = base.join(aggregates.hint("shuffle_hash"), KEYS, "left")
+    helpers = [c for c in base.columns if c.startswith("cat__")]
+    return with_features(base, definitions(spec)).drop(*helpers)

@@ -36,13 +36,15 @@ def definitions(spec: FeatureSpec) -> list[Feature]:
     return features
 
 
-def category_popularity(category_totals: DataFrame) -> DataFrame:
+def category_popularity(categories: DataFrame) -> DataFrame:
     """Per (snapshot_date, category_id): share of the snapshot's views, and purchases per view.
 
-    From the per-user category totals of the profile window (category_window_totals), whose
-    shuffle Spark reuses; aggregated by snapshot and category, a few rows.
+    `categories`: views and purchases per (snapshot_date, category_id, anything): the per-user
+    category totals of the profile window (category_window_totals), whose shuffle Spark reuses,
+    or the user_daily category entries themselves (categories_in_profile_window); aggregated by
+    snapshot and category, a few rows.
     """
-    per_category = category_totals.groupBy("snapshot_date", "category_id").agg(
+    per_category = categories.groupBy("snapshot_date", "category_id").agg(
         F.sum("views").alias("views"), F.sum("purchases").alias("purchases"))
     # A window over the few (snapshot, category) rows instead of a join back to the totals.
     all_views = F.sum("views").over(Window.partitionBy("snapshot_date"))
@@ -52,14 +54,14 @@ def category_popularity(category_totals: DataFrame) -> DataFrame:
         ratio(F.col("purchases"), F.col("views")).alias("conversion"))
 
 
-def add_context_features(base: DataFrame, category_totals: DataFrame, spec: FeatureSpec) -> DataFrame:
+def add_context_features(base: DataFrame, categories: DataFrame, spec: FeatureSpec) -> DataFrame:
     """`base` carries region, age_band, last_device and the top_category_i columns.
 
     The popularity table becomes one map per snapshot (category -> (popularity, conversion)),
     broadcast and joined once; each top category looks its entry up in the map, so the
     popularity is computed once however many top categories there are.
     """
-    popularity = (category_popularity(category_totals)
+    popularity = (category_popularity(categories)
                   .groupBy("snapshot_date")
                   .agg(F.map_from_entries(F.collect_list(F.struct(
                       "category_id", F.struct("popularity", "conversion")))).alias("ctx__popularity")))

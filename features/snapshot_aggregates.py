@@ -1,0 +1,253 @@
+"""The per-user sums a snapshot's features divide, computed with numpy over user_daily's rows as
+Arrow tables: every additive column summed over every window, the all-history extremes and last
+device (what features.assemble.window_totals computes in Spark) and the category affinity sums
+(features.families.category_affinity.category_affinity_aggregates).
+
+In Spark these are aggregations with a hundred-odd conditional sums whose generated code the JIT
+spends more CPU compiling than the rows cost (bench/RESULTS.md, session 16); here they are a few
+vectorised passes per event date. A caller hands over the user_daily rows of one range of users
+(features.assemble.snapshot_aggregates_from_files), date by date, so every user's rows meet in
+one place without a shuffle.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from typing import Callable, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from features.daily import ADDITIVE_COLUMNS, DEVICE_CODES, EXACT_SUM_COLUMNS, MICROS
+from features.day_aggregates import CATEGORY_STRUCT, NO_TIME, micros, run_starts
+from features.families.common import total_name
+
+FIRST_TIMES = ("first_event_time",)
+LAST_TIMES = ("last_event_time", "last_view_time", "last_cart_time", "last_purchase_time")
+UTC_MICROS = pa.timestamp("us", tz="UTC")
+USER_KEY = pa.schema([("user_key", pa.string())])
+NO_LATER_TIME = np.iinfo(np.int64).max
+
+
+def aggregates_schema(windows: Sequence[int], top_k: int) -> pa.Schema:
+    """Columns and types as the Spark aggregations produce them (sums of ints are longs)."""
+    sums = [(total_name(c, w), pa.float64() if c in EXACT_SUM_COLUMNS else pa.int64())
+            for c in ADDITIVE_COLUMNS for w in windows]
+    return pa.schema([
+        ("user_key", pa.string()), ("snapshot_date", pa.date32()), *sums,
+        *[(c, UTC_MICROS) for c in (*FIRST_TIMES, *LAST_TIMES)], ("last_device", pa.string()),
+        *[(f"cat__top_{i}", pa.string()) for i in range(1, top_k + 1)],
+        *[(f"cat__{c}", pa.int64()) for c in ("views_top", "purchases_top", "views", "purchases")],
+        ("cat__distinct_viewed", pa.int32()), ("cat__distinct_bought", pa.int32()),
+        ("cat__sum_vlogv", pa.float64()),
+    ])
+
+
+def user_daily_columns(with_categories: bool) -> pa.Schema:
+    """The user_daily columns snapshot_aggregates sums (user_key aside), as Spark reads them."""
+    return pa.schema([
+        *[(c, pa.float64() if c in EXACT_SUM_COLUMNS else pa.int32()) for c in ADDITIVE_COLUMNS],
+        *[(c, UTC_MICROS) for c in (*FIRST_TIMES, *LAST_TIMES)], ("last_device", pa.string()),
+        *([("categories", pa.list_(CATEGORY_STRUCT))] if with_categories else []),
+    ])
+
+
+def user_key_ranges(keys: pa.Array, ranges: int) -> list[tuple[str | None, str | None]]:
+    """Up to `ranges` ranges [low, high) of user_key (None: open), cut at quantiles of `keys`
+    (a sample); together they hold every key, null included."""
+    ordered = sorted(set(keys.drop_null().to_pylist()))
+    cuts = sorted({ordered[len(ordered) * i // ranges] for i in range(1, ranges)} if ordered else set())
+    bounds = [None, *cuts, None]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+def key_range_positions(keys: pa.Array, low: str | None, high: str | None) -> pa.Array:
+    """Positions of the `keys` in [low, high); a null key belongs to the range open below."""
+    mask = pc.is_valid(keys) if low is None else pc.greater_equal(keys, low)
+    if high is not None:
+        mask = pc.and_kleene(mask, pc.less(keys, high))
+    if low is None:
+        mask = pc.or_kleene(mask, pc.is_null(keys))
+    return pc.indices_nonzero(pc.fill_null(mask, False))
+
+
+def _numbers(column: pa.ChunkedArray | pa.Array, fill, dtype) -> np.ndarray:
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    return column.fill_null(fill).to_numpy(zero_copy_only=False).astype(dtype)
+
+
+def _times(column: pa.ChunkedArray, fill: int) -> np.ndarray:
+    """Unix microseconds, `fill` for null."""
+    return _numbers(pc.cast(column, UTC_MICROS, safe=False).cast(pa.int64()), fill, np.int64)
+
+
+def _codes(column: pa.ChunkedArray, code_of: dict, what: str) -> np.ndarray:
+    """Per row, `code_of` its value (a dict from the distinct values), null -> code_of[None]."""
+    encoded = pc.dictionary_encode(column.combine_chunks(), null_encoding="encode")
+    names = encoded.dictionary.to_pylist()
+    unknown = sorted(str(n) for n in names if n not in code_of)
+    if unknown:
+        raise ValueError(f"{what} {unknown} are not among the {what} given")
+    lut = np.array([code_of[n] for n in names], dtype=np.int64)
+    return lut[_numbers(encoded.indices, 0, np.int64)] if len(lut) else np.zeros(len(column), np.int64)
+
+
+class SnapshotAccumulator:
+    """Running per-user sums for one snapshot over user_daily rows fed a date at a time; the
+    users are known up front (`user_keys`, distinct), so a row's user is an index, not a lookup."""
+
+    def __init__(self, snapshot: dt.date, windows: Sequence[int], profile_window: int,
+                 devices: Sequence[str], user_keys: pa.Array):
+        self.snapshot, self.windows, self.profile_window = snapshot, sorted(windows), profile_window
+        self.devices = sorted(devices)
+        if len(self.devices) >= DEVICE_CODES:
+            raise ValueError(f"more than {DEVICE_CODES - 1} devices do not pack into a code")
+        self.device_code = {None: 0, **{name: i + 1 for i, name in enumerate(self.devices)}}
+        self.user_keys = user_keys
+        n = len(user_keys)
+        self.categories: dict = {}
+        # Bucket i holds the days with windows[i-1] < age <= windows[i]: a window's total is the
+        # sum of its bucket and the smaller ones.
+        self.sums = np.zeros((len(self.windows), n, len(ADDITIVE_COLUMNS)), dtype=np.int64)
+        self.first = np.full(n, NO_LATER_TIME)
+        self.last = np.full((n, len(LAST_TIMES)), NO_TIME)
+        self.last_device = np.full(n, NO_TIME)
+        self.entries: list[tuple[np.ndarray, ...]] = []
+
+    def add_day(self, event_date: dt.date, rows: np.ndarray, day: pa.Table) -> None:
+        """Adds the user_daily rows of `event_date` (a date before the snapshot): `rows` holds
+        each row's user (its position in user_keys)."""
+        age = (self.snapshot - event_date).days
+        if age < 1:
+            raise ValueError(f"user_daily date {event_date} is not before snapshot {self.snapshot}")
+        bucket = next((i for i, w in enumerate(self.windows) if age <= w), None)
+        if bucket is not None:
+            values = np.column_stack([
+                _numbers(micros(day[c]) if c in EXACT_SUM_COLUMNS else day[c], 0, np.int64)
+                for c in ADDITIVE_COLUMNS])
+            np.add.at(self.sums[bucket], rows, values)
+        np.minimum.at(self.first, rows, _times(day["first_event_time"], NO_LATER_TIME))
+        last = np.column_stack([_times(day[c], NO_TIME) for c in LAST_TIMES])
+        np.maximum.at(self.last, rows, last)
+        # (last event time, device) packed into one long as features.daily.packed_time_device.
+        device = _codes(day["last_device"], self.device_code, "devices")
+        packed = np.where(last[:, 0] == NO_TIME, NO_TIME, last[:, 0] * DEVICE_CODES + device)
+        np.maximum.at(self.last_device, rows, packed)
+        if age <= self.profile_window:
+            self._add_categories(rows, day["categories"])
+
+    def _add_categories(self, rows: np.ndarray, categories: pa.ChunkedArray) -> None:
+        lists = categories.combine_chunks()
+        parents = _numbers(pc.list_parent_indices(lists), 0, np.int64)
+        if not len(parents):
+            return
+        entries = pc.list_flatten(lists)
+        ids = pc.dictionary_encode(entries.field("category_id"))
+        names = ids.dictionary.to_pylist()
+        code_of = np.array([self.categories.setdefault(n, len(self.categories)) for n in names],
+                           dtype=np.int64)
+        self.entries.append((rows[parents], code_of[_numbers(ids.indices, 0, np.int64)],
+                             _numbers(entries.field("views"), 0, np.int64),
+                             _numbers(entries.field("purchases"), 0, np.int64)))
+
+    def result(self, top_k: int) -> pa.Table:
+        n = len(self.user_keys)
+        totals = np.cumsum(self.sums, axis=0)
+        columns: dict = {"user_key": self.user_keys,
+                         "snapshot_date": pa.array([self.snapshot] * n, pa.date32())}
+        for j, c in enumerate(ADDITIVE_COLUMNS):
+            for i, w in enumerate(self.windows):
+                column = totals[i, :, j]
+                columns[total_name(c, w)] = pa.array(column / MICROS if c in EXACT_SUM_COLUMNS else column)
+        columns["first_event_time"] = _as_times(self.first, NO_LATER_TIME)
+        for j, c in enumerate(LAST_TIMES):
+            columns[c] = _as_times(self.last[:, j], NO_TIME)
+        code = np.where(self.last_device == NO_TIME, 0, self.last_device % DEVICE_CODES)
+        names = pa.array([None, *self.devices], pa.string())
+        columns["last_device"] = names.take(pa.array(code))
+        columns.update(self._category_columns(n, top_k))
+        return pa.table(columns)
+
+    def _category_columns(self, n: int, top_k: int) -> dict:
+        """As category_affinity_aggregates: per user, the (category, views, purchases) totals of
+        the profile window with any view or purchase, ranked by views desc, purchases desc, id."""
+        if not self.entries:
+            return _no_category_columns(n, top_k)
+        user, code, views, purchases = (np.concatenate(part) for part in zip(*self.entries))
+        key = user * max(1, len(self.categories)) + code
+        order = np.argsort(key, kind="stable")
+        key = key[order]
+        starts = run_starts(key)
+        views = np.add.reduceat(views[order], starts)
+        purchases = np.add.reduceat(purchases[order], starts)
+        user, code = user[order][starts], code[order][starts]
+        kept = (views > 0) | (purchases > 0)
+        user, code, views, purchases = user[kept], code[kept], views[kept], purchases[kept]
+        names = np.array(list(self.categories), dtype=object)
+        rank_of_code = np.empty(len(names), dtype=np.int64)
+        rank_of_code[np.argsort(names, kind="stable")] = np.arange(len(names))
+        ranked = np.lexsort((rank_of_code[code], -purchases, -views, user))
+        user, code, views, purchases = user[ranked], code[ranked], views[ranked], purchases[ranked]
+        first = run_starts(user)
+        position = np.arange(len(user)) - np.repeat(first, np.diff(np.r_[first, len(user)]))
+        has_any = np.zeros(n, dtype=bool)
+        has_any[user] = True
+        missing = ~has_any
+
+        def per_user(values: np.ndarray, where: np.ndarray, dtype) -> pa.Array:
+            out = np.zeros(n, dtype=dtype)
+            np.add.at(out, user[where], values[where].astype(dtype))
+            return pa.array(out, mask=missing)
+
+        everywhere = np.ones(len(user), dtype=bool)
+        top = position < top_k
+        columns = {}
+        for i in range(1, top_k + 1):
+            at = position == i - 1
+            ids = np.full(n, None, dtype=object)
+            ids[user[at]] = names[code[at]]
+            columns[f"cat__top_{i}"] = pa.array(ids, pa.string())
+        weights = views.astype(np.float64)
+        # Added one by one in rank order from 0.0, as Spark's aggregate() over the sorted list.
+        vlogv = np.where(views > 0, weights * np.log(np.where(views > 0, weights, 1.0)), 0.0)
+        columns.update({
+            "cat__views_top": per_user(views, top, np.int64),
+            "cat__purchases_top": per_user(purchases, top, np.int64),
+            "cat__views": per_user(views, everywhere, np.int64),
+            "cat__purchases": per_user(purchases, everywhere, np.int64),
+            "cat__distinct_viewed": per_user((views > 0).astype(np.int32), everywhere, np.int32),
+            "cat__distinct_bought": per_user((purchases > 0).astype(np.int32), everywhere, np.int32),
+            "cat__sum_vlogv": per_user(vlogv, everywhere, np.float64),
+        })
+        return columns
+
+
+def _no_category_columns(n: int, top_k: int) -> dict:
+    schema = aggregates_schema((), top_k)
+    return {f.name: pa.nulls(n, f.type) for f in schema if f.name.startswith("cat__")}
+
+
+def _as_times(values: np.ndarray, none: int) -> pa.Array:
+    return pa.array(values, pa.int64(), mask=values == none).cast(UTC_MICROS)
+
+
+def snapshot_aggregates(dates: Sequence[dt.date], keys: Callable[[dt.date], pa.Array],
+                        columns: Callable[[dt.date, pa.Schema], pa.Table], snapshot: dt.date,
+                        windows: Sequence[int], profile_window: int, top_k: int,
+                        devices: Sequence[str]) -> pa.Table:
+    """One row per user_key of some user_daily rows (any subset of users, `dates` before
+    `snapshot`) with the columns of aggregates_schema. `keys(d)` gives the user_key of date d's
+    rows, `columns(d, schema)` the schema's columns of the same rows in the same order: the keys
+    are read first, so that every user's index is known before any sum."""
+    per_day = [keys(d) for d in dates]
+    encoded = pc.dictionary_encode(pa.concat_arrays(per_day) if per_day else pa.array([], pa.string()),
+                                   null_encoding="encode")
+    users = _numbers(encoded.indices, 0, np.int64)
+    accumulator = SnapshotAccumulator(snapshot, windows, profile_window, devices, encoded.dictionary)
+    start = 0
+    for d, day_keys in zip(dates, per_day):
+        rows = users[start:start + len(day_keys)]
+        start += len(day_keys)
+        accumulator.add_day(d, rows, columns(d, user_daily_columns((snapshot - d).days <= profile_window)))
+    return accumulator.result(top_k).cast(aggregates_schema(windows, top_k))
