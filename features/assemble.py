@@ -12,10 +12,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Sequence
 
-import pyarrow as pa
 from pyspark.sql import Column, DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.pandas.types import from_arrow_schema
 
 from demandcast.tables import PartitionFiles
 from features.catalog import FeatureSpec, feature_catalog
@@ -31,6 +29,7 @@ from features.families.price import add_price_features
 from features.families.recency import add_recency_features
 from features.families.sessions import add_session_features
 from features.families.trend import add_trend_features
+from features.user_ranges import per_user_range
 
 KEYS = ["user_key", "snapshot_date"]
 # True on the users side of the left join, so null marks a feature row whose user has no record
@@ -85,52 +84,23 @@ def window_totals(daily: DataFrame, spec: FeatureSpec, devices: Sequence[str] = 
             .drop("last_device_packed"))
 
 
-# A snapshot task of snapshot_aggregates_from_files holds its users' sums in memory (about 1.2 kB
-# per user); more user_daily rows than this per task get more tasks (each reads every date).
-USER_DAILY_ROWS_PER_TASK = 8_000_000
-
-
 def snapshot_aggregates_from_files(spark: SparkSession, source: PartitionFiles, rows_per_date: dict,
                                    snapshot_dates: Sequence[dt.date], spec: FeatureSpec,
                                    devices: Sequence[str]) -> DataFrame:
     """window_totals and the category affinity sums of every user and snapshot, computed by
-    Python workers from user_daily's Parquet files (`source`, the dates before the snapshots)
-    with numpy (features.snapshot_aggregates): each task takes one snapshot and one range of
-    user_key and reads every earlier date's rows of its users, so no rows are shuffled."""
-    from features.snapshot_aggregates import (USER_KEY, aggregates_schema, key_range_positions,
-                                              snapshot_aggregates, user_key_ranges)
-    from features.table_files import read_files
+    Python workers from user_daily's Parquet files (`source`) with numpy
+    (features.snapshot_aggregates): each task takes one snapshot and one range of users and
+    reads every earlier date's rows of its users (features.user_ranges), so no rows are shuffled."""
+    from features.snapshot_aggregates import aggregates_schema, snapshot_aggregates
 
-    root, files = source.root, source.files
     windows, profile, top_k = spec.all_windows, spec.profile_window_days, spec.top_k_categories
-    sample = read_files(root, files[max(files)], USER_KEY)["user_key"].combine_chunks()
-    tasks = []
-    for snapshot in sorted(set(snapshot_dates)):
-        rows = sum(n for d, n in rows_per_date.items() if d is not None and d < snapshot)
-        ranges = max(spark.sparkContext.defaultParallelism, -(-rows // USER_DAILY_ROWS_PER_TASK))
-        tasks += [(snapshot, low, high) for low, high in user_key_ranges(sample, ranges)]
 
-    def aggregates(batches):
-        for batch in batches:
-            for task in batch.to_pylist():
-                snapshot, low, high = task["snapshot_date"], task["low"], task["high"]
-                positions: dict = {}
+    def compute(dates, keys, columns, snapshot):
+        return snapshot_aggregates(dates, keys, columns, snapshot, windows, profile, top_k, devices)
 
-                def keys(d: dt.date) -> pa.Array:
-                    day_keys = read_files(root, files[d], USER_KEY)["user_key"].combine_chunks()
-                    positions[d] = key_range_positions(day_keys, low, high)
-                    return day_keys.take(positions[d])
-
-                def columns(d: dt.date, schema: pa.Schema) -> pa.Table:
-                    return read_files(root, files[d], schema).take(positions.pop(d))
-
-                dates = [d for d in sorted(files) if d < snapshot]
-                yield from snapshot_aggregates(dates, keys, columns, snapshot, windows, profile,
-                                               top_k, devices).to_batches()
-
-    return (spark.createDataFrame(spark.sparkContext.parallelize(tasks, len(tasks)),
-                                  "snapshot_date date, low string, high string")
-            .mapInArrow(aggregates, from_arrow_schema(aggregates_schema(windows, top_k))))
+    return per_user_range(spark, source, rows_per_date, snapshot_dates,
+                          lambda snapshot: [d for d in sorted(source.files) if d < snapshot],
+                          compute, aggregates_schema(windows, top_k))
 
 
 def rows_without_user(snapshot_dates: Sequence[dt.date]) -> list[Column]:

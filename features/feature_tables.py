@@ -18,7 +18,7 @@ from features.assemble import snapshot_aggregates_from_files, snapshot_frame, us
 from features.catalog import FeatureSpec, column_comments
 from features.daily import (ADDITIVE_COLUMNS, DEVICE_CODES, device_codes, distinct_devices,
                             item_context, user_daily_aggregates, user_daily_from_files)
-from features.labels import labels
+from features.labels import label_sums, label_sums_from_files, labels
 
 log = get_logger("features")
 
@@ -156,26 +156,34 @@ def direct_event_files(spark: SparkSession, warehouse: str, dates: list[dt.date]
     return readable_files(spark, warehouse, "events", dates)
 
 
-def direct_snapshot_aggregates(spark: SparkSession, warehouse: str, snapshots: Sequence[dt.date],
-                               spec: FeatureSpec, user_daily: DataFrame) -> tuple[DataFrame | None, str]:
-    """The snapshots' window totals and category sums computed from user_daily's files
-    (assemble.snapshot_aggregates_from_files) when its files may be read directly, else
-    (None, why not)."""
+@dataclass(frozen=True)
+class UserDailyFiles:
+    """user_daily's files, rows per date and distinct devices, for reading it in Python workers."""
+
+    source: PartitionFiles
+    rows_per_date: dict
+    devices: list
+
+
+def direct_user_daily(spark: SparkSession, warehouse: str, spec: FeatureSpec, user_daily: DataFrame
+                      ) -> tuple[UserDailyFiles | None, str]:
+    """user_daily's files when a snapshot may sum them in Python workers (features.user_ranges),
+    else (None, why not)."""
     if spec.snapshot_read != "files":
         return None, f"features.snapshot_read is '{spec.snapshot_read}'"
     counts = partition_record_counts(spark, table_path(warehouse, "user_daily"), "event_date")
     if None in counts:
         return None, "user_daily has rows with a null event_date"
-    dates = sorted(d for d, n in counts.items() if n and d < max(snapshots))
+    dates = sorted(d for d, n in counts.items() if n)
     if not dates:
-        return None, "user_daily has no rows before the snapshots"
+        return None, "user_daily has no rows"
     source, why_not = readable_files(spark, warehouse, "user_daily", dates)
     if source is None:
         return None, why_not
     devices = device_codes(distinct_devices(user_daily, "last_device"))
     if devices is None:
         return None, f"user_daily holds more than {DEVICE_CODES - 1} distinct devices"
-    return snapshot_aggregates_from_files(spark, source, counts, snapshots, spec, devices), ""
+    return UserDailyFiles(source, counts, devices), ""
 
 
 def update_user_daily(spark: SparkSession, warehouse: str, spec: FeatureSpec) -> DailyUpdate:
@@ -223,11 +231,14 @@ def write_snapshots(spark: SparkSession, warehouse: str, snapshots: Sequence[dt.
     daily = read_table(spark, warehouse, "user_daily")
     users = read_table(spark, warehouse, "users")
     without_user = Observation("feature rows without a users record")
-    aggregates, why_not = direct_snapshot_aggregates(spark, warehouse, snapshots, spec, daily)
-    if aggregates is not None:
-        log.info("user_features: summing user_daily's files directly")
+    files, why_not = direct_user_daily(spark, warehouse, spec, daily)
+    if files is not None:
+        log.info("user_features and labels: summing user_daily's files directly")
+        aggregates = snapshot_aggregates_from_files(spark, files.source, files.rows_per_date,
+                                                    snapshots, spec, files.devices)
     else:
-        log.info("user_features: summing user_daily through Spark: %s", why_not)
+        log.info("user_features and labels: summing user_daily through Spark: %s", why_not)
+        aggregates = None
     features = user_features(daily, users, snapshots, spec, without_user, aggregates)
     features_version = write_table(features, warehouse, user_features_spec(spec),
                                    "replace_partitions", snapshots)
@@ -249,7 +260,10 @@ def write_snapshots(spark: SparkSession, warehouse: str, snapshots: Sequence[dt.
     if labelled:
         population = (read_table(spark, warehouse, "user_features", version=features_version)
                       .where(F.col("snapshot_date").isin(labelled)).select("user_key", "snapshot_date"))
-        table = labels(daily, population, snapshot_frame(spark, labelled), spec.label_window_days)
+        window = spec.label_window_days
+        sums = (label_sums_from_files(spark, files.source, files.rows_per_date, labelled, window)
+                if files is not None else label_sums(daily, snapshot_frame(spark, labelled), window))
+        table = labels(population, sums)
         labels_version = write_table(table, warehouse, LABELS, "replace_partitions", labelled)
     return {"snapshots": [str(d) for d in snapshots], "user_features_version": features_version,
             "labels_version": labels_version, "labels_skipped": [str(d) for d in skipped],

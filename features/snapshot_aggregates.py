@@ -12,7 +12,7 @@ one place without a shuffle.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -59,6 +59,13 @@ def user_key_ranges(keys: pa.Array, ranges: int) -> list[tuple[str | None, str |
     cuts = sorted({ordered[len(ordered) * i // ranges] for i in range(1, ranges)} if ordered else set())
     bounds = [None, *cuts, None]
     return list(zip(bounds[:-1], bounds[1:]))
+
+
+LABEL_COLUMNS = pa.schema([("purchases", pa.int32()), ("spend", pa.float64()),
+                           ("categories", pa.list_(CATEGORY_STRUCT))])
+LABEL_SUMS_SCHEMA = pa.schema([("user_key", pa.string()), ("snapshot_date", pa.date32()),
+                               ("spend", pa.float64()), ("n_purchases", pa.int64()),
+                               ("category_spend", pa.map_(pa.string(), pa.float64()))])
 
 
 def key_range_positions(keys: pa.Array, low: str | None, high: str | None) -> pa.Array:
@@ -138,22 +145,13 @@ class SnapshotAccumulator:
             self._add_categories(rows, day["categories"])
 
     def _add_categories(self, rows: np.ndarray, categories: pa.ChunkedArray) -> None:
-        lists = categories.combine_chunks()
-        parents = _numbers(pc.list_parent_indices(lists), 0, np.int64)
-        if not len(parents):
-            return
-        entries = pc.list_flatten(lists)
-        ids = pc.dictionary_encode(entries.field("category_id"))
-        names = ids.dictionary.to_pylist()
-        code_of = np.array([self.categories.setdefault(n, len(self.categories)) for n in names],
-                           dtype=np.int64)
-        self.entries.append((rows[parents], code_of[_numbers(ids.indices, 0, np.int64)],
-                             _numbers(entries.field("views"), 0, np.int64),
+        user, code, entries = category_entries(categories.combine_chunks(), rows, self.categories)
+        self.entries.append((user, code, _numbers(entries.field("views"), 0, np.int64),
                              _numbers(entries.field("purchases"), 0, np.int64)))
 
     def result(self, top_k: int) -> pa.Table:
         n = len(self.user_keys)
-        totals = np.cumsum(self.sums, axis=0)
+        totals = np.cumsum(self.sums, axis=0, out=self.sums)  # in place: the sums are the most memory
         columns: dict = {"user_key": self.user_keys,
                          "snapshot_date": pa.array([self.snapshot] * n, pa.date32())}
         for j, c in enumerate(ADDITIVE_COLUMNS):
@@ -174,20 +172,11 @@ class SnapshotAccumulator:
         the profile window with any view or purchase, ranked by views desc, purchases desc, id."""
         if not self.entries:
             return _no_category_columns(n, top_k)
-        user, code, views, purchases = (np.concatenate(part) for part in zip(*self.entries))
-        key = user * max(1, len(self.categories)) + code
-        order = np.argsort(key, kind="stable")
-        key = key[order]
-        starts = run_starts(key)
-        views = np.add.reduceat(views[order], starts)
-        purchases = np.add.reduceat(purchases[order], starts)
-        user, code = user[order][starts], code[order][starts]
+        user, code, views, purchases = sums_per_user_and_category(*self.entries)
         kept = (views > 0) | (purchases > 0)
         user, code, views, purchases = user[kept], code[kept], views[kept], purchases[kept]
-        names = np.array(list(self.categories), dtype=object)
-        rank_of_code = np.empty(len(names), dtype=np.int64)
-        rank_of_code[np.argsort(names, kind="stable")] = np.arange(len(names))
-        ranked = np.lexsort((rank_of_code[code], -purchases, -views, user))
+        names, rank = name_ranks(self.categories)
+        ranked = np.lexsort((rank[code], -purchases, -views, user))
         user, code, views, purchases = user[ranked], code[ranked], views[ranked], purchases[ranked]
         first = run_starts(user)
         position = np.arange(len(user)) - np.repeat(first, np.diff(np.r_[first, len(user)]))
@@ -240,14 +229,102 @@ def snapshot_aggregates(dates: Sequence[dt.date], keys: Callable[[dt.date], pa.A
     `snapshot`) with the columns of aggregates_schema. `keys(d)` gives the user_key of date d's
     rows, `columns(d, schema)` the schema's columns of the same rows in the same order: the keys
     are read first, so that every user's index is known before any sum."""
-    per_day = [keys(d) for d in dates]
-    encoded = pc.dictionary_encode(pa.concat_arrays(per_day) if per_day else pa.array([], pa.string()),
-                                   null_encoding="encode")
-    users = _numbers(encoded.indices, 0, np.int64)
-    accumulator = SnapshotAccumulator(snapshot, windows, profile_window, devices, encoded.dictionary)
-    start = 0
-    for d, day_keys in zip(dates, per_day):
-        rows = users[start:start + len(day_keys)]
-        start += len(day_keys)
-        accumulator.add_day(d, rows, columns(d, user_daily_columns((snapshot - d).days <= profile_window)))
+    user_keys, days = rows_by_day(dates, keys, columns,
+                                  lambda d: user_daily_columns((snapshot - d).days <= profile_window))
+    accumulator = SnapshotAccumulator(snapshot, windows, profile_window, devices, user_keys)
+    for d, rows, day in days:
+        accumulator.add_day(d, rows, day)
     return accumulator.result(top_k).cast(aggregates_schema(windows, top_k))
+
+
+def label_sums(dates: Sequence[dt.date], keys: Callable[[dt.date], pa.Array],
+               columns: Callable[[dt.date, pa.Schema], pa.Table], snapshot: dt.date) -> pa.Table:
+    """As features.labels.label_sums: one row per user_key with a purchase on `dates` (the label
+    window of `snapshot`; keys and columns as in snapshot_aggregates) with the spend, the
+    purchases and the spend per category (a map sorted by category id) of those dates."""
+    user_keys, days = rows_by_day(dates, keys, columns, lambda d: LABEL_COLUMNS)
+    spend = np.zeros(len(user_keys), dtype=np.int64)
+    purchases = np.zeros(len(user_keys), dtype=np.int64)
+    categories: dict = {}
+    entries = []
+    for _, rows, day in days:
+        bought = _numbers(day["purchases"], 0, np.int64)
+        kept = np.flatnonzero(bought > 0)
+        np.add.at(purchases, rows[kept], bought[kept])
+        np.add.at(spend, rows[kept], _numbers(micros(day["spend"]), 0, np.int64)[kept])
+        user, code, entry = category_entries(day["categories"].combine_chunks().take(kept),
+                                             rows[kept], categories)
+        bought_in = _numbers(entry.field("purchases"), 0, np.int64) > 0
+        entries.append((user[bought_in], code[bought_in],
+                        _numbers(micros(entry.field("spend")), 0, np.int64)[bought_in]))
+    buyers = np.flatnonzero(purchases > 0)
+    position = np.full(len(user_keys), -1)
+    position[buyers] = np.arange(len(buyers))
+    user, code, category_spend = sums_per_user_and_category(*entries, (np.zeros(0, np.int64),) * 3)
+    names, rank = name_ranks(categories)
+    order = np.lexsort((rank[code], user)) if len(user) else user
+    user, code, category_spend = position[user[order]], code[order], category_spend[order]
+    offsets = np.zeros(len(buyers) + 1, dtype=np.int32)
+    np.cumsum(np.bincount(user, minlength=len(buyers)), out=offsets[1:])
+    return pa.table({
+        "user_key": user_keys.take(pa.array(buyers)),
+        "snapshot_date": pa.array([snapshot] * len(buyers), pa.date32()),
+        "spend": pa.array(spend[buyers] / MICROS),
+        "n_purchases": pa.array(purchases[buyers]),
+        "category_spend": pa.MapArray.from_arrays(pa.array(offsets), pa.array(names[code], pa.string()),
+                                                  pa.array(category_spend / MICROS)),
+    }).cast(LABEL_SUMS_SCHEMA)
+
+
+def rows_by_day(dates: Sequence[dt.date], keys: Callable[[dt.date], pa.Array],
+                columns: Callable[[dt.date, pa.Schema], pa.Table],
+                schema_of: Callable[[dt.date], pa.Schema]) -> tuple[pa.Array, Iterator]:
+    """(the distinct user keys of `dates`, an iterator of (date, each row's user as a position in
+    those keys, the date's `schema_of(date)` columns)). The keys are read first, so that every
+    user's position is known before any sum."""
+    # One hash table over all the keys, without concatenating them (a range's keys of a year of
+    # dates are most of a task's memory until they become positions).
+    all_keys = pa.chunked_array([keys(d) for d in dates], pa.string())
+    distinct = pc.unique(all_keys)
+    positions = pc.index_in(all_keys, value_set=distinct)
+    users = np.split(np.concatenate([_numbers(c, 0, np.int64) for c in positions.chunks]
+                                    or [np.zeros(0, np.int64)]),
+                     np.cumsum([len(c) for c in all_keys.chunks])[:-1])
+    del all_keys, positions
+
+    def days():
+        for d, rows in zip(dates, users):
+            yield d, rows, columns(d, schema_of(d))
+
+    return distinct, days()
+
+
+def category_entries(lists: pa.ListArray, rows: np.ndarray, code_of: dict
+                     ) -> tuple[np.ndarray, np.ndarray, pa.StructArray]:
+    """(the user of each entry of the category lists, its category as a code of `code_of`, which
+    grows with new ids, the entries themselves) for lists whose rows belong to users `rows`."""
+    parents = _numbers(pc.list_parent_indices(lists), 0, np.int64)
+    entries = pc.list_flatten(lists)
+    ids = pc.dictionary_encode(entries.field("category_id"))
+    lut = np.array([code_of.setdefault(n, len(code_of)) for n in ids.dictionary.to_pylist()],
+                   dtype=np.int64)
+    codes = lut[_numbers(ids.indices, 0, np.int64)] if len(lut) else np.zeros(len(parents), np.int64)
+    return rows[parents], codes, entries
+
+
+def sums_per_user_and_category(*parts: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
+    """(user, category code, *values) per distinct (user, code) of the concatenated `parts`,
+    each value summed, sorted by user and code."""
+    user, code, *values = (np.concatenate(column) for column in zip(*parts))
+    order = np.lexsort((code, user))
+    user, code = user[order], code[order]
+    starts = run_starts(user, code)
+    return (user[starts], code[starts], *[np.add.reduceat(v[order], starts) for v in values])
+
+
+def name_ranks(code_of: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(the names by code, each code's rank in the names' byte order, as Spark sorts strings)."""
+    names = np.array(list(code_of), dtype=object)
+    rank = np.empty(len(names), dtype=np.int64)
+    rank[np.argsort(names, kind="stable")] = np.arange(len(names))
+    return names, rank

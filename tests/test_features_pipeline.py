@@ -11,11 +11,12 @@ from pyspark.sql import functions as F
 
 from demandcast.config import load_config
 from demandcast.tables import current_version, files_of_version, read_table, table_path, write_table
-from features.assemble import user_features
+from features.assemble import snapshot_aggregates_from_files, snapshot_frame, user_features
 from features.catalog import FeatureSpec
 from features.daily import item_context, user_daily_aggregates
-from features.feature_tables import (direct_event_files, direct_snapshot_aggregates,
-                                     update_user_daily, write_snapshots)
+from features.feature_tables import (direct_event_files, direct_user_daily, update_user_daily,
+                                     write_snapshots)
+from features.labels import label_sums, labels
 from features_data import EVENTS, events_frame, random_inputs, write_inputs
 from reference import duckdb_features as reference
 
@@ -96,10 +97,11 @@ def test_backfill_equals_snapshots_one_by_one(spark, built):
     warehouse, spec = built["warehouse"], FeatureSpec()
     daily = read_table(spark, warehouse, "user_daily")
     users = read_table(spark, warehouse, "users")
+    files = direct_user_daily(spark, warehouse, spec, daily)[0]
     one_by_one = pd.concat([
-        user_features(daily, users, [s], spec,
-                      aggregates=direct_snapshot_aggregates(spark, warehouse, [s], spec, daily)[0])
-        .toPandas() for s in (S1, S2)])
+        user_features(daily, users, [s], spec, aggregates=snapshot_aggregates_from_files(
+            spark, files.source, files.rows_per_date, [s], spec, files.devices)).toPandas()
+        for s in (S1, S2)])
     assert reference.differences(built["features"], one_by_one, KEYS, 0, 0) == []
 
 
@@ -131,15 +133,19 @@ def test_user_daily_read_through_spark_and_split_into_user_groups_is_the_same(sp
 def test_snapshot_summed_through_spark_is_the_same(spark, built):
     """The job summed user_daily's files per range of users with numpy
     (features.snapshot_aggregates); Spark's aggregation of user_daily must give the same feature
-    rows (doubles to 1e-9: the entropy's logarithms are Java's there, numpy's here)."""
+    and label rows (doubles to 1e-9: the entropy's logarithms are Java's there, numpy's here)."""
     warehouse, spec = built["warehouse"], FeatureSpec()
     daily = read_table(spark, warehouse, "user_daily")
-    direct, why_not = direct_snapshot_aggregates(spark, warehouse, [S1, S2], spec, daily)
-    assert direct is not None, why_not
-    assert direct.count() == len(built["features"])
+    files, why_not = direct_user_daily(spark, warehouse, spec, daily)
+    assert files is not None, why_not
     through_spark = (user_features(daily, read_table(spark, warehouse, "users"), [S1, S2], spec)
                      .toPandas().sort_values(KEYS).reset_index(drop=True))
     pd.testing.assert_frame_equal(through_spark, built["features"], check_exact=False, rtol=1e-9)
+    population = read_table(spark, warehouse, "user_features").select(*KEYS)
+    spark_labels = labels(population, label_sums(daily, snapshot_frame(spark, [S1, S2]), 30))
+    pd.testing.assert_frame_equal(spark_labels.toPandas().sort_values(KEYS).reset_index(drop=True),
+                                  built["labels"])
+    assert built["labels"].label_category_spend.map(len).sum() > 10
 
 
 def test_deleted_events_are_not_counted_when_deletion_vectors_hide_them(spark, tmp_path):
