@@ -18,9 +18,11 @@ from pyspark.sql.pandas.types import from_arrow_schema
 
 from demandcast.tables import PartitionFiles
 
-# A task holds its users' sums in memory (about 1.2 kB per user for a snapshot's features);
-# more user_daily rows than this per task get more ranges.
-ROWS_PER_TASK = 8_000_000
+# A task holds its range's keys (about 70 bytes per user_daily row) and its users' sums and
+# output (about 2 kB per user) in memory: at 50M events a range of 4.6M rows and 253k users
+# peaked at 972 MB RSS in one Python process. Above this many rows per range there are more
+# ranges, a multiple of the cores.
+ROWS_PER_TASK = 6_000_000
 
 # compute(dates, keys, columns, snapshot): features.snapshot_aggregates' signature, less settings.
 Compute = Callable[[Sequence[dt.date], Callable, Callable, dt.date], pa.Table]
@@ -67,7 +69,8 @@ def per_user_range(spark: SparkSession, source: PartitionFiles, rows_per_date: d
     for snapshot in sorted(set(snapshot_dates)):
         dates = dates_of(snapshot)
         rows = sum(rows_per_date.get(d, 0) for d in dates)
-        ranges = max(spark.sparkContext.defaultParallelism, -(-rows // ROWS_PER_TASK))
+        cores = spark.sparkContext.defaultParallelism
+        ranges = cores * max(1, -(-rows // (cores * ROWS_PER_TASK)))
         tasks += [(snapshot, dates, low, high) for low, high in user_key_ranges(sample, ranges)]
 
     def rows_of_tasks(batches):
