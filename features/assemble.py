@@ -2,10 +2,14 @@
 
 For each snapshot D, only user_daily rows with event_date < D are used (events with
 event_time < D, since event_date is the UTC date of event_time). Every windowed sum of every
-family comes from ONE aggregation over those rows: conditional sums
-`sum(case when age_days <= w then x end)` for all windows at once. A backfill of several
-snapshots pairs each daily row with every later snapshot (a broadcast non-equi join with the
-small snapshot list) and aggregates by (user_key, snapshot_date) in the same single pass.
+family comes from one set of per-user sums over those rows, computed one of two ways:
+- by Python workers, one per snapshot and range of users, reading user_daily's files with numpy
+  (snapshot_aggregates_from_files, features.snapshot_aggregates), the default;
+- by Spark: ONE aggregation of conditional sums `sum(case when age_days <= w then x end)` for all
+  windows at once, a backfill pairing each daily row with every later snapshot (a broadcast
+  non-equi join with the small snapshot list) and aggregating by (user_key, snapshot_date) in the
+  same pass (window_totals and the category families' tables).
+The families' expressions then run in Spark over one row per user and snapshot either way.
 """
 from __future__ import annotations
 
