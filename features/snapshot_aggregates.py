@@ -89,15 +89,17 @@ def _times(column: pa.ChunkedArray, fill: int) -> np.ndarray:
     return _numbers(pc.cast(column, UTC_MICROS, safe=False).cast(pa.int64()), fill, np.int64)
 
 
-def _codes(column: pa.ChunkedArray, code_of: dict, what: str) -> np.ndarray:
-    """Per row, `code_of` its value (a dict from the distinct values), null -> code_of[None]."""
-    encoded = pc.dictionary_encode(column.combine_chunks(), null_encoding="encode")
+def _codes(column: pa.ChunkedArray | pa.Array, code_of: dict, what: str | None = None) -> np.ndarray:
+    """Per row, the code `code_of` gives its value (null included). With `what`, a value outside
+    `code_of` is an error naming it; without, a new value gets the next code (code_of grows)."""
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    encoded = pc.dictionary_encode(array, null_encoding="encode")
     names = encoded.dictionary.to_pylist()
-    unknown = sorted(str(n) for n in names if n not in code_of)
+    unknown = sorted(str(n) for n in names if n not in code_of) if what else []
     if unknown:
         raise ValueError(f"{what} {unknown} are not among the {what} given")
-    lut = np.array([code_of[n] for n in names], dtype=np.int64)
-    return lut[_numbers(encoded.indices, 0, np.int64)] if len(lut) else np.zeros(len(column), np.int64)
+    lut = np.array([code_of.setdefault(n, len(code_of)) for n in names], dtype=np.int64)
+    return lut[_numbers(encoded.indices, 0, np.int64)] if len(lut) else np.zeros(len(array), np.int64)
 
 
 class SnapshotAccumulator:
@@ -305,11 +307,7 @@ def category_entries(lists: pa.ListArray, rows: np.ndarray, code_of: dict
     grows with new ids, the entries themselves) for lists whose rows belong to users `rows`."""
     parents = _numbers(pc.list_parent_indices(lists), 0, np.int64)
     entries = pc.list_flatten(lists)
-    ids = pc.dictionary_encode(entries.field("category_id"))
-    lut = np.array([code_of.setdefault(n, len(code_of)) for n in ids.dictionary.to_pylist()],
-                   dtype=np.int64)
-    codes = lut[_numbers(ids.indices, 0, np.int64)] if len(lut) else np.zeros(len(parents), np.int64)
-    return rows[parents], codes, entries
+    return rows[parents], _codes(entries.field("category_id"), code_of), entries
 
 
 def sums_per_user_and_category(*parts: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
