@@ -143,6 +143,13 @@ def user_daily_aggregates(events: DataFrame, items: pa.Table, roles: EventRoles,
             .applyInArrow(rows, USER_DAILY_SCHEMA))
 
 
+# The Delta writer sorts a task's rows by event_date in the JVM before it writes them, so a
+# task's rows are all in the JVM's memory at once: at 200M events in 8 tasks the sorts spilled
+# 4 GB and the driver's heap grew to its 5 GB cap (bench/RESULTS.md, session 17). A task of
+# about this many events (some 0.4M user_daily rows) keeps the sort small at any scale.
+EVENTS_PER_TASK = 2_000_000
+
+
 def balanced_tasks(weights: dict, tasks: int) -> list[list]:
     """The keys of `weights` in at most `tasks` lists of similar total weight (heaviest first,
     each to the lightest list so far), each list sorted."""
@@ -152,6 +159,14 @@ def balanced_tasks(weights: dict, tasks: int) -> list[list]:
         keys.append(key)
         heapq.heappush(bins, (total + weights[key], i, keys))
     return [sorted(keys) for _, _, keys in sorted(bins, key=lambda b: b[1]) if keys]
+
+
+def daily_tasks(events_per_date: dict, cores: int) -> list[list]:
+    """The dates of `events_per_date` in tasks of similar event counts: four per core at least
+    (the last tasks of a stage are short), and about EVENTS_PER_TASK events each at most (a
+    single date larger than that is one task)."""
+    total = sum(events_per_date.values())
+    return balanced_tasks(events_per_date, max(4 * cores, -(-total // EVENTS_PER_TASK)))
 
 
 def user_daily_from_files(spark: SparkSession, source: PartitionFiles, events_per_date: dict,
@@ -164,8 +179,8 @@ def user_daily_from_files(spark: SparkSession, source: PartitionFiles, events_pe
 
     shipped = spark.sparkContext.broadcast(items)
     root = source.root
-    tasks = balanced_tasks({d: events_per_date.get(d, 1) for d in source.files},
-                           4 * spark.sparkContext.defaultParallelism)
+    tasks = daily_tasks({d: events_per_date.get(d, 1) for d in source.files},
+                        spark.sparkContext.defaultParallelism)
     days = [([(d, source.files[d]) for d in task],) for task in tasks]
 
     def rows_of_files(batches):

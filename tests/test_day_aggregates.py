@@ -7,7 +7,8 @@ import datetime as dt
 
 import pyarrow as pa
 
-from features.daily import ROLE_CART, ROLE_PURCHASE, ROLE_VIEW, USER_DAILY_COLUMNS
+from features.daily import (EVENTS_PER_TASK, ROLE_CART, ROLE_PURCHASE, ROLE_VIEW, USER_DAILY_COLUMNS,
+                            daily_tasks)
 from features.day_aggregates import user_aggregates_of_day
 
 DAY = dt.date(2026, 3, 7)  # a Saturday
@@ -121,3 +122,18 @@ def test_a_day_whose_events_all_lack_category_and_device():
                     dict(user_key="b", time=at(2), role=ROLE_CART)])
     assert rows["a"]["categories"] == [] and rows["b"]["categories"] == []
     assert rows["a"]["last_device"] is None and rows["b"]["carts"] == 1
+
+
+def test_daily_tasks_are_balanced_and_bounded_by_events():
+    # 400 dates of 100k-290k events (78M): about 2M events a task, every date in one task.
+    events = {DAY - dt.timedelta(days=i): 100_000 + 1_000 * (i % 191) for i in range(400)}
+    tasks = daily_tasks(events, cores=2)
+    assert len(tasks) == -(-sum(events.values()) // EVENTS_PER_TASK)
+    assert sorted(d for task in tasks for d in task) == sorted(events)
+    sizes = [sum(events[d] for d in task) for task in tasks]
+    assert max(sizes) - min(sizes) <= max(events.values())
+    assert max(sizes) <= EVENTS_PER_TASK + max(events.values())
+    # Few events: still four tasks per core, so both cores stay busy to the end.
+    assert len(daily_tasks({d: 1_000 for d in list(events)[:30]}, cores=2)) == 8
+    # One date larger than a task is a task of its own.
+    assert daily_tasks({DAY: 5 * EVENTS_PER_TASK}, cores=2) == [[DAY]]
