@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from bench.harness import PeakMemory, emit, measure, tree_cpu_seconds  # noqa: E402
+from bench.harness import TreeUsage, emit, measure  # noqa: E402
 from demandcast.config import load_config  # noqa: E402
 from demandcast.logs import configure_logging  # noqa: E402
 from demandcast.session import build_spark_session  # noqa: E402
@@ -136,10 +136,9 @@ def timed(name: str, fn, runs: int) -> tuple:
     """(Timing, peak RSS MB of the process tree, CPU seconds per run, load average after)."""
     import os
 
-    cpu = tree_cpu_seconds()
-    with PeakMemory() as memory:
+    with TreeUsage() as usage:
         timing = measure(name, fn, warmup=0, runs=runs)
-    return (timing, round(memory.peak_mb), round((tree_cpu_seconds() - cpu) / runs, 1),
+    return (timing, round(usage.peak_mb), round(usage.cpu_s / runs, 1),
             [round(x, 1) for x in os.getloadavg()])
 
 

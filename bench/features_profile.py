@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.features import SNAPSHOT  # noqa: E402
-from bench.harness import emit, tree_cpu_seconds  # noqa: E402
+from bench.harness import TreeUsage, emit  # noqa: E402
 from demandcast.config import load_config  # noqa: E402
 from demandcast.logs import configure_logging  # noqa: E402
 from demandcast.session import JIT_OPTIONS, build_spark_session, spark_conf  # noqa: E402
@@ -88,10 +88,11 @@ def main() -> None:
     parts: dict[str, dict] = {}
 
     def timed(name: str, fn):
-        cpu, start = tree_cpu_seconds(), time.perf_counter()
-        result = fn()
-        parts[name] = {"wall_s": round(time.perf_counter() - start, 1),
-                       "cpu_s": round(tree_cpu_seconds() - cpu, 1)}
+        with TreeUsage() as usage:
+            start = time.perf_counter()
+            result = fn()
+            wall = time.perf_counter() - start
+        parts[name] = {"wall_s": round(wall, 1), "cpu_s": round(usage.cpu_s, 1)}
         return result
 
     # Rebuilt from scratch: the snapshot tables always, user_daily when it is profiled.

@@ -16,7 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.harness import PeakMemory, compare, emit, measure, tree_cpu_seconds  # noqa: E402
+from bench.harness import TreeUsage, compare, emit, measure  # noqa: E402
 from demandcast.config import load_config  # noqa: E402
 from demandcast.logs import configure_logging  # noqa: E402
 from demandcast.session import build_spark_session  # noqa: E402
@@ -43,21 +43,15 @@ def main() -> None:
         spark = build_spark_session("bench-generate", cfg.spark)
         out: dict = {}
 
-        cpu: dict[str, list[float]] = {"generate": [], "ingest": [], "reference": []}
-
         def run_generate() -> None:
-            started = tree_cpu_seconds()
             out["generate"] = generate.run(cfg)
-            cpu["generate"].append(tree_cpu_seconds() - started)
 
         def run_ingest() -> None:
             import shutil
             shutil.rmtree(f"{tmp}/warehouse", ignore_errors=True)
-            started = tree_cpu_seconds()
             out["ingest"] = ingest.run(cfg)
-            cpu["ingest"].append(tree_cpu_seconds() - started)
 
-        with PeakMemory() as memory:
+        with TreeUsage() as memory:
             load_start = round(__import__("os").getloadavg()[0], 1)
             gen = measure("generate", run_generate, warmup=args.warmup, runs=args.runs)
             load_after_generate = round(__import__("os").getloadavg()[0], 1)
@@ -66,7 +60,6 @@ def main() -> None:
                 ing = measure("ingest_json", run_ingest, warmup=args.warmup, runs=args.runs)
 
             def reference() -> None:
-                started = tree_cpu_seconds()
                 (spark.range(n_events, numPartitions=cfg.generate.partitions)
                  .selectExpr("md5(cast(id as string)) as event_id", "concat('U', id % 20000) as user_id",
                              "concat('S', id % 99991) as session_id", "timestamp_seconds(1735689600 + id) as t",
@@ -74,7 +67,6 @@ def main() -> None:
                              "cast(id % 1000 as double) / 10 as price", "1 as quantity", "'desktop' as device",
                              "'direct' as channel")
                  .write.mode("overwrite").parquet(f"{tmp}/reference"))
-                cpu["reference"].append(tree_cpu_seconds() - started)
 
             ref = measure("reference_parquet_write", reference, warmup=0, runs=args.runs)
         figures = {
@@ -83,7 +75,8 @@ def main() -> None:
             "raw_records": n_events,
             "generate_vs_reference": compare(gen, ref),
             "generate_records_per_s": round(n_events / gen.median),
-            "cpu_seconds_last_run": {k: round(v[-1], 1) for k, v in cpu.items() if v},
+            "cpu_seconds_last_run": {t.name: round(t.cpu_runs[-1], 1)
+                                     for t in (gen, ref, *([] if args.skip_ingest else [ing]))},
             "load_average_1m": {"start": load_start, "after_generate": load_after_generate,
                                 "end": round(__import__("os").getloadavg()[0], 1)},
             "peak_rss_tree_mb": round(memory.peak_mb),

@@ -39,16 +39,16 @@ class Timing:
 
 
 def measure(name: str, fn: Callable[[], Any], warmup: int = 1, runs: int = 3) -> Timing:
-    """Runs `fn` `warmup` times untimed, then `runs` times timed (wall clock)."""
+    """Runs `fn` `warmup` times untimed, then `runs` times timed (wall clock and tree CPU)."""
     for _ in range(warmup):
         fn()
     times, cpu = [], []
     for _ in range(runs):
-        cpu_before = tree_cpu_seconds()
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-        cpu.append(tree_cpu_seconds() - cpu_before)
+        with TreeUsage() as usage:
+            started = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - started)
+        cpu.append(usage.cpu_s)
     return Timing(name, times, tuple(cpu))
 
 
@@ -64,20 +64,6 @@ def compare(subject: Timing, reference: Timing) -> dict[str, Any]:
 def _process_tree(root: psutil.Process | None = None) -> list[psutil.Process]:
     root = root or psutil.Process()
     return [root, *root.children(recursive=True)]
-
-
-def tree_cpu_seconds(root: psutil.Process | None = None) -> float:
-    """User + system CPU seconds of a process and its live children (the JVM, Python workers),
-    plus those of children that ended and were waited for (a reference engine run in a child
-    process), which the kernel adds to their parent's children_user/children_system."""
-    total = 0.0
-    for proc in _process_tree(root):
-        try:
-            t = proc.cpu_times()
-            total += t.user + t.system + t.children_user + t.children_system
-        except psutil.Error:
-            pass
-    return total
 
 
 def process_tree_rss_mb(root: psutil.Process | None = None) -> float:
@@ -104,28 +90,54 @@ def process_tree_rss_mb(root: psutil.Process | None = None) -> float:
     return total / 2**20
 
 
-class PeakMemory:
-    """Samples the process tree's RSS in a thread; `peak_mb` is the maximum seen."""
+class TreeUsage:
+    """While in its `with` block, samples the process tree (this process, the JVM, Python
+    workers, a reference engine's child) in a thread: `peak_mb` is the largest RSS seen
+    (process_tree_rss_mb) and `cpu_s` the CPU seconds the tree used in the block.
+
+    CPU is counted per process, its own user + system time as last sampled, not through the
+    kernel's children times: those add a process to its parent only when the parent reaps it,
+    at a moment of the parent's choosing (Spark ends its idle Python workers a minute after
+    their work), so a sum of the tree at two instants moved Spark's CPU into the next arm's
+    figure (bench/RESULTS.md, session 17). What a process uses in its last sampling interval is
+    not counted.
+    """
 
     def __init__(self, interval_s: float = 0.2) -> None:
         self.interval_s = interval_s
         self.peak_mb = 0.0
+        self._start: dict[tuple[int, float], float] = {}
+        self._last: dict[tuple[int, float], float] = {}
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread = threading.Thread(target=self._sample_until_stopped, daemon=True)
+
+    @property
+    def cpu_s(self) -> float:
+        return sum(cpu - self._start.get(key, 0.0) for key, cpu in self._last.items())
 
     def _sample(self) -> None:
-        while not self._stop.is_set():
-            self.peak_mb = max(self.peak_mb, process_tree_rss_mb())
-            self._stop.wait(self.interval_s)
+        self.peak_mb = max(self.peak_mb, process_tree_rss_mb())
+        for proc in _process_tree():
+            try:
+                t = proc.cpu_times()
+                self._last[(proc.pid, proc.create_time())] = t.user + t.system
+            except psutil.Error:
+                pass
 
-    def __enter__(self) -> "PeakMemory":
+    def _sample_until_stopped(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self._sample()
+
+    def __enter__(self) -> "TreeUsage":
+        self._sample()
+        self._start = dict(self._last)
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
-        self.peak_mb = max(self.peak_mb, process_tree_rss_mb())
+        self._sample()
 
 
 def machine() -> dict[str, Any]:

@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 from pyspark.sql import DataFrame, SparkSession  # noqa: E402
 from pyspark.sql import functions as F  # noqa: E402
 
-from bench.harness import PeakMemory, emit, measure  # noqa: E402
+from bench.harness import TreeUsage, emit, measure  # noqa: E402
 from demandcast.config import load_config  # noqa: E402
 from demandcast.session import build_spark_session  # noqa: E402
 from training.scoring import ScoringPlan, cached_model, model_inputs, score_users  # noqa: E402
@@ -145,7 +145,7 @@ def main() -> None:
     figures: dict = {"rows": rows, "inputs": len(inputs), "categories": len(model.category_ids),
                      "spark_master": cfg.spark.master, "model_dir": str(model_dir),
                      "by_arrow_batch_size": {}}
-    with PeakMemory() as peak:
+    with TreeUsage() as peak:
         for size in args.arrow_batch_sizes:
             spark.conf.set(ARROW_BATCH_CONF, str(size))
             s = measure(f"scoring_udf_batch{size}", scoring, warmup=1, runs=args.runs)
