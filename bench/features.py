@@ -133,12 +133,13 @@ def run_duckdb_reference(files: dict, out: Path, spec) -> None:
 
 
 def timed(name: str, fn, runs: int) -> tuple:
-    """(Timing, peak RSS MB of the process tree, CPU seconds per run, load average after)."""
+    """(Timing, peak RSS MB of the process tree, median CPU seconds of a run, load average after)."""
     import os
+    import statistics
 
     with TreeUsage() as usage:
         timing = measure(name, fn, warmup=0, runs=runs)
-    return (timing, round(usage.peak_mb), round(usage.cpu_s / runs, 1),
+    return (timing, round(usage.peak_mb), round(statistics.median(timing.cpu_runs), 1),
             [round(x, 1) for x in os.getloadavg()])
 
 

@@ -51,7 +51,7 @@ def main() -> None:
             shutil.rmtree(f"{tmp}/warehouse", ignore_errors=True)
             out["ingest"] = ingest.run(cfg)
 
-        with TreeUsage() as memory:
+        with TreeUsage() as usage:
             load_start = round(__import__("os").getloadavg()[0], 1)
             gen = measure("generate", run_generate, warmup=args.warmup, runs=args.runs)
             load_after_generate = round(__import__("os").getloadavg()[0], 1)
@@ -79,7 +79,7 @@ def main() -> None:
                                      for t in (gen, ref, *([] if args.skip_ingest else [ing]))},
             "load_average_1m": {"start": load_start, "after_generate": load_after_generate,
                                 "end": round(__import__("os").getloadavg()[0], 1)},
-            "peak_rss_tree_mb": round(memory.peak_mb),
+            "peak_rss_tree_mb": round(usage.peak_mb),
         }
         if not args.skip_ingest:
             figures.update({
