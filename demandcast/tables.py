@@ -69,6 +69,13 @@ def absolute_uri(location: str) -> str:
     return str(Path(location).resolve())
 
 
+def qualified_location(spark: SparkSession, path: str) -> str:
+    """`path` as Hadoop qualifies it (file:/a/b, hdfs://host/a/b), as the Delta log's dataPath
+    prints a table's location; the table need not exist."""
+    location = spark._jvm.org.apache.hadoop.fs.Path(path)
+    return str(location.getFileSystem(spark._jsc.hadoopConfiguration()).makeQualified(location).toString())
+
+
 def is_delta_table(spark: SparkSession, path: str) -> bool:
     from delta.tables import DeltaTable
 
@@ -450,6 +457,96 @@ def merge_table(
     log.info("merged into table %s on %s -> version %s", spec.name, list(keys), version)
     _record_job_commit(spark, spec, path, before, version)
     return int(version or 0)
+
+
+# Table features under which a Parquet file written outside Spark, committed as it is, holds
+# exactly the table's rows: any other (generated or identity columns, column mapping, change
+# data feed, Iceberg compatibility...) needs Spark's writer to compute or record something per
+# row. appendOnly and check constraints are allowed as features but checked as settings below.
+FILE_COMMIT_FEATURES = frozenset({
+    "appendOnly", "invariants", "checkConstraints", "deletionVectors", "timestampNtz",
+    "domainMetadata", "v2Checkpoint", "vacuumProtocolCheck", "inCommitTimestamp",
+    "checkpointProtection"})
+
+
+def file_commit_refusal(spark: SparkSession, path: str) -> str:
+    """Why Parquet files written outside Spark may not be committed to the Delta table at `path`
+    as they are ("" when they may, or when there is no table yet): Spark's writer would rename
+    columns, enforce constraints or invariants, or compute per-row values."""
+    if not is_delta_table(spark, path):
+        return ""
+    _, snapshot = _current_snapshot(spark, path)
+    metadata, protocol = snapshot.metadata(), snapshot.protocol()
+    converters = spark._jvm.scala.jdk.javaapi.CollectionConverters
+    features = {f.name() for f in converters.asJava(protocol.implicitlyAndExplicitlySupportedFeatures())}
+    unsupported = sorted(features - FILE_COMMIT_FEATURES)
+    if unsupported:
+        return f"table features {unsupported} need Spark's writer"
+    configuration = dict(converters.asJava(metadata.configuration()))
+    if configuration.get("delta.appendOnly", "false").lower() == "true":
+        return "the table is append-only (delta.appendOnly)"
+    constraints = sorted(k for k in configuration if k.startswith("delta.constraints."))
+    if constraints:
+        return f"CHECK constraints {constraints} are enforced by Spark's writer"
+    table = spark.read.format("delta").load(path)
+    strict = [f.name for f in table.schema.fields if not f.nullable or "delta.invariants" in f.metadata]
+    if strict:
+        return f"columns {strict} carry NOT NULL or invariants that Spark's writer enforces"
+    return ""
+
+
+def replace_partitions_with_files(spark: SparkSession, warehouse: str, spec: TableSpec,
+                                  schema: DataFrame, write_files: Callable[[str], Sequence[str]],
+                                  replace_values: Sequence[object]) -> int:
+    """Replaces the table's files in the partitions `replace_values` of its first partition
+    column by files written outside Spark, in one commit, and returns the new version: what
+    `write_table(..., "replace_partitions", replace_values)` does with a DataFrame.
+
+    `write_files(location)` writes the new data files under the table's location (a URI) and
+    returns their Delta add actions as JSON (see features.table_files.write_partition_file);
+    `schema` (a DataFrame, empty will do) gives the columns when the table is created first.
+    Delta's public API has no commit of ready files, so this uses its transaction API
+    (DeltaLog, OptimisticTransaction, Action.fromJson), as `partition_files` reads its snapshot:
+    pinned with delta-spark (README "Versions"). A failure before the commit leaves the new
+    files unreferenced (VACUUM removes them) and the table at its last version.
+    """
+    if not spec.partition_by:
+        raise ValueError(f"table {spec.name} has no partitions to replace")
+    before = _version_before_job_commit(spark, warehouse, spec)
+    path = ensure_table(spark, warehouse, spec, schema)
+    problems = schema_differences(spark, path, spec, documented(schema, spec))
+    if problems:
+        raise _mismatch(spec, path, problems)
+    refusal = file_commit_refusal(spark, path)
+    if refusal:
+        raise StageFailed(f"table '{spec.name}' at {path} cannot take files written outside "
+                          f"Spark: {refusal}; nothing was committed")
+    added = write_files(qualified_location(spark, path))
+    column = spec.partition_by[0]
+    replaced = {str(v) for v in replace_values}
+    jvm = spark._jvm
+    converters = jvm.scala.jdk.javaapi.CollectionConverters
+    delta = jvm.org.apache.spark.sql.delta
+
+    def commit() -> int:
+        txn = delta.DeltaLog.forTable(spark._jsparkSession, path).startTransaction()
+        actions = [f.remove() for f in converters.asJava(txn.filterFiles())
+                   if json.loads(f.json())["add"]["partitionValues"].get(column) in replaced]
+        removed = len(actions)
+        actions += [delta.actions.Action.fromJson(a) for a in added]
+        operation = getattr(delta, "DeltaOperations$Write")(
+            jvm.org.apache.spark.sql.SaveMode.Overwrite,
+            jvm.scala.Option.apply(converters.asScala(list(spec.partition_by)).toSeq()),
+            jvm.scala.Option.apply(replace_predicate(spec, replace_values, None)),
+            jvm.scala.Option.empty())
+        version = txn.commit(converters.asScala(actions).toSeq(), operation)
+        log.info("committed %d files written outside Spark to table %s in place of %d -> version %d",
+                 len(added), spec.name, removed, version)
+        return int(version)
+
+    version = with_retries(commit, f"commit files to {spec.name}")
+    _record_job_commit(spark, spec, path, before, version)
+    return version
 
 
 def commit_info(spark: SparkSession, path: str, version: int) -> dict:

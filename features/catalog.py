@@ -40,6 +40,8 @@ class FeatureSpec:
     daily_user_groups: int = 1
     # Nor this: how user_daily reads the events (features.daily_read).
     daily_read: str = "files"
+    # Nor this: how user_daily's rows reach its files (features.daily_write).
+    daily_write: str = "files"
     # Nor this: how a snapshot sums user_daily (features.snapshot_read).
     snapshot_read: str = "files"
 
@@ -57,6 +59,7 @@ class FeatureSpec:
             roles=EventRoles(s.view_event, s.cart_event, s.purchase_event),
             daily_user_groups=s.daily_user_groups,
             daily_read=s.daily_read,
+            daily_write=s.daily_write,
             snapshot_read=s.snapshot_read,
         )
 

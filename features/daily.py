@@ -169,27 +169,75 @@ def daily_tasks(events_per_date: dict, cores: int) -> list[list]:
     return balanced_tasks(events_per_date, max(4 * cores, -(-total // EVENTS_PER_TASK)))
 
 
-def user_daily_from_files(spark: SparkSession, source: PartitionFiles, events_per_date: dict,
-                          items: pa.Table, roles: EventRoles) -> DataFrame:
-    """One row per (user_key, event_date) of the event dates in `source`, each date's Parquet
-    files read whole by one Python worker (features.table_files): no shuffle, no Spark rows.
-    Dates are spread over the tasks by their event counts (`events_per_date`, from the log)."""
+def _day_tasks(spark: SparkSession, source: PartitionFiles, events_per_date: dict) -> DataFrame:
+    """One row per task: the (event_date, files) of the dates it aggregates, spread over the tasks
+    by their event counts (`events_per_date`, from the log)."""
+    tasks = daily_tasks({d: events_per_date.get(d, 1) for d in source.files},
+                        spark.sparkContext.defaultParallelism)
+    days = [([(d, source.files[d]) for d in task],) for task in tasks]
+    return spark.createDataFrame(spark.sparkContext.parallelize(days, max(1, len(days))),
+                                 "days array<struct<event_date: date, files: array<string>>>")
+
+
+def _daily_rows_of_tasks(spark: SparkSession, source: PartitionFiles, items: pa.Table,
+                         roles: EventRoles):
+    """A function of a task's Arrow batches (`_day_tasks` rows) that yields (event_date, that
+    date's user_daily rows as an Arrow table), each date's files read whole in the worker."""
     from features.day_aggregates import user_daily_rows
     from features.table_files import read_event_files
 
     shipped = spark.sparkContext.broadcast(items)
     root = source.root
-    tasks = daily_tasks({d: events_per_date.get(d, 1) for d in source.files},
-                        spark.sparkContext.defaultParallelism)
-    days = [([(d, source.files[d]) for d in task],) for task in tasks]
 
-    def rows_of_files(batches):
+    def daily_rows(batches):
         for batch in batches:
             for task in batch.column("days").to_pylist():
                 for day in task:
                     raw = read_event_files(root, day["files"], day["event_date"])
-                    yield from user_daily_rows(raw, shipped.value, roles).to_batches()
+                    yield day["event_date"], user_daily_rows(raw, shipped.value, roles)
 
-    return (spark.createDataFrame(spark.sparkContext.parallelize(days, max(1, len(days))),
-                                  "days array<struct<event_date: date, files: array<string>>>")
-            .mapInArrow(rows_of_files, USER_DAILY_SCHEMA))
+    return daily_rows
+
+
+def user_daily_from_files(spark: SparkSession, source: PartitionFiles, events_per_date: dict,
+                          items: pa.Table, roles: EventRoles) -> DataFrame:
+    """One row per (user_key, event_date) of the event dates in `source`, each date's Parquet
+    files read whole by one Python worker (features.table_files): no shuffle, no Spark rows."""
+    daily_rows = _daily_rows_of_tasks(spark, source, items, roles)
+
+    def rows_of_files(batches):
+        for _, rows in daily_rows(batches):
+            yield from rows.to_batches()
+
+    return _day_tasks(spark, source, events_per_date).mapInArrow(rows_of_files, USER_DAILY_SCHEMA)
+
+
+def user_daily_file_schema() -> pa.Schema:
+    """user_daily's data-file schema: the table's columns less the partition column, as Spark
+    types them in Parquet (int32, float64, UTC microsecond timestamps, lists of structs)."""
+    from pyspark.sql.pandas.types import to_arrow_schema
+    from pyspark.sql.types import StructType
+
+    table = StructType.fromDDL(USER_DAILY_SCHEMA)  # parsed by the JVM: call it on the driver
+    return to_arrow_schema(StructType([f for f in table.fields if f.name != "event_date"]))
+
+
+def write_user_daily_files(spark: SparkSession, source: PartitionFiles, events_per_date: dict,
+                           items: pa.Table, roles: EventRoles, table_root: str) -> list[str]:
+    """Aggregates the event dates in `source` as user_daily_from_files does, but each worker
+    writes its dates' rows as Parquet files into the user_daily table location `table_root`
+    (one file per date) and returns only their Delta add actions (JSON), for the driver to
+    commit: the rows never become Spark rows. Files of a failed attempt stay unreferenced."""
+    from features.table_files import write_partition_file
+
+    daily_rows = _daily_rows_of_tasks(spark, source, items, roles)
+    schema = user_daily_file_schema()
+
+    def written_files(batches):
+        for event_date, rows in daily_rows(batches):
+            action = write_partition_file(table_root, "event_date", event_date,
+                                          rows.drop_columns(["event_date"]).cast(schema))
+            yield pa.record_batch([pa.array([action])], names=["add"])
+
+    added = _day_tasks(spark, source, events_per_date).mapInArrow(written_files, "add string")
+    return [row["add"] for row in added.collect()]

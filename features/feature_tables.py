@@ -11,13 +11,15 @@ from pyspark.sql import DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
 
 from demandcast.logs import get_logger
-from demandcast.tables import (NO_DELETION_VECTORS, PartitionFiles, TableSpec, is_delta_table,
-                               partition_files, partition_record_counts, read_table, table_path,
-                               write_table)
+from demandcast.tables import (NO_DELETION_VECTORS, PartitionFiles, TableSpec, file_commit_refusal,
+                               is_delta_table, partition_files, partition_record_counts,
+                               qualified_location, read_table, replace_partitions_with_files,
+                               table_path, write_table)
 from features.assemble import snapshot_aggregates_from_files, snapshot_frame, user_features
 from features.catalog import FeatureSpec, column_comments
-from features.daily import (ADDITIVE_COLUMNS, DEVICE_CODES, device_codes, distinct_devices,
-                            item_context, user_daily_aggregates, user_daily_from_files)
+from features.daily import (ADDITIVE_COLUMNS, DEVICE_CODES, USER_DAILY_SCHEMA, device_codes,
+                            distinct_devices, item_context, user_daily_aggregates,
+                            user_daily_from_files, write_user_daily_files)
 from features.labels import label_sums, label_sums_from_files, labels
 
 log = get_logger("features")
@@ -156,6 +158,22 @@ def direct_event_files(spark: SparkSession, warehouse: str, dates: list[dt.date]
     return readable_files(spark, warehouse, "events", dates)
 
 
+def direct_daily_write_refusal(spark: SparkSession, warehouse: str, spec: FeatureSpec) -> str:
+    """Why Python workers may not write user_daily's files for the driver to commit
+    (features.daily.write_user_daily_files); "" when they may."""
+    from features.table_files import file_system
+
+    if spec.daily_write != "files":
+        return f"features.daily_write is '{spec.daily_write}'"
+    path = table_path(warehouse, "user_daily")
+    root = qualified_location(spark, path)
+    try:
+        file_system(root)
+    except (OSError, ValueError, pa.ArrowException) as error:
+        return f"pyarrow cannot open {root} ({error})"
+    return file_commit_refusal(spark, path)
+
+
 @dataclass(frozen=True)
 class UserDailyFiles:
     """user_daily's files, rows per date and distinct devices, for reading it in Python workers."""
@@ -210,6 +228,15 @@ def update_user_daily(spark: SparkSession, warehouse: str, spec: FeatureSpec) ->
     if source is not None:
         log.info("user_daily: reading %d files of events directly",
                  sum(len(f) for f in source.files.values()))
+        why_not_write = direct_daily_write_refusal(spark, warehouse, spec)
+        if not why_not_write:
+            log.info("user_daily: workers write the files, the driver commits them")
+            result.version = replace_partitions_with_files(
+                spark, warehouse, USER_DAILY, spark.createDataFrame([], USER_DAILY_SCHEMA),
+                lambda root: write_user_daily_files(spark, source, counts, context, spec.roles, root),
+                changed)
+            return result
+        log.info("user_daily: written through Spark: %s", why_not_write)
         daily = user_daily_from_files(spark, source, counts, context, spec.roles)
     else:
         log.info("user_daily: reading events through Spark: %s", why_not)

@@ -1,15 +1,23 @@
-"""Reading a Delta table's Parquet files in a Python worker, without Spark's reader.
+"""Reading and writing a Delta table's Parquet files in a Python worker, without Spark's reader
+or writer.
 
 user_daily aggregates each event date whole, and a snapshot sums each user's user_daily rows.
 Read through Spark, the rows must be shuffled to meet and converted from Spark rows to Arrow;
 read here, a worker takes the files it needs (listed from the Delta log, see
 demandcast.tables.partition_files) straight into Arrow. Only for tables whose files hold
 exactly their rows: no deletion vectors, no column mapping.
+
+Written here, a worker's Arrow table goes straight to a Parquet file and the driver commits the
+files to the Delta log (demandcast.tables.replace_partitions_with_files): Spark's writer would
+turn the Arrow batches into rows and encode them again, most of user_daily's cost (bench/
+RESULTS.md, sessions 17-18).
 """
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
+import uuid
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -51,3 +59,21 @@ def read_event_files(root: str, files: list[str], event_date: dt.date) -> pa.Tab
     added."""
     raw = read_files(root, files, RAW_EVENT_SCHEMA)
     return raw.append_column("event_date", pa.array([event_date] * raw.num_rows, pa.date32()))
+
+
+def write_partition_file(root: str, column: str, value: dt.date, table: pa.Table) -> str:
+    """Writes `table` (rows of the partition `column`=`value`, without that column) as one new
+    Parquet file in the partition's folder under the table location `root`, named as Spark names
+    data files, and returns the Delta log's add action for it (JSON), with numRecords statistics.
+    The file belongs to the table only once the driver commits the action."""
+    fs, base = file_system(root)
+    folder = f"{column}={value.isoformat()}"
+    relative = f"{folder}/part-{uuid.uuid4()}.c000.snappy.parquet"
+    fs.create_dir(f"{base.rstrip('/')}/{folder}", recursive=True)
+    full = f"{base.rstrip('/')}/{relative}"
+    pq.write_table(table, full, filesystem=fs, compression="snappy")
+    written = fs.get_file_info(full)
+    return json.dumps({"add": {
+        "path": relative, "partitionValues": {column: value.isoformat()}, "size": written.size,
+        "modificationTime": written.mtime_ns // 1_000_000, "dataChange": True,
+        "stats": json.dumps({"numRecords": table.num_rows})}})

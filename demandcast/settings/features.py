@@ -48,6 +48,13 @@ class FeaturesSettings(Section):
     # column mapping, s3a:// locations, daily_user_groups > 1); "spark" always reads through
     # Spark and shuffles the events by date.
     daily_read: Literal["files", "spark"] = "files"
+    # How user_daily's rows reach its files when the events are read directly: "files" lets each
+    # Python worker write its dates' Parquet files and the driver commit them to the Delta log in
+    # one commit (Spark's writer turned the Arrow rows into Spark rows and encoded them again,
+    # most of user_daily's time: bench/RESULTS.md session 18), falling back to Spark's writer by
+    # itself when the table needs it (column mapping, constraints, generated columns...) or
+    # pyarrow cannot open the location; "spark" always writes through Spark.
+    daily_write: Literal["files", "spark"] = "files"
     # How a snapshot sums user_daily per user: "files" lets each Python worker read the user_daily
     # files of a range of users with numpy (no shuffle, none of the JIT cost of Spark's wide
     # aggregation; bench/RESULTS.md session 16), falling back to Spark by itself as daily_read

@@ -1,0 +1,115 @@
+"""user_daily written by the Python workers and committed by the driver
+(features.daily.write_user_daily_files, demandcast.tables.replace_partitions_with_files): the
+same table as Spark's writer makes, commits that replace only the changed dates, a fallback to
+Spark's writer when the table needs it, and nothing committed when writing the files fails."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import pytest
+
+from demandcast.errors import StageFailed
+from demandcast.tables import (current_version, file_commit_refusal, files_of_version, read_table,
+                               replace_partitions_with_files, table_path, write_table)
+from features.catalog import FeatureSpec
+from features.daily import USER_DAILY_SCHEMA
+from features.feature_tables import USER_DAILY, direct_daily_write_refusal, update_user_daily
+from features_data import EVENTS, EVENTS_SCHEMA, random_inputs, write_inputs
+
+START = dt.date(2026, 1, 1)
+LATE_DATE = START + dt.timedelta(days=3)
+
+
+def same_rows(spark, one: str, other: str) -> None:
+    a, b = read_table(spark, one, "user_daily"), read_table(spark, other, "user_daily")
+    assert a.schema == b.schema  # names, types, nullability and the column comments
+    assert a.count() == b.count() > 50
+    assert a.exceptAll(b).count() == 0 and b.exceptAll(a).count() == 0
+
+
+def log_record_counts(spark, warehouse: str, version: int) -> int:
+    """Rows the Delta log's add actions of one commit say they hold (numRecords statistics)."""
+    commit = Path(table_path(warehouse, "user_daily")) / "_delta_log" / f"{version:020d}.json"
+    adds = spark.read.json(str(commit)).where("add IS NOT NULL").select("add.stats").collect()
+    return sum(json.loads(r.stats)["numRecords"] for r in adds)
+
+
+def test_worker_files_make_the_table_spark_writes_and_reruns_replace_only_changed_dates(spark, tmp_path):
+    events, users, items = random_inputs(seed=11, n_users=25, n_events=800, start=START, days=8)
+    direct, through_spark = str(tmp_path / "direct"), str(tmp_path / "spark")
+    for warehouse in (direct, through_spark):
+        write_inputs(spark, warehouse, events, users, items)
+    assert direct_daily_write_refusal(spark, direct, FeatureSpec()) == ""
+    first = update_user_daily(spark, direct, FeatureSpec())
+    update_user_daily(spark, through_spark, FeatureSpec(daily_write="spark"))
+    same_rows(spark, direct, through_spark)
+    assert log_record_counts(spark, direct, first.version) == read_table(spark, direct, "user_daily").count()
+
+    # Late events of one date: only that date's file is replaced, in one commit.
+    late = events[events.event_time.dt.date == LATE_DATE].head(5).copy()
+    late["event_id"] = late.event_id + "-late"
+    for warehouse in (direct, through_spark):
+        write_table(spark.createDataFrame(late, EVENTS_SCHEMA), warehouse, EVENTS, "append")
+    again = update_user_daily(spark, direct, FeatureSpec())
+    update_user_daily(spark, through_spark, FeatureSpec(daily_write="spark"))
+    assert again.processed_dates == [LATE_DATE] and again.version == first.version + 1
+    path = table_path(direct, "user_daily")
+    changed = set(files_of_version(spark, path, first.version)) ^ set(files_of_version(spark, path, again.version))
+    assert len(changed) == 2 and all(f"event_date={LATE_DATE}" in f for f in changed)
+    same_rows(spark, direct, through_spark)
+    history = spark.sql(f"DESCRIBE HISTORY delta.`{path}` LIMIT 1").first()
+    assert history.operation == "WRITE" and str(LATE_DATE) in history.operationParameters["predicate"]
+
+
+def test_a_table_that_needs_spark_writer_is_written_through_spark(spark, tmp_path):
+    """A CHECK constraint is Spark's writer's to enforce: the files path steps aside, says why,
+    and the update still lands (through Spark)."""
+    events, users, items = random_inputs(seed=12, n_users=10, n_events=300, start=START, days=4)
+    warehouse = str(tmp_path / "warehouse")
+    write_inputs(spark, warehouse, events, users, items)
+    update_user_daily(spark, warehouse, FeatureSpec())
+    path = table_path(warehouse, "user_daily")
+    spark.sql(f"ALTER TABLE delta.`{path}` ADD CONSTRAINT some_events CHECK (events > 0)")
+    assert "CHECK constraints" in direct_daily_write_refusal(spark, warehouse, FeatureSpec())
+    late = events.head(3).copy()
+    late["event_id"] = late.event_id + "-late"
+    write_table(spark.createDataFrame(late, EVENTS_SCHEMA), warehouse, EVENTS, "append")
+    before = current_version(spark, path)
+    update_user_daily(spark, warehouse, FeatureSpec())
+    assert current_version(spark, path) == before + 1
+    total = read_table(spark, warehouse, "user_daily").groupBy().sum("events").first()[0]
+    assert total == len(events) + len(late)
+
+    spark.sql(f"ALTER TABLE delta.`{path}` SET TBLPROPERTIES ('delta.enableChangeDataFeed' = 'true')")
+    assert "changeDataFeed" in file_commit_refusal(spark, path)
+
+
+def test_a_failed_file_write_commits_nothing(spark, tmp_path):
+    events, users, items = random_inputs(seed=13, n_users=10, n_events=300, start=START, days=4)
+    warehouse = str(tmp_path / "warehouse")
+    write_inputs(spark, warehouse, events, users, items)
+    first = update_user_daily(spark, warehouse, FeatureSpec())
+    written = []
+
+    def fail_after_writing(root: str) -> list[str]:
+        folder = Path(root.removeprefix("file:")) / f"event_date={START}"
+        stray = folder / "part-stray.c000.snappy.parquet"
+        stray.write_bytes(b"not parquet")
+        written.append(stray)
+        raise RuntimeError("a worker died")
+
+    with pytest.raises(RuntimeError, match="a worker died"):
+        replace_partitions_with_files(spark, warehouse, USER_DAILY,
+                                      spark.createDataFrame([], USER_DAILY_SCHEMA),
+                                      fail_after_writing, [START])
+    path = table_path(warehouse, "user_daily")
+    assert written and current_version(spark, path) == first.version
+    assert not any("stray" in f for f in files_of_version(spark, path, first.version))
+    assert read_table(spark, warehouse, "user_daily").count() > 0  # the stray file is not read
+
+    wrong = spark.createDataFrame([], USER_DAILY_SCHEMA.replace("events int", "events string"))
+    with pytest.raises(StageFailed, match="column 'events' is int in the table, string"):
+        replace_partitions_with_files(spark, warehouse, USER_DAILY, wrong, fail_after_writing, [START])
+    assert len(written) == 1  # refused before any file was written
