@@ -146,7 +146,9 @@ def user_daily_aggregates(events: DataFrame, items: pa.Table, roles: EventRoles,
 # The Delta writer sorts a task's rows by event_date in the JVM before it writes them, so a
 # task's rows are all in the JVM's memory at once: at 200M events in 8 tasks the sorts spilled
 # 4 GB and the driver's heap grew to its 5 GB cap (bench/RESULTS.md, session 17). A task of
-# about this many events (some 0.4M user_daily rows) keeps the sort small at any scale.
+# about this many events (some 0.4M user_daily rows) keeps the sort small at any scale. (When the
+# workers write the files themselves, write_user_daily_files, nothing is sorted in the JVM; the
+# task size then only spreads the dates evenly.)
 EVENTS_PER_TASK = 2_000_000
 
 
