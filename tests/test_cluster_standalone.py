@@ -1,6 +1,10 @@
 """A real Spark standalone cluster (master + two workers on loopback), a job submitted to it with
-deploy/submit.py, and the Delta table it wrote checked: code that works in local mode also works
-when driver and executors are separate processes that import the shipped package."""
+deploy/submit.py, and the Delta tables it wrote checked: code that works in local mode also works
+when driver and executors are separate processes that import the shipped package.
+
+The ingest stage and deploy/cluster_probe.py run as one application (one submit,
+tests/cluster_ingest_and_probe.py): a submit's driver, executor and Python worker start-up cost
+more than either job on this data, and each test checks its own job's results."""
 from __future__ import annotations
 
 import hashlib
@@ -9,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
@@ -17,12 +22,15 @@ import pytest
 from demandcast.tables import current_version, read_table, table_path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "deploy"))
+from cluster_ingest_and_probe import PROBE_JOB_GROUP  # noqa: E402  (tests/: the submitted app)
 from cluster_local import StandaloneCluster, free_port  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PROBE_ROWS = 2000  # deploy/cluster_probe.py's default
 HASH_KEY = "5e" * 32  # a test key in the production format (64 hex characters)
+APPLICATION = "tests/cluster_ingest_and_probe.py"
 
 
 @pytest.fixture(scope="module")
@@ -47,17 +55,23 @@ def _submit(project_root: Path, cluster: StandaloneCluster, job: str, *sets: str
     return subprocess.run(cmd, capture_output=True, text=True, cwd=project_root, env=env, timeout=600)
 
 
-def _executors_with_tasks(event_log_dir: Path) -> dict[str, int]:
-    """Executor id -> finished tasks, from the application's Spark event log."""
+def _executors_with_stage_tasks(event_log_dir: Path) -> dict[str, int]:
+    """Executor id -> tasks the stage finished, from the application's Spark event log: those
+    that ended before the probe's first job (job group PROBE_JOB_GROUP) started."""
     tasks: dict[str, int] = {}
     files = [p for p in event_log_dir.rglob("*") if p.is_file() and not p.name.startswith(".")]
-    assert files, f"no event log under {event_log_dir}"
-    for path in files:
-        for line in path.read_text().splitlines():
-            event = json.loads(line)
-            if event.get("Event") == "SparkListenerTaskEnd":
-                executor = event["Task Info"]["Executor ID"]
-                tasks[executor] = tasks.get(executor, 0) + 1
+    assert len(files) == 1, f"expected one application's event log under {event_log_dir}: {files}"
+    probe_started = False
+    for line in files[0].read_text().splitlines():
+        event = json.loads(line)
+        if event.get("Event") == "SparkListenerJobStart" \
+                and (event.get("Properties") or {}).get("spark.jobGroup.id") == PROBE_JOB_GROUP:
+            probe_started = True
+            break
+        if event.get("Event") == "SparkListenerTaskEnd":
+            executor = event["Task Info"]["Executor ID"]
+            tasks[executor] = tasks.get(executor, 0) + 1
+    assert probe_started, "the event log has no job of the probe: the stage/probe boundary is unknown"
     return tasks
 
 
@@ -82,14 +96,45 @@ def _write_landing_files(raw: Path) -> tuple[set[str], set[str]]:
     return good, bad
 
 
-def test_probe_job_runs_on_two_executors_and_writes_delta(cluster, spark, warehouse, project_root):
-    result = _submit(project_root, cluster, "deploy/cluster_probe.py",
-                     f"warehouse={warehouse}", "spark.shuffle_partitions=2",
-                     spark_conf=("spark.ui.showConsoleProgress=false",))
+@dataclass(frozen=True)
+class ClusterRun:
+    """What the one submit of the ingest stage and the probe left behind."""
+
+    result: subprocess.CompletedProcess
+    warehouse: Path
+    event_log: Path
+    good_events: set[str]
+    bad_events: set[str]
+
+
+@pytest.fixture(scope="module")
+def cluster_run(cluster, tmp_path_factory) -> ClusterRun:
+    """The real ingest stage (jobs/ingest.py through deploy/stage_launcher.py), submitted as
+    operators do with the cluster config, then deploy/cluster_probe.py in the same application."""
+    root = tmp_path_factory.mktemp("cluster_run")
+    raw, warehouse, event_log = root / "raw", root / "warehouse", root / "eventlog"
+    event_log.mkdir()
+    good, bad = _write_landing_files(raw)
+    result = _submit(PROJECT_ROOT, cluster, APPLICATION,
+                     f"raw_dir={raw}", f"warehouse={warehouse}", f"runs_dir={root / 'runs'}",
+                     "spark.shuffle_partitions=2",
+                     spark_conf=("spark.ui.showConsoleProgress=false", "spark.eventLog.enabled=true",
+                                 f"spark.eventLog.dir={event_log.as_uri()}",
+                                 "spark.eventLog.rolling.enabled=false", "spark.eventLog.compress=false"))
+    return ClusterRun(result, warehouse, event_log, good, bad)
+
+
+def _assert_submitted_ok(run: ClusterRun, cluster: StandaloneCluster) -> None:
+    result = run.result
     assert result.returncode == 0, f"{result.stdout[-3000:]}\n{result.stderr[-6000:]}\n{cluster.log_tail()}"
-    submitted = result.stdout.splitlines()[0]
+
+
+def test_probe_job_runs_on_two_executors_and_writes_delta(cluster, cluster_run, spark, project_root):
+    _assert_submitted_ok(cluster_run, cluster)
+    submitted = cluster_run.result.stdout.splitlines()[0]
     assert f"--master {cluster.master_url}" in submitted and "--py-files" in submitted
 
+    warehouse = str(cluster_run.warehouse)
     path = table_path(warehouse, "cluster_check")
     assert current_version(spark, path) is not None  # a Delta table, with a log
     rows = read_table(spark, warehouse, "cluster_check").toPandas()
@@ -106,34 +151,25 @@ def test_probe_job_runs_on_two_executors_and_writes_delta(cluster, spark, wareho
     assert all(".zip" in f and "demandcast-0.1.0" in f for f in rows["demandcast_file"]), \
         rows["demandcast_file"].unique()
 
+    # The stage's session named the one application (the probe's session factory reuses it).
     apps = cluster.status()["completedapps"]
-    assert [a["state"] for a in apps if a["name"] == "demandcast-cluster_probe"] == ["FINISHED"]
+    assert [a["state"] for a in apps if a["name"] == "demandcast-ingest"] == ["FINISHED"]
 
 
-def test_ingest_stage_on_the_cluster_writes_events_and_quarantine(cluster, spark, tmp_path, project_root):
-    """The real ingest stage (jobs/ingest.py), submitted as operators do, with the cluster config."""
-    raw, warehouse, event_log = tmp_path / "raw", tmp_path / "warehouse", tmp_path / "eventlog"
-    event_log.mkdir()
-    good, bad = _write_landing_files(raw)
-    result = _submit(project_root, cluster, "ingest",
-                     f"raw_dir={raw}", f"warehouse={warehouse}", f"runs_dir={tmp_path / 'runs'}",
-                     "spark.shuffle_partitions=2",
-                     spark_conf=("spark.ui.showConsoleProgress=false", "spark.eventLog.enabled=true",
-                                 f"spark.eventLog.dir={event_log.as_uri()}",
-                                 "spark.eventLog.rolling.enabled=false", "spark.eventLog.compress=false"))
-    assert result.returncode == 0, f"{result.stdout[-3000:]}\n{result.stderr[-6000:]}\n{cluster.log_tail()}"
-
-    events = read_table(spark, str(warehouse), "events").toPandas()
-    assert set(events["event_id"]) == good  # every valid event exactly once, the bad ones not
+def test_ingest_stage_on_the_cluster_writes_events_and_quarantine(cluster, cluster_run, spark):
+    _assert_submitted_ok(cluster_run, cluster)
+    warehouse = str(cluster_run.warehouse)
+    events = read_table(spark, warehouse, "events").toPandas()
+    assert set(events["event_id"]) == cluster_run.good_events  # every valid event exactly once, the bad ones not
     expected_keys = {hmac.new(HASH_KEY.encode(), f"u{i}".encode(), hashlib.sha256).hexdigest()
                      for i in range(7)}
     assert set(events["user_key"]) == expected_keys  # pseudonymised with the key from the env
-    quarantine = read_table(spark, str(warehouse), "quarantine").toPandas()
-    assert len(quarantine) == len(bad)
-    assert all(any(b in record for b in bad) for record in quarantine["raw_record"])
+    quarantine = read_table(spark, warehouse, "quarantine").toPandas()
+    assert len(quarantine) == len(cluster_run.bad_events)
+    assert all(any(b in record for b in cluster_run.bad_events) for record in quarantine["raw_record"])
 
-    # Both executors (separate JVMs, one per worker) ran tasks of the stage.
-    executors = _executors_with_tasks(event_log)
+    # Both executors (separate JVMs, one per worker) ran tasks of the stage, not only the probe.
+    executors = _executors_with_stage_tasks(cluster_run.event_log)
     assert set(executors) == {"0", "1"}, executors
 
 
