@@ -44,6 +44,35 @@ def unfinished_run(runs_dir: Path) -> Path:
     return candidates[-1]
 
 
+def missing_files(spark: SparkSession, uris: list[str]) -> list[str]:
+    """Those of `uris` (data file URIs as Spark's inputFiles gives them, any Hadoop file system)
+    that do not exist."""
+    jvm, conf = spark._jvm, spark._jsc.hadoopConfiguration()
+    missing = []
+    for uri in uris:
+        path = jvm.org.apache.hadoop.fs.Path(jvm.java.net.URI(uri))  # the URI form decodes %xx
+        if not path.getFileSystem(conf).exists(path):
+            missing.append(uri)
+    return missing
+
+
+def resumed_spec(spark: SparkSession, run_dir: Path) -> dict:
+    """The spec of the unfinished run in `run_dir`, for --resume, once its training set's files
+    are known to be there: when the failed run had created the training_set table, its
+    rollback removed the table, and the run cannot continue on the same rows."""
+    spec = {**json.loads((run_dir / SPEC_FILE).read_text()), "resume": True}
+    version = spec["model_info"]["training_set"]["version"]
+    missing = missing_files(spark, spec["train_files"] + spec["validation_files"])
+    if missing:
+        raise StageFailed(
+            f"--resume: run {run_dir.name} trained on training_set version {version}, whose "
+            f"files are gone ({len(missing)} missing, e.g. {missing[0]}): the failed run had "
+            "created the training_set table and was rolled back, which removed it. Run `train` "
+            "without --resume to build the training set again and start a new run")
+    log.info("resuming run %s (training_set version %s)", run_dir.name, version)
+    return spec
+
+
 def prepare_run(spark: SparkSession, cfg: PipelineConfig) -> dict:
     """Pins (or builds) the training set, computes the preprocessing state, writes the run spec."""
     settings = cfg.train
@@ -83,10 +112,7 @@ def prepare_run(spark: SparkSession, cfg: PipelineConfig) -> dict:
 def train(spark: SparkSession, cfg: PipelineConfig) -> dict:
     settings = cfg.train
     if settings.resume:
-        run_dir = unfinished_run(local_dir(cfg.runs_dir))
-        spec = {**json.loads((run_dir / SPEC_FILE).read_text()), "resume": True}
-        log.info("resuming run %s (training_set version %s)", run_dir.name,
-                 spec["model_info"]["training_set"]["version"])
+        spec = resumed_spec(spark, unfinished_run(local_dir(cfg.runs_dir)))
     else:
         spec = prepare_run(spark, cfg)
     result = launch(spec, settings.launcher, settings.num_proc, settings.timeout_s, settings.use_gpu)
