@@ -469,10 +469,22 @@ FILE_COMMIT_FEATURES = frozenset({
     "checkpointProtection"})
 
 
+class FileCommitRefused(StageFailed):
+    """The table needs Spark's writer (file_commit_refusal); nothing was written or committed."""
+
+
+def _table_schema(snapshot):
+    """The pyspark StructType of a Delta snapshot's metadata."""
+    from pyspark.sql.types import StructType
+
+    return StructType.fromJson(json.loads(snapshot.metadata().schemaString()))
+
+
 def file_commit_refusal(spark: SparkSession, path: str) -> str:
     """Why Parquet files written outside Spark may not be committed to the Delta table at `path`
     as they are ("" when they may, or when there is no table yet): Spark's writer would rename
-    columns, enforce constraints or invariants, or compute per-row values."""
+    columns, enforce constraints or invariants, or compute per-row values. NOT NULL columns do
+    not refuse: the writers check them (replace_partitions_with_files passes them on)."""
     if not is_delta_table(spark, path):
         return ""
     _, snapshot = _current_snapshot(spark, path)
@@ -488,23 +500,25 @@ def file_commit_refusal(spark: SparkSession, path: str) -> str:
     constraints = sorted(k for k in configuration if k.startswith("delta.constraints."))
     if constraints:
         return f"CHECK constraints {constraints} are enforced by Spark's writer"
-    table = spark.read.format("delta").load(path)
-    strict = [f.name for f in table.schema.fields if not f.nullable or "delta.invariants" in f.metadata]
-    if strict:
-        return f"columns {strict} carry NOT NULL or invariants that Spark's writer enforces"
+    invariants = [f.name for f in _table_schema(snapshot).fields if "delta.invariants" in f.metadata]
+    if invariants:
+        return f"columns {invariants} carry invariants that Spark's writer enforces"
     return ""
 
 
 def replace_partitions_with_files(spark: SparkSession, warehouse: str, spec: TableSpec,
-                                  schema: DataFrame, write_files: Callable[[str], Sequence[str]],
+                                  schema: DataFrame,
+                                  write_files: Callable[[str, Sequence[str]], Sequence[str]],
                                   replace_values: Sequence[object]) -> int:
     """Replaces the table's files in the partitions `replace_values` of its first partition
     column by files written outside Spark, in one commit, and returns the new version: what
     `write_table(..., "replace_partitions", replace_values)` does with a DataFrame.
 
-    `write_files(location)` writes the new data files under the table's location (a URI) and
-    returns their Delta add actions as JSON (see features.table_files.write_partition_file);
-    `schema` (a DataFrame, empty will do) gives the columns when the table is created first.
+    `write_files(location, not_null)` writes the new data files under the table's location (a
+    URI), failing on a null in a column of `not_null` (the table's NOT NULL columns), and
+    returns their Delta add actions as JSON (see features.table_files); `schema` (a DataFrame,
+    empty will do) gives the columns when the table is created first. Raises FileCommitRefused,
+    before writing anything, when the table needs Spark's writer (file_commit_refusal).
     Delta's public API has no commit of ready files, so this uses its transaction API
     (DeltaLog, OptimisticTransaction, Action.fromJson), as `partition_files` reads its snapshot:
     pinned with delta-spark (README "Versions"). A failure before the commit leaves the new
@@ -519,9 +533,11 @@ def replace_partitions_with_files(spark: SparkSession, warehouse: str, spec: Tab
         raise _mismatch(spec, path, problems)
     refusal = file_commit_refusal(spark, path)
     if refusal:
-        raise StageFailed(f"table '{spec.name}' at {path} cannot take files written outside "
-                          f"Spark: {refusal}; nothing was committed")
-    added = write_files(qualified_location(spark, path))
+        raise FileCommitRefused(f"table '{spec.name}' at {path} cannot take files written outside "
+                                f"Spark: {refusal}; nothing was committed")
+    _, snapshot = _current_snapshot(spark, path)
+    not_null = [f.name for f in _table_schema(snapshot).fields if not f.nullable]
+    added = write_files(qualified_location(spark, path), not_null)
     column = spec.partition_by[0]
     replaced = {str(v) for v in replace_values}
     jvm = spark._jvm
@@ -531,7 +547,7 @@ def replace_partitions_with_files(spark: SparkSession, warehouse: str, spec: Tab
     def commit() -> int:
         txn = delta.DeltaLog.forTable(spark._jsparkSession, path).startTransaction()
         actions = [f.remove() for f in converters.asJava(txn.filterFiles())
-                   if json.loads(f.json())["add"]["partitionValues"].get(column) in replaced]
+                   if converters.asJava(f.partitionValues()).get(column) in replaced]
         removed = len(actions)
         actions += [delta.actions.Action.fromJson(a) for a in added]
         operation = getattr(delta, "DeltaOperations$Write")(

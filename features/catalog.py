@@ -44,6 +44,8 @@ class FeatureSpec:
     daily_write: str = "files"
     # Nor this: how a snapshot sums user_daily (features.snapshot_read).
     snapshot_read: str = "files"
+    # Nor this: how user_features' and labels' rows reach their files (features.snapshot_write).
+    snapshot_write: str = "files"
 
     @classmethod
     def from_config(cls, cfg) -> "FeatureSpec":  # cfg: demandcast.config.PipelineConfig
@@ -61,6 +63,7 @@ class FeatureSpec:
             daily_read=s.daily_read,
             daily_write=s.daily_write,
             snapshot_read=s.snapshot_read,
+            snapshot_write=s.snapshot_write,
         )
 
     @property

@@ -225,7 +225,8 @@ def user_daily_file_schema() -> pa.Schema:
 
 
 def write_user_daily_files(spark: SparkSession, source: PartitionFiles, events_per_date: dict,
-                           items: pa.Table, roles: EventRoles, table_root: str) -> list[str]:
+                           items: pa.Table, roles: EventRoles, table_root: str,
+                           not_null: Sequence[str] = ()) -> list[str]:
     """Aggregates the event dates in `source` as user_daily_from_files does, but each worker
     writes its dates' rows as Parquet files into the user_daily table location `table_root`
     (one file per date) and returns only their Delta add actions (JSON), for the driver to
@@ -238,7 +239,7 @@ def write_user_daily_files(spark: SparkSession, source: PartitionFiles, events_p
     def written_files(batches):
         for event_date, rows in daily_rows(batches):
             action = write_partition_file(table_root, "event_date", event_date,
-                                          rows.drop_columns(["event_date"]).cast(schema))
+                                          rows.drop_columns(["event_date"]).cast(schema), not_null)
             yield pa.record_batch([pa.array([action])], names=["add"])
 
     added = _day_tasks(spark, source, events_per_date).mapInArrow(written_files, "add string")

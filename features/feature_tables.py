@@ -11,7 +11,7 @@ from pyspark.sql import DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
 
 from demandcast.logs import get_logger
-from demandcast.tables import (NO_DELETION_VECTORS, PartitionFiles, TableSpec, file_commit_refusal,
+from demandcast.tables import (NO_DELETION_VECTORS, FileCommitRefused, PartitionFiles, TableSpec,
                                is_delta_table, partition_files, partition_record_counts,
                                qualified_location, read_table, replace_partitions_with_files,
                                table_path, write_table)
@@ -158,20 +158,55 @@ def direct_event_files(spark: SparkSession, warehouse: str, dates: list[dt.date]
     return readable_files(spark, warehouse, "events", dates)
 
 
-def direct_daily_write_refusal(spark: SparkSession, warehouse: str, spec: FeatureSpec) -> str:
-    """Why Python workers may not write user_daily's files for the driver to commit
-    (features.daily.write_user_daily_files); "" when they may."""
+def direct_write_refusal(spark: SparkSession, warehouse: str, table: str, setting: str, value: str) -> str:
+    """Why Python workers may not write `table`'s files for the driver to commit
+    (features.table_files), as far as settings and the location go ("" when they may);
+    replace_partitions_with_files checks the table itself. `setting` = `value` is the features
+    setting that chooses the writer (features.daily_write, features.snapshot_write)."""
     from features.table_files import file_system
 
-    if spec.daily_write != "files":
-        return f"features.daily_write is '{spec.daily_write}'"
-    path = table_path(warehouse, "user_daily")
-    root = qualified_location(spark, path)
+    if value != "files":
+        return f"{setting} is '{value}'"
+    root = qualified_location(spark, table_path(warehouse, table))
     try:
         file_system(root)
     except (OSError, ValueError, pa.ArrowException) as error:
         return f"pyarrow cannot open {root} ({error})"
-    return file_commit_refusal(spark, path)
+    return ""
+
+
+def written_by_workers(df: DataFrame, column: str):
+    """`write_files` of replace_partitions_with_files for the rows of `df`: each Spark task
+    writes its rows into one Parquet file per value of the date partition `column` in Python
+    (features.table_files.write_partitioned_batches) and returns only the add actions. The rows
+    reach Python as Arrow batches; Spark's Parquet writer and its per-row statistics are skipped."""
+    def write_files(root: str, not_null: Sequence[str]) -> list[str]:
+        def written(batches):
+            from features.table_files import write_partitioned_batches
+
+            for action in write_partitioned_batches(root, column, batches, not_null):
+                yield pa.record_batch([pa.array([action])], names=["add"])
+
+        return [row["add"] for row in df.mapInArrow(written, "add string").collect()]
+
+    return write_files
+
+
+def replace_snapshot_partitions(df: DataFrame, warehouse: str, table: TableSpec,
+                                snapshots: Sequence[dt.date], spec: FeatureSpec) -> int:
+    """write_table(df, warehouse, table, "replace_partitions", snapshots), its files written by
+    the workers unless features.snapshot_write or the table says otherwise."""
+    spark = df.sparkSession
+    why_not = direct_write_refusal(spark, warehouse, table.name, "features.snapshot_write",
+                                   spec.snapshot_write)
+    if not why_not:
+        try:
+            return replace_partitions_with_files(spark, warehouse, table, df,
+                                                 written_by_workers(df, table.partition_by[0]), snapshots)
+        except FileCommitRefused as refused:
+            why_not = str(refused)
+    log.info("%s: written through Spark: %s", table.name, why_not)
+    return write_table(df, warehouse, table, "replace_partitions", snapshots)
 
 
 @dataclass(frozen=True)
@@ -228,14 +263,19 @@ def update_user_daily(spark: SparkSession, warehouse: str, spec: FeatureSpec) ->
     if source is not None:
         log.info("user_daily: reading %d files of events directly",
                  sum(len(f) for f in source.files.values()))
-        why_not_write = direct_daily_write_refusal(spark, warehouse, spec)
+        why_not_write = direct_write_refusal(spark, warehouse, USER_DAILY.name, "features.daily_write",
+                                             spec.daily_write)
         if not why_not_write:
             log.info("user_daily: workers write the files, the driver commits them")
-            result.version = replace_partitions_with_files(
-                spark, warehouse, USER_DAILY, spark.createDataFrame([], USER_DAILY_SCHEMA),
-                lambda root: write_user_daily_files(spark, source, counts, context, spec.roles, root),
-                changed)
-            return result
+            try:
+                result.version = replace_partitions_with_files(
+                    spark, warehouse, USER_DAILY, spark.createDataFrame([], USER_DAILY_SCHEMA),
+                    lambda root, not_null: write_user_daily_files(spark, source, counts, context,
+                                                                  spec.roles, root, not_null),
+                    changed)
+                return result
+            except FileCommitRefused as refused:
+                why_not_write = str(refused)
         log.info("user_daily: written through Spark: %s", why_not_write)
         daily = user_daily_from_files(spark, source, counts, context, spec.roles)
     else:
@@ -267,8 +307,8 @@ def write_snapshots(spark: SparkSession, warehouse: str, snapshots: Sequence[dt.
         log.info("user_features and labels: summing user_daily through Spark: %s", why_not)
         aggregates = None
     features = user_features(daily, users, snapshots, spec, without_user, aggregates)
-    features_version = write_table(features, warehouse, user_features_spec(spec),
-                                   "replace_partitions", snapshots)
+    features_version = replace_snapshot_partitions(features, warehouse, user_features_spec(spec),
+                                                   snapshots, spec)
     no_user_record = {d: int(n) for d, n in without_user.get.items()}
     for snapshot, n in no_user_record.items():
         if n:
@@ -291,7 +331,7 @@ def write_snapshots(spark: SparkSession, warehouse: str, snapshots: Sequence[dt.
         sums = (label_sums_from_files(spark, files.source, files.rows_per_date, labelled, window)
                 if files is not None else label_sums(daily, snapshot_frame(spark, labelled), window))
         table = labels(population, sums)
-        labels_version = write_table(table, warehouse, LABELS, "replace_partitions", labelled)
+        labels_version = replace_snapshot_partitions(table, warehouse, LABELS, labelled, spec)
     return {"snapshots": [str(d) for d in snapshots], "user_features_version": features_version,
             "labels_version": labels_version, "labels_skipped": [str(d) for d in skipped],
             "rows_without_user_record": no_user_record}

@@ -60,6 +60,12 @@ class FeaturesSettings(Section):
     # aggregation; bench/RESULTS.md session 16), falling back to Spark by itself as daily_read
     # does; "spark" always aggregates through Spark.
     snapshot_read: Literal["files", "spark"] = "files"
+    # How user_features' and labels' rows reach their files: "files" lets each Spark task hand
+    # its rows to a Python worker as Arrow batches, which writes them as Parquet files the driver
+    # commits (Spark's Parquet and Delta writer cost more than computing the features: bench/
+    # RESULTS.md session 19), falling back to Spark's writer as daily_write does; "spark" always
+    # writes through Spark.
+    snapshot_write: Literal["files", "spark"] = "files"
     # Write labels only for snapshots whose whole label window lies inside the ingested events.
     require_complete_label_window: bool = True
 
