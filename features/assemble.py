@@ -18,6 +18,7 @@ from typing import Sequence
 
 from pyspark.sql import Column, DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql.pandas.types import from_arrow_schema
 
 from demandcast.tables import PartitionFiles
 from features.catalog import FeatureSpec, feature_catalog
@@ -107,6 +108,40 @@ def snapshot_aggregates_from_files(spark: SparkSession, source: PartitionFiles, 
                           compute, aggregates_schema(windows, top_k))
 
 
+def population_from_files(spark: SparkSession, source: PartitionFiles, rows_per_date: dict,
+                          snapshot_dates: Sequence[dt.date], spec: FeatureSpec) -> DataFrame:
+    """All users' funnel counts and category sums per event date, paired with every later
+    snapshot as daily_before_snapshots pairs user_daily rows: a few rows (is_total, category_id,
+    views, carts, purchases) that the funnel priors and the category context sum instead of
+    user_daily itself. Python workers read the dates' files (features.snapshot_aggregates.
+    population_sums), only those inside a funnel window or the profile window of a snapshot."""
+    from features.daily import day_tasks
+    from features.snapshot_aggregates import POPULATION_COLUMNS, POPULATION_SCHEMA, population_sums
+    from features.table_files import read_files
+
+    def within(d: dt.date, days: int) -> bool:
+        return any(0 < (snapshot - d).days <= days for snapshot in snapshot_dates)
+
+    dates = [d for d in source.files if within(d, max((*spec.funnel_windows_days, spec.profile_window_days)))]
+    with_categories = {d for d in dates if within(d, spec.profile_window_days)}
+    root = source.root
+
+    def sums(batches):
+        for batch in batches:
+            for task in batch.column("days").to_pylist():
+                for day in task:
+                    d, categories = day["event_date"], day["event_date"] in with_categories
+                    columns = POPULATION_COLUMNS if categories else POPULATION_COLUMNS.remove(
+                        POPULATION_COLUMNS.get_field_index("categories"))
+                    yield from population_sums(d, read_files(root, day["files"], columns),
+                                               categories).to_batches()
+
+    tasks = day_tasks(spark, PartitionFiles(root, {d: source.files[d] for d in dates}), rows_per_date)
+    schema = from_arrow_schema(POPULATION_SCHEMA)
+    table = tasks.mapInArrow(sums, schema).toArrow() if dates else POPULATION_SCHEMA.empty_table()
+    return daily_before_snapshots(spark.createDataFrame(table, schema), snapshot_frame(spark, snapshot_dates))
+
+
 def rows_without_user(snapshot_dates: Sequence[dt.date]) -> list[Column]:
     """Per snapshot, the feature rows whose user has no record in `users` (one count each,
     named by the ISO date)."""
@@ -117,12 +152,14 @@ def rows_without_user(snapshot_dates: Sequence[dt.date]) -> list[Column]:
 
 def user_features(user_daily: DataFrame, users: DataFrame, snapshot_dates: Sequence[dt.date],
                   spec: FeatureSpec, without_user: Observation | None = None,
-                  aggregates: DataFrame | None = None) -> DataFrame:
+                  aggregates: DataFrame | None = None, population: DataFrame | None = None
+                  ) -> DataFrame:
     """The feature table: one row per (user with any event before D, snapshot D) for every D
     in `snapshot_dates`.
 
     `aggregates` (snapshot_aggregates_from_files) holds the window totals and category affinity
-    sums already; without it Spark aggregates user_daily. `without_user` receives
+    sums already, `population` (population_from_files) all users' sums; without them Spark
+    aggregates user_daily. `without_user` receives
     `rows_without_user` per snapshot when the result is computed: the counts come with the
     action that writes the rows, not from another pass.
     """
@@ -134,12 +171,16 @@ def user_features(user_daily: DataFrame, users: DataFrame, snapshot_dates: Seque
     else:
         totals, category_totals = aggregates, None
         categories = categories_in_profile_window(daily, spec)
+    funnel_rows = daily
+    if population is not None:  # the same sums over a few rows instead of user_daily's
+        funnel_rows = population.where(F.col("is_total"))
+        categories = population.where(~F.col("is_total") & (F.col("age_days") <= spec.profile_window_days))
     dims = users.select("user_key", "signup_date", F.col("region").alias("user_region"),
                         F.col("age_band").alias("user_age_band"), F.lit(True).alias(IN_USERS))
     base = totals.join(dims, "user_key", "left")
     base = add_recency_features(base, spec)
     base = add_frequency_features(base, spec)
-    base = add_funnel_features(base, daily, spec)
+    base = add_funnel_features(base, funnel_rows, spec)
     base = add_session_features(base, spec)
     base = add_category_affinity_features(base, spec, category_totals)
     base = add_price_features(base, spec)

@@ -171,9 +171,9 @@ def daily_tasks(events_per_date: dict, cores: int) -> list[list]:
     return balanced_tasks(events_per_date, max(4 * cores, -(-total // EVENTS_PER_TASK)))
 
 
-def _day_tasks(spark: SparkSession, source: PartitionFiles, events_per_date: dict) -> DataFrame:
-    """One row per task: the (event_date, files) of the dates it aggregates, spread over the tasks
-    by their event counts (`events_per_date`, from the log)."""
+def day_tasks(spark: SparkSession, source: PartitionFiles, events_per_date: dict) -> DataFrame:
+    """One row per task: the (event_date, files) of the dates it reads, spread over the tasks
+    by their row counts (`events_per_date`, from the log)."""
     tasks = daily_tasks({d: events_per_date.get(d, 1) for d in source.files},
                         spark.sparkContext.defaultParallelism)
     days = [([(d, source.files[d]) for d in task],) for task in tasks]
@@ -183,7 +183,7 @@ def _day_tasks(spark: SparkSession, source: PartitionFiles, events_per_date: dic
 
 def _daily_rows_of_tasks(spark: SparkSession, source: PartitionFiles, items: pa.Table,
                          roles: EventRoles):
-    """A function of a task's Arrow batches (`_day_tasks` rows) that yields (event_date, that
+    """A function of a task's Arrow batches (`day_tasks` rows) that yields (event_date, that
     date's user_daily rows as an Arrow table), each date's files read whole in the worker."""
     from features.day_aggregates import user_daily_rows
     from features.table_files import read_event_files
@@ -211,7 +211,7 @@ def user_daily_from_files(spark: SparkSession, source: PartitionFiles, events_pe
         for _, rows in daily_rows(batches):
             yield from rows.to_batches()
 
-    return _day_tasks(spark, source, events_per_date).mapInArrow(rows_of_files, USER_DAILY_SCHEMA)
+    return day_tasks(spark, source, events_per_date).mapInArrow(rows_of_files, USER_DAILY_SCHEMA)
 
 
 def user_daily_file_schema() -> pa.Schema:
@@ -242,5 +242,5 @@ def write_user_daily_files(spark: SparkSession, source: PartitionFiles, events_p
                                           rows.drop_columns(["event_date"]).cast(schema), not_null)
             yield pa.record_batch([pa.array([action])], names=["add"])
 
-    added = _day_tasks(spark, source, events_per_date).mapInArrow(written_files, "add string")
+    added = day_tasks(spark, source, events_per_date).mapInArrow(written_files, "add string")
     return [row["add"] for row in added.collect()]

@@ -15,7 +15,8 @@ from demandcast.tables import (NO_DELETION_VECTORS, FileCommitRefused, Partition
                                is_delta_table, partition_files, partition_record_counts,
                                qualified_location, read_table, replace_partitions_with_files,
                                table_path, write_table)
-from features.assemble import snapshot_aggregates_from_files, snapshot_frame, user_features
+from features.assemble import (population_from_files, snapshot_aggregates_from_files, snapshot_frame,
+                               user_features)
 from features.catalog import FeatureSpec, column_comments
 from features.daily import (ADDITIVE_COLUMNS, DEVICE_CODES, USER_DAILY_SCHEMA, device_codes,
                             distinct_devices, item_context, user_daily_aggregates,
@@ -303,10 +304,11 @@ def write_snapshots(spark: SparkSession, warehouse: str, snapshots: Sequence[dt.
         log.info("user_features and labels: summing user_daily's files directly")
         aggregates = snapshot_aggregates_from_files(spark, files.source, files.rows_per_date,
                                                     snapshots, spec, files.devices)
+        population = population_from_files(spark, files.source, files.rows_per_date, snapshots, spec)
     else:
         log.info("user_features and labels: summing user_daily through Spark: %s", why_not)
-        aggregates = None
-    features = user_features(daily, users, snapshots, spec, without_user, aggregates)
+        aggregates = population = None
+    features = user_features(daily, users, snapshots, spec, without_user, aggregates, population)
     features_version = replace_snapshot_partitions(features, warehouse, user_features_spec(spec),
                                                    snapshots, spec)
     no_user_record = {d: int(n) for d, n in without_user.get.items()}

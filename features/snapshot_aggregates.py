@@ -278,6 +278,38 @@ def label_sums(dates: Sequence[dt.date], keys: Callable[[dt.date], pa.Array],
     }).cast(LABEL_SUMS_SCHEMA)
 
 
+# Per event date, all users' sums that a snapshot's population-wide features divide: the funnel
+# counts (is_total, category_id null) and each category's views and purchases (is_total false).
+POPULATION_SCHEMA = pa.schema([("event_date", pa.date32()), ("is_total", pa.bool_()),
+                               ("category_id", pa.string()), ("views", pa.int64()),
+                               ("carts", pa.int64()), ("purchases", pa.int64())])
+POPULATION_COLUMNS = pa.schema([("user_key", pa.string()), ("views", pa.int32()), ("carts", pa.int32()),
+                                ("purchases", pa.int32()), ("categories", pa.list_(CATEGORY_STRUCT))])
+
+
+def population_sums(event_date: dt.date, day: pa.Table, with_categories: bool) -> pa.Table:
+    """POPULATION_SCHEMA rows of one date's user_daily rows (`day`, POPULATION_COLUMNS): the
+    date's views, carts and purchases, and with_categories each category's views and purchases
+    over the rows with a user_key (as features.families.category_affinity.categories_in_profile_window)."""
+    totals = {c: pc.sum(day[c]).as_py() or 0 for c in ("views", "carts", "purchases")}
+    rows = {"event_date": [event_date], "is_total": [True], "category_id": [None],
+            "views": [totals["views"]], "carts": [totals["carts"]], "purchases": [totals["purchases"]]}
+    if with_categories:
+        keyed = day.filter(pc.is_valid(day["user_key"]))
+        entries = pc.list_flatten(keyed["categories"].combine_chunks())
+        per_category = (pa.table({"category_id": entries.field("category_id"),
+                                  "views": entries.field("views"), "purchases": entries.field("purchases")})
+                        .group_by("category_id").aggregate([("views", "sum"), ("purchases", "sum")]))
+        n = per_category.num_rows
+        rows["event_date"] += [event_date] * n
+        rows["is_total"] += [False] * n
+        rows["category_id"] += per_category["category_id"].to_pylist()
+        rows["views"] += per_category["views_sum"].to_pylist()
+        rows["carts"] += [None] * n
+        rows["purchases"] += per_category["purchases_sum"].to_pylist()
+    return pa.table(rows, POPULATION_SCHEMA)
+
+
 def rows_by_day(dates: Sequence[dt.date], keys: Callable[[dt.date], pa.Array],
                 columns: Callable[[dt.date, pa.Schema], pa.Table],
                 schema_of: Callable[[dt.date], pa.Schema]) -> tuple[pa.Array, Iterator]:

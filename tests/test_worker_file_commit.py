@@ -1,7 +1,8 @@
-"""user_daily written by the Python workers and committed by the driver
-(features.daily.write_user_daily_files, demandcast.tables.replace_partitions_with_files): the
-same table as Spark's writer makes, commits that replace only the changed dates, a fallback to
-Spark's writer when the table needs it, and nothing committed when writing the files fails."""
+"""user_daily, user_features and labels written by the Python workers and committed by the
+driver (features.daily.write_user_daily_files, features.feature_tables.written_by_workers,
+demandcast.tables.replace_partitions_with_files): the same tables as Spark's writer makes,
+commits that replace only the changed dates, a fallback to Spark's writer when the table needs
+it, NOT NULL columns enforced, and nothing committed when writing the files fails."""
 from __future__ import annotations
 
 import datetime as dt
@@ -16,7 +17,8 @@ from demandcast.tables import (current_version, file_commit_refusal, files_of_ve
                                replace_partitions_with_files, table_path, write_table)
 from features.catalog import FeatureSpec
 from features.daily import USER_DAILY_SCHEMA
-from features.feature_tables import USER_DAILY, update_user_daily
+from features.feature_tables import (LABELS, USER_DAILY, update_user_daily, write_snapshots,
+                                     written_by_workers as written_by_workers_of)
 from features_data import EVENTS, EVENTS_SCHEMA, random_inputs, write_inputs
 
 START = dt.date(2026, 1, 1)
@@ -85,6 +87,8 @@ def test_a_table_that_needs_spark_writer_is_written_through_spark(spark, tmp_pat
     before = current_version(spark, path)
     update_user_daily(spark, warehouse, FeatureSpec())
     assert current_version(spark, path) == before + 1
+    new_files = set(files_of_version(spark, path, before + 1)) - set(files_of_version(spark, path, before))
+    assert new_files and not any(written_by_workers(f) for f in new_files)
     total = read_table(spark, warehouse, "user_daily").groupBy().sum("events").first()[0]
     assert total == len(events) + len(late)
 
@@ -119,3 +123,47 @@ def test_a_failed_file_write_commits_nothing(spark, tmp_path):
     with pytest.raises(StageFailed, match="column 'events' is int in the table, string"):
         replace_partitions_with_files(spark, warehouse, USER_DAILY, wrong, fail_after_writing, [START])
     assert len(written) == 1  # refused before any file was written
+
+
+def comparable(df):
+    """Maps as JSON text: set operations refuse map columns."""
+    from pyspark.sql import functions as F
+
+    return df.select(*[F.to_json(c).alias(c) if t.startswith("map") else c for c, t in df.dtypes])
+
+
+def test_snapshot_tables_written_by_workers_are_the_tables_spark_writes(spark, tmp_path):
+    """user_features and labels: the workers' files (the default) and Spark's writer
+    (features.snapshot_write: spark) give the same rows and the same schema, comments included;
+    a null in a NOT NULL column fails the workers' write."""
+    from pyspark.sql import functions as F
+
+    events, users, items = random_inputs(seed=14, n_users=40, n_events=1000, start=START, days=24)
+    warehouse = str(tmp_path / "warehouse")
+    write_inputs(spark, warehouse, events, users, items)
+    daily = update_user_daily(spark, warehouse, FeatureSpec())
+    snapshots = [START + dt.timedelta(days=16)]
+    versions = {}
+    for writer in ("files", "spark"):
+        versions[writer] = write_snapshots(spark, warehouse, snapshots, FeatureSpec(snapshot_write=writer),
+                                           daily.last_event_date, require_complete_labels=False)
+    for name in ("user_features", "labels"):
+        by_workers, by_spark = (read_table(spark, warehouse, name, version=versions[w][f"{name}_version"])
+                                for w in ("files", "spark"))
+        assert by_workers.schema == by_spark.schema
+        assert by_workers.count() == by_spark.count() > 20
+        assert comparable(by_workers).exceptAll(comparable(by_spark)).count() == 0
+        path = table_path(warehouse, name)
+        assert all(written_by_workers(f) for f in files_of_version(spark, path, versions["files"][f"{name}_version"]))
+        assert not any(written_by_workers(f) for f in files_of_version(spark, path, versions["spark"][f"{name}_version"]))
+
+    # A NOT NULL column does not send the write to Spark's writer: the workers check it as
+    # Spark's writer would, and the table stays at its version.
+    table = read_table(spark, warehouse, "labels")
+    assert not table.schema["label_purchased"].nullable
+    bad = table.withColumn("label_purchased", F.when(F.col("label_purchased") == 0, F.lit(None))
+                           .otherwise(F.col("label_purchased")))
+    with pytest.raises(Exception, match="NOT NULL column 'label_purchased' would get"):
+        replace_partitions_with_files(spark, warehouse, LABELS, bad,
+                                      written_by_workers_of(bad, "snapshot_date"), snapshots)
+    assert current_version(spark, table_path(warehouse, "labels")) == versions["spark"]["labels_version"]
