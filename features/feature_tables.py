@@ -304,11 +304,11 @@ def write_snapshots(spark: SparkSession, warehouse: str, snapshots: Sequence[dt.
         log.info("user_features and labels: summing user_daily's files directly")
         aggregates = snapshot_aggregates_from_files(spark, files.source, files.rows_per_date,
                                                     snapshots, spec, files.devices)
-        population = population_from_files(spark, files.source, files.rows_per_date, snapshots, spec)
+        population_sums = population_from_files(spark, files.source, files.rows_per_date, snapshots, spec)
     else:
         log.info("user_features and labels: summing user_daily through Spark: %s", why_not)
-        aggregates = population = None
-    features = user_features(daily, users, snapshots, spec, without_user, aggregates, population)
+        aggregates = population_sums = None
+    features = user_features(daily, users, snapshots, spec, without_user, aggregates, population_sums)
     features_version = replace_snapshot_partitions(features, warehouse, user_features_spec(spec),
                                                    snapshots, spec)
     no_user_record = {d: int(n) for d, n in without_user.get.items()}
