@@ -12,6 +12,8 @@ engine, the time ratio Spark / DuckDB, the peak RSS of Spark's process tree (thi
 JVM, Python workers) and of DuckDB's own process (it runs in a child), CPU seconds of each,
 the load average after each engine (the machine may be shared), and events per second. `--replicate-from` makes a missing size
 from copies of an already generated one (see replicate_inputs), much faster than simulating.
+With `--runs N` the engines alternate, N rounds of Spark then DuckDB, and each round's ratio is
+printed too: this machine's speed drifts by up to 2x within minutes (bench/RESULTS.md session 19).
 """
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from bench.harness import TreeUsage, emit, measure  # noqa: E402
+from bench.harness import Timing, TreeUsage, emit, measure  # noqa: E402
 from demandcast.config import load_config  # noqa: E402
 from demandcast.logs import configure_logging  # noqa: E402
 from demandcast.session import build_spark_session  # noqa: E402
@@ -132,15 +134,31 @@ def run_duckdb_reference(files: dict, out: Path, spec) -> None:
     (out / "_peak_rss.json").write_text(json.dumps({"mb": round(peak_kib / 1024)}))
 
 
-def timed(name: str, fn, runs: int) -> tuple:
-    """(Timing, peak RSS MB of the process tree, median CPU seconds of a run, load average after)."""
+def timed(name: str, fn) -> tuple:
+    """(Timing of one run, peak RSS MB of the process tree, load average after)."""
     import os
-    import statistics
 
     with TreeUsage() as usage:
-        timing = measure(name, fn, warmup=0, runs=runs)
-    return (timing, round(usage.peak_mb), round(statistics.median(timing.cpu_runs), 1),
-            [round(x, 1) for x in os.getloadavg()])
+        timing = measure(name, fn, warmup=0, runs=1)
+    return timing, round(usage.peak_mb), [round(x, 1) for x in os.getloadavg()]
+
+
+def alternating(arms: dict, runs: int) -> dict:
+    """Runs the arms (name -> function) one after the other, `runs` rounds: this machine's speed
+    drifts by up to 2x within minutes, and a round compares the arms at about the same speed.
+    Per arm: (Timing of all rounds, peak RSS MB, median CPU seconds, load average after)."""
+    import statistics
+
+    rounds: dict = {name: [] for name in arms}
+    for _ in range(runs):
+        for name, fn in arms.items():
+            rounds[name].append(timed(name, fn))
+    result = {}
+    for name, measured in rounds.items():
+        timing = Timing(name, [t.runs[0] for t, _, _ in measured], tuple(t.cpu_runs[0] for t, _, _ in measured))
+        result[name] = (timing, max(peak for _, peak, _ in measured),
+                        round(statistics.median(timing.cpu_runs), 1), measured[-1][2])
+    return result
 
 
 def main() -> None:
@@ -197,7 +215,11 @@ def main() -> None:
             if child.exitcode != 0:
                 raise RuntimeError(f"the DuckDB reference exited {child.exitcode}")
 
-        spark_timing, spark_peak, spark_cpu, spark_load = timed("spark_features", spark_stage, args.runs)
+        arms = {"spark_features": spark_stage}
+        if target <= args.reference_up_to:
+            arms["duckdb_features"] = duckdb_stage
+        measured = alternating(arms, args.runs)
+        spark_timing, spark_peak, spark_cpu, spark_load = measured["spark_features"]
         figures = {
             "target_events": target, "events": n_events, "snapshot": str(SNAPSHOT),
             "spark": spark_timing.as_dict(), "spark_peak_rss_tree_mb": spark_peak,
@@ -207,7 +229,7 @@ def main() -> None:
             "feature_rows": read_table(spark, warehouse, "user_features").count(),
         }
         if target <= args.reference_up_to:
-            duck_timing, _, duck_cpu, duck_load = timed("duckdb_features", duckdb_stage, args.runs)
+            duck_timing, _, duck_cpu, duck_load = measured["duckdb_features"]
             import duckdb
             figures.update({
                 "duckdb": duck_timing.as_dict(),
@@ -215,6 +237,9 @@ def main() -> None:
                 "duckdb_cpu_s": duck_cpu, "load_average_after_duckdb": duck_load,
                 "duckdb_events_per_s": round(n_events / duck_timing.median),
                 "time_ratio_spark_over_duckdb": round(spark_timing.median / duck_timing.median, 3),
+                # Each round's Spark time over the DuckDB time measured right after it.
+                "round_time_ratios": [round(a / b, 3) for a, b in zip(spark_timing.runs, duck_timing.runs)],
+                "cpu_ratio_spark_over_duckdb": round(spark_cpu / duck_cpu, 3),
                 "duckdb_feature_rows": duckdb.sql(f"SELECT count(*) FROM '{out}/features.parquet'").fetchone()[0],
             })
         results.append(emit("features", figures))
