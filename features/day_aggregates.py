@@ -1,10 +1,11 @@
 """The user_daily rows of one event date, computed with numpy over the date's events as an Arrow
 table (see features.daily: each date goes whole to a Python worker).
 
-Every aggregate is a count or an integer sum per user (np.bincount), or a first/last value of
-the user's events sorted by time (np.lexsort): a few vectorised passes over the date's events
+Every aggregate is a count or an integer sum per user (np.bincount), or a min or max over the
+user's events after one sort by (user, session): a few vectorised passes over the date's events
 instead of Spark's row-at-a-time hash aggregation. Amounts arrive as integer millionths, so
-sums are exact and independent of row order. Output rows come in user_key order.
+sums are exact and independent of row order. Output rows come in order of the users' first
+events.
 """
 from __future__ import annotations
 
@@ -28,10 +29,18 @@ def ranks(column: pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
     order = pc.sort_indices(encoded.dictionary).to_numpy()
     rank_of_code = np.empty(len(order), dtype=np.int64)
     rank_of_code[order] = np.arange(len(order))
-    codes = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+    indices = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
     if not len(order):  # every value null
-        return codes, encoded.dictionary
-    return np.where(codes >= 0, rank_of_code[np.maximum(codes, 0)], -1), encoded.dictionary.take(pa.array(order, pa.int64()))
+        return indices, encoded.dictionary
+    return (np.where(indices >= 0, rank_of_code[np.maximum(indices, 0)], -1),
+            encoded.dictionary.take(pa.array(order, pa.int64())))
+
+
+def codes(column: pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
+    """(per row: the code of its value, those values by code, in order of first appearance);
+    null is a value of its own."""
+    encoded = pc.dictionary_encode(column.combine_chunks(), null_encoding="encode")
+    return encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64), encoded.dictionary
 
 
 def _values(table: pa.Table, name: str, fill, dtype) -> np.ndarray:
@@ -47,17 +56,14 @@ def run_starts(*sorted_keys: np.ndarray) -> np.ndarray:
     return np.flatnonzero(change)
 
 
-def run_ends(starts: np.ndarray, n: int) -> np.ndarray:
-    return np.append(starts[1:], n) - 1
-
-
 def user_aggregates_of_day(events: pa.Table) -> pa.Table:
     """One user_daily row per user_key of `events`, all of one event_date (the columns of
     compact_events)."""
     n = events.num_rows
-    user, user_keys = ranks(events["user_key"])
-    if (user < 0).any():  # a null user_key is a group of its own, as in a GROUP BY
-        user, user_keys = user + 1, pa.concat_arrays([pa.nulls(1, pa.string()), user_keys])
+    # Users in order of first appearance: with a day's events grouped by user, as files
+    # usually hold them, the sort below then finds them in order. A null user_key is a group of
+    # its own, as in a GROUP BY.
+    user, user_keys = codes(events["user_key"])
     n_users = len(user_keys)
     time = events["event_time"].combine_chunks().cast(pa.int64()).to_numpy(zero_copy_only=False)
     role = _values(events, "role", 0, np.int8)
@@ -87,29 +93,34 @@ def user_aggregates_of_day(events: pa.Table) -> pa.Table:
         **{f"events_{part}": count((hour >= lo) & (hour < hi)) for part, (lo, hi) in DAY_PARTS.items()},
     }
 
-    # First and last times and the last device: the user's events by (time, device); ties at
-    # the same instant go to the larger device name, a null device ranks lowest.
-    device, device_names = ranks(events["device"])
-    by_time = np.lexsort((device, time, user))
-    sorted_time = time[by_time]
-    starts = run_starts(user[by_time])
-    ends = run_ends(starts, n)
-    last_device = device[by_time][ends]
+    # One sort of the day's events, by (user, session): a user's events form one run, made of
+    # its sessions' runs, and every time aggregate is a min or max over a run. (A lexsort by
+    # time as well would order the rows within the runs, which none of them needs.) A null
+    # session_id is a session of its own.
+    session, _ = codes(events["session_id"])
+    key = user * (int(session.max()) + 1 if n else 1) + session
+    order = np.argsort(key, kind="stable")
+    sorted_user, sorted_time = user[order], time[order]
+    starts = run_starts(sorted_user)  # run i is user i: every code has rows
+    first_time = np.minimum.reduceat(sorted_time, starts)
+    last_time = np.maximum.reduceat(sorted_time, starts)
 
     def last_time_of(mask: np.ndarray) -> pa.Array:
-        latest = np.maximum.reduceat(np.where(mask[by_time], sorted_time, NO_TIME), starts)
+        latest = np.maximum.reduceat(np.where(mask[order], sorted_time, NO_TIME), starts)
         return pa.array(latest, mask=latest == NO_TIME)
 
-    # Sessions of the day (a null session_id is one session): count, and the summed length of
-    # their part on this day, so sessions stay additive across days.
-    session, _ = ranks(events["session_id"])
-    by_session = np.lexsort((time, session, user))
-    s_user, s_time = user[by_session], time[by_session]
-    s_starts = run_starts(s_user, session[by_session])
-    s_ends = run_ends(s_starts, n)
-    sessions = np.bincount(s_user[s_starts], minlength=n_users)
-    session_micros = np.bincount(s_user[s_starts], weights=s_time[s_ends] - s_time[s_starts],
-                                 minlength=n_users).astype(np.int64)
+    # The last device: of the user's events at its last time, the largest device name (a null
+    # device ranks lowest, -1).
+    device, device_names = ranks(events["device"])
+    at_last = sorted_time == last_time[sorted_user]
+    last_device = np.maximum.reduceat(np.where(at_last, device[order], -2), starts)
+
+    # Sessions of the day: count, and the summed length of their part on this day, so sessions
+    # stay additive across days.
+    s_starts = run_starts(key[order])
+    s_length = np.maximum.reduceat(sorted_time, s_starts) - np.minimum.reduceat(sorted_time, s_starts)
+    sessions = np.bincount(sorted_user[s_starts], minlength=n_users)
+    session_micros = np.bincount(sorted_user[s_starts], weights=s_length, minlength=n_users).astype(np.int64)
 
     columns: dict[str, pa.Array] = {
         "user_key": user_keys,
@@ -127,8 +138,8 @@ def user_aggregates_of_day(events: pa.Table) -> pa.Table:
             columns[name] = pa.array(np.ones(n_users, dtype=np.int32))
     time_type = events.schema.field("event_time").type
     columns.update({
-        "first_event_time": pa.array(sorted_time[starts]).cast(time_type),
-        "last_event_time": pa.array(sorted_time[ends]).cast(time_type),
+        "first_event_time": pa.array(first_time).cast(time_type),
+        "last_event_time": pa.array(last_time).cast(time_type),
         "last_view_time": last_time_of(view).cast(time_type),
         "last_cart_time": last_time_of(cart).cast(time_type),
         "last_purchase_time": last_time_of(buy).cast(time_type),
@@ -140,11 +151,11 @@ def user_aggregates_of_day(events: pa.Table) -> pa.Table:
 
 def category_lists(events: pa.Table, user: np.ndarray, n_users: int, view: np.ndarray,
                    buy: np.ndarray, value: np.ndarray) -> pa.ListArray:
-    """Per user (rank order): views, purchases and spend per category_id, sorted by category_id;
+    """Per user (by code): views, purchases and spend per category_id, sorted by category_id;
     events without a category are left out (an empty list when none has one)."""
     category, names = ranks(events["category_id"])
     rows = np.flatnonzero(category >= 0)
-    rows = rows[np.lexsort((category[rows], user[rows]))]
+    rows = rows[np.argsort(user[rows] * len(names) + category[rows], kind="stable")]
     c_user, c_category = user[rows], category[rows]
     if len(rows):
         starts = run_starts(c_user, c_category)

@@ -102,6 +102,21 @@ def _codes(column: pa.ChunkedArray | pa.Array, code_of: dict, what: str | None =
     return lut[_numbers(encoded.indices, 0, np.int64)] if len(lut) else np.zeros(len(array), np.int64)
 
 
+def scatter_into(rows: np.ndarray, size: int) -> Callable[[np.ufunc, np.ndarray, np.ndarray], None]:
+    """A function (op, target, values) that folds each values[i] into target[rows[i]] with the
+    ufunc `op` (`size`: target's length), as op.at(target, rows, values) does. A date's
+    user_daily rows hold each user once, and then plain indexing is used: ufunc.at is several
+    times slower (about 3x for the 2-D sums, numpy 1.26). With repeats, ufunc.at."""
+    if not len(rows) or np.bincount(rows, minlength=size).max() <= 1:
+        def distinct(op: np.ufunc, target: np.ndarray, values: np.ndarray) -> None:
+            target[rows] = op(target[rows], values)
+        return distinct
+
+    def repeated(op: np.ufunc, target: np.ndarray, values: np.ndarray) -> None:
+        op.at(target, rows, values)
+    return repeated
+
+
 class SnapshotAccumulator:
     """Running per-user sums for one snapshot over user_daily rows fed a date at a time; the
     users are known up front (`user_keys`, distinct), so a row's user is an index, not a lookup."""
@@ -131,18 +146,19 @@ class SnapshotAccumulator:
         if age < 1:
             raise ValueError(f"user_daily date {event_date} is not before snapshot {self.snapshot}")
         bucket = next((i for i, w in enumerate(self.windows) if age <= w), None)
+        scatter = scatter_into(rows, len(self.user_keys))
         if bucket is not None:
             values = np.column_stack([
                 _numbers(micros(day[c]) if c in EXACT_SUM_COLUMNS else day[c], 0, np.int64)
                 for c in ADDITIVE_COLUMNS])
-            np.add.at(self.sums[bucket], rows, values)
-        np.minimum.at(self.first, rows, _times(day["first_event_time"], NO_LATER_TIME))
+            scatter(np.add, self.sums[bucket], values)
+        scatter(np.minimum, self.first, _times(day["first_event_time"], NO_LATER_TIME))
         last = np.column_stack([_times(day[c], NO_TIME) for c in LAST_TIMES])
-        np.maximum.at(self.last, rows, last)
+        scatter(np.maximum, self.last, last)
         # (last event time, device) packed into one long as features.daily.packed_time_device.
         device = _codes(day["last_device"], self.device_code, "devices")
         packed = np.where(last[:, 0] == NO_TIME, NO_TIME, last[:, 0] * DEVICE_CODES + device)
-        np.maximum.at(self.last_device, rows, packed)
+        scatter(np.maximum, self.last_device, packed)
         if age <= self.profile_window:
             self._add_categories(rows, day["categories"])
 
@@ -346,10 +362,13 @@ def sums_per_user_and_category(*parts: tuple[np.ndarray, ...]) -> tuple[np.ndarr
     """(user, category code, *values) per distinct (user, code) of the concatenated `parts`,
     each value summed, sorted by user and code."""
     user, code, *values = (np.concatenate(column) for column in zip(*parts))
-    order = np.lexsort((code, user))
-    user, code = user[order], code[order]
-    starts = run_starts(user, code)
-    return (user[starts], code[starts], *[np.add.reduceat(v[order], starts) for v in values])
+    # One int64 key sorts as (user, code) and sorts several times faster than np.lexsort of
+    # the two; the sums do not depend on the order of equal keys.
+    key = user * (int(code.max()) + 1 if len(code) else 1) + code
+    order = np.argsort(key)
+    key = key[order]
+    starts = run_starts(key)
+    return (user[order][starts], code[order][starts], *[np.add.reduceat(v[order], starts) for v in values])
 
 
 def name_ranks(code_of: dict) -> tuple[np.ndarray, np.ndarray]:

@@ -4,12 +4,15 @@ Its agreement with DuckDB on generated data is checked by tests/test_features_pi
 from __future__ import annotations
 
 import datetime as dt
+import random
 
+import numpy as np
 import pyarrow as pa
 
 from features.daily import (EVENTS_PER_TASK, ROLE_CART, ROLE_PURCHASE, ROLE_VIEW, USER_DAILY_COLUMNS,
                             daily_tasks)
 from features.day_aggregates import user_aggregates_of_day
+from features.snapshot_aggregates import scatter_into
 
 DAY = dt.date(2026, 3, 7)  # a Saturday
 UTC = dt.timezone.utc
@@ -122,6 +125,34 @@ def test_a_day_whose_events_all_lack_category_and_device():
                     dict(user_key="b", time=at(2), role=ROLE_CART)])
     assert rows["a"]["categories"] == [] and rows["b"]["categories"] == []
     assert rows["a"]["last_device"] is None and rows["b"]["carts"] == 1
+
+
+def test_rows_do_not_depend_on_the_order_of_the_events():
+    # Users and sessions interleaved and times out of order: files need not group them.
+    rows = [dict(user_key=f"u{i % 3}", session_id=f"s{i % 2}", time=at(i % 5, i),
+                 role=ROLE_VIEW if i % 2 else ROLE_CART, device=("app", "web")[i % 4 // 2],
+                 category_id=f"c{i % 4}", price_micros=1_000_000 + i) for i in range(24)]
+    forward = by_user(rows)
+    assert forward == by_user(rows[::-1]) == by_user(random.Random(7).sample(rows, len(rows)))
+    for user in ("u0", "u1", "u2"):
+        mine = [r for r in rows if r["user_key"] == user]
+        sessions = {s: [r["time"] for r in mine if r["session_id"] == s] for s in ("s0", "s1")}
+        got = forward[user]
+        assert (got["first_event_time"], got["last_event_time"]) == (min(r["time"] for r in mine),
+                                                                     max(r["time"] for r in mine))
+        assert got["sessions"] == 2
+        assert got["session_seconds"] == sum((max(t) - min(t)).total_seconds() for t in sessions.values())
+        assert got["last_device"] == max((r["time"], r["device"]) for r in mine)[1]
+
+
+def test_scatter_into_folds_values_as_ufunc_at_does():
+    for rows in (np.array([3, 0, 2]), np.array([1, 3, 1, 1])):  # distinct, then repeated
+        values = np.arange(2 * len(rows)).reshape(len(rows), 2) - 3
+        for op in (np.add, np.maximum, np.minimum):
+            expected, got = np.ones((4, 2), np.int64), np.ones((4, 2), np.int64)
+            op.at(expected, rows, values)
+            scatter_into(rows, 4)(op, got, values)
+            assert (got == expected).all(), (rows, op)
 
 
 def test_daily_tasks_are_balanced_and_bounded_by_events():
