@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Literal, Mapping, Sequence, TypeVar
 from urllib.parse import unquote, urlparse
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from demandcast.errors import ConfigError, StageFailed
@@ -631,31 +631,79 @@ class PartitionFiles:
     files: dict
 
 
+@dataclass(frozen=True)
+class TableFiles:
+    """All data files of a Delta table's current version, as plain Parquet: `root` is the
+    table's location (a URI) and `files` the paths under it."""
+
+    root: str
+    files: list
+
+
+def _plain_parquet_refusal(snapshot) -> str:
+    """Why a table's files do not hold its rows as plain Parquet, as far as its metadata goes
+    ("" when they do)."""
+    mode = snapshot.metadata().columnMappingMode().name()
+    if mode != "none":
+        return f"column mapping mode '{mode}' renames the columns inside the files"
+    return ""
+
+
+def _plain_file_refusal(path: str, has_dv: bool, where: str) -> str:
+    """Why a data file (its path in the log) is not plain Parquet of the rows it holds ("" when
+    it is): deletion vectors hide some, shallow clones keep files outside the table folder."""
+    if has_dv:
+        return f"deletion vectors hide rows of files of {where}"
+    if urlparse(path).scheme:
+        return f"data file {path} lies outside the table folder"
+    return ""
+
+
+def _added_files(spark: SparkSession, snapshot, *columns: Column) -> list:
+    """(path, has_dv, *columns) of every data file of `snapshot`, from the Delta log."""
+    return (DataFrame(snapshot.allFiles().toDF(), spark)
+            .select("path", F.col("deletionVector").isNotNull().alias("has_dv"), *columns).collect())
+
+
 def partition_files(spark: SparkSession, path: str, column: str, values: Sequence[object]
                     ) -> tuple[PartitionFiles | None, str]:
     """The current data files of the partitions `values` of `column`, from the Delta log, when
     reading them as plain Parquet files gives the table's rows; else (None, why not): deletion
     vectors hide rows of a file, column mapping renames columns inside the files."""
     delta_log, snapshot = _current_snapshot(spark, path)
-    mode = snapshot.metadata().columnMappingMode().name()
-    if mode != "none":
-        return None, f"column mapping mode '{mode}' renames the columns inside the files"
+    why_not = _plain_parquet_refusal(snapshot)
+    if why_not:
+        return None, why_not
     if None in values:
         return None, f"rows with a null {column} sit in a partition of their own"
     as_value = _partition_value_parser(spark.read.format("delta").load(path), column)
+    wanted = {str(v) for v in values}
     files: dict = {}
-    added = (DataFrame(snapshot.allFiles().toDF(), spark)
-             .select("path", F.col("partitionValues")[column].alias("value"),
-                     F.col("deletionVector").isNotNull().alias("has_dv"))
-             .where(F.col("value").isin([str(v) for v in values])))
-    for row in added.collect():
+    for row in _added_files(spark, snapshot, F.col("partitionValues")[column].alias("value")):
+        if row["value"] not in wanted:
+            continue
         value = as_value(row["value"])
-        if row["has_dv"]:
-            return None, f"deletion vectors hide rows of files of {column}={value}"
-        if urlparse(row["path"]).scheme:  # files outside the table folder (shallow clones)
-            return None, f"data file {row['path']} lies outside the table folder"
+        why_not = _plain_file_refusal(row["path"], row["has_dv"], f"{column}={value}")
+        if why_not:
+            return None, why_not
         files.setdefault(value, []).append(unquote(row["path"]))
     return PartitionFiles(str(delta_log.dataPath().toString()), {v: sorted(f) for v, f in files.items()}), ""
+
+
+def table_files(spark: SparkSession, path: str) -> tuple[TableFiles | None, str]:
+    """Every current data file of the table at `path`, from the Delta log, when reading them as
+    plain Parquet files gives the table's rows; else (None, why not), as partition_files."""
+    delta_log, snapshot = _current_snapshot(spark, path)
+    why_not = _plain_parquet_refusal(snapshot)
+    if why_not:
+        return None, why_not
+    files = []
+    for row in _added_files(spark, snapshot):
+        why_not = _plain_file_refusal(row["path"], row["has_dv"], "the table")
+        if why_not:
+            return None, why_not
+        files.append(unquote(row["path"]))
+    return TableFiles(str(delta_log.dataPath().toString()), sorted(files)), ""
 
 
 def dumps_json(value: object) -> str:

@@ -16,11 +16,12 @@ from __future__ import annotations
 import datetime as dt
 from typing import Sequence
 
+import pyarrow as pa
 from pyspark.sql import Column, DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import from_arrow_schema
 
-from demandcast.tables import PartitionFiles
+from demandcast.tables import PartitionFiles, TableFiles
 from features.catalog import FeatureSpec, feature_catalog
 from features.daily import (ADDITIVE_COLUMNS, EXACT_SUM_COLUMNS, device_codes, distinct_devices,
                             exact_sum, packed_time_device, unpacked_device)
@@ -34,12 +35,12 @@ from features.families.price import add_price_features
 from features.families.recency import add_recency_features
 from features.families.sessions import add_session_features
 from features.families.trend import add_trend_features
+from features.snapshot_aggregates import IN_USERS, USER_ATTRIBUTE_NAMES
 from features.user_ranges import per_user_range
 
 KEYS = ["user_key", "snapshot_date"]
-# True on the users side of the left join, so null marks a feature row whose user has no record
-# in the users dimension (a record with null attributes leaves the attributes null too).
-IN_USERS = "_in_users"
+# IN_USERS is true on the users side of the left join, so null marks a feature row whose user has
+# no record in the users dimension (a record with null attributes leaves the attributes null too).
 
 
 def snapshot_frame(spark: SparkSession, snapshots: Sequence[dt.date]) -> DataFrame:
@@ -91,21 +92,31 @@ def window_totals(daily: DataFrame, spec: FeatureSpec, devices: Sequence[str] = 
 
 def snapshot_aggregates_from_files(spark: SparkSession, source: PartitionFiles, rows_per_date: dict,
                                    snapshot_dates: Sequence[dt.date], spec: FeatureSpec,
-                                   devices: Sequence[str]) -> DataFrame:
+                                   devices: Sequence[str], users: TableFiles | None = None) -> DataFrame:
     """window_totals and the category affinity sums of every user and snapshot, computed by
     Python workers from user_daily's Parquet files (`source`) with numpy
     (features.snapshot_aggregates): each task takes one snapshot and one range of users and
-    reads every earlier date's rows of its users (features.user_ranges), so no rows are shuffled."""
-    from features.snapshot_aggregates import aggregates_schema, snapshot_aggregates
+    reads every earlier date's rows of its users (features.user_ranges), so no rows are shuffled.
+    With `users` (the users dimension's files) each task also joins its users' attributes, the
+    join user_features would otherwise make with a shuffle of every row."""
+    from features.snapshot_aggregates import (USERS_COLUMNS, aggregates_schema, snapshot_aggregates,
+                                              user_attributes_schema, with_user_attributes)
+    from features.table_files import read_files
 
     windows, profile, top_k = spec.all_windows, spec.profile_window_days, spec.top_k_categories
+    schema = aggregates_schema(windows, top_k)
+    if users is not None:
+        schema = pa.schema([*schema, *user_attributes_schema()])
 
     def compute(dates, keys, columns, snapshot):
-        return snapshot_aggregates(dates, keys, columns, snapshot, windows, profile, top_k, devices)
+        sums = snapshot_aggregates(dates, keys, columns, snapshot, windows, profile, top_k, devices)
+        if users is None:
+            return sums
+        return with_user_attributes(sums, read_files(users.root, users.files, USERS_COLUMNS)).cast(schema)
 
     return per_user_range(spark, source, rows_per_date, snapshot_dates,
                           lambda snapshot: [d for d in sorted(source.files) if d < snapshot],
-                          compute, aggregates_schema(windows, top_k))
+                          compute, schema)
 
 
 def population_from_files(spark: SparkSession, source: PartitionFiles, rows_per_date: dict,
@@ -158,8 +169,9 @@ def user_features(user_daily: DataFrame, users: DataFrame, snapshot_dates: Seque
     in `snapshot_dates`.
 
     `aggregates` (snapshot_aggregates_from_files) holds the window totals and category affinity
-    sums already, `population` (population_from_files) all users' sums; without them Spark
-    aggregates user_daily. `without_user` receives
+    sums already, and the users' attributes when it has IN_USERS; `population`
+    (population_from_files) all users' sums; without them Spark aggregates user_daily and joins
+    `users`. `without_user` receives
     `rows_without_user` per snapshot when the result is computed: the counts come with the
     action that writes the rows, not from another pass.
     """
@@ -175,9 +187,11 @@ def user_features(user_daily: DataFrame, users: DataFrame, snapshot_dates: Seque
     if population is not None:  # the same sums over a few rows instead of user_daily's
         funnel_rows = population.where(F.col("is_total"))
         categories = population.where(~F.col("is_total") & (F.col("age_days") <= spec.profile_window_days))
-    dims = users.select("user_key", "signup_date", F.col("region").alias("user_region"),
-                        F.col("age_band").alias("user_age_band"), F.lit(True).alias(IN_USERS))
-    base = totals.join(dims, "user_key", "left")
+    base = totals
+    if IN_USERS not in totals.columns:
+        dims = users.select("user_key", *[F.col(c).alias(name) for c, name in USER_ATTRIBUTE_NAMES.items()],
+                            F.lit(True).alias(IN_USERS))
+        base = totals.join(dims, "user_key", "left")
     base = add_recency_features(base, spec)
     base = add_frequency_features(base, spec)
     base = add_funnel_features(base, funnel_rows, spec)

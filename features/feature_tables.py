@@ -11,10 +11,10 @@ from pyspark.sql import DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
 
 from demandcast.logs import get_logger
-from demandcast.tables import (NO_DELETION_VECTORS, FileCommitRefused, PartitionFiles, TableSpec,
-                               is_delta_table, partition_files, partition_record_counts,
+from demandcast.tables import (NO_DELETION_VECTORS, FileCommitRefused, PartitionFiles, TableFiles,
+                               TableSpec, is_delta_table, partition_files, partition_record_counts,
                                qualified_location, read_table, replace_partitions_with_files,
-                               table_path, write_table)
+                               table_files, table_path, write_table)
 from features.assemble import (population_from_files, snapshot_aggregates_from_files, snapshot_frame,
                                user_features)
 from features.catalog import FeatureSpec, column_comments
@@ -130,23 +130,49 @@ def event_date_range(spark: SparkSession, warehouse: str) -> tuple[dt.date | Non
     return (min(dates), max(dates)) if dates else (None, None)
 
 
+def pyarrow_refusal(root: str) -> str:
+    """Why a Python worker cannot open the table location `root` with pyarrow ("" when it can)."""
+    from features.table_files import file_system
+
+    try:
+        file_system(root)
+    except (OSError, ValueError, pa.ArrowException) as error:
+        return f"pyarrow cannot open {root} ({error})"
+    return ""
+
+
 def readable_files(spark: SparkSession, warehouse: str, table: str, dates: list[dt.date]
                    ) -> tuple[PartitionFiles | None, str]:
     """The files of event dates `dates` of `table` when a Python worker may read them as plain
     Parquet (features.table_files), else (None, why not)."""
-    from features.table_files import file_system
-
     source, why_not = partition_files(spark, table_path(warehouse, table), "event_date", dates)
     if source is None:
         return None, why_not
     unlisted = sorted(set(dates) - set(source.files))
     if unlisted:  # counted in the log but without files: let Spark's reader decide
         return None, f"no data files listed for event dates {[str(d) for d in unlisted[:5]]}"
-    try:
-        file_system(source.root)
-    except (OSError, ValueError, pa.ArrowException) as error:
-        return None, f"pyarrow cannot open {source.root} ({error})"
-    return source, ""
+    why_not = pyarrow_refusal(source.root)
+    return (None, why_not) if why_not else (source, "")
+
+
+def readable_users(spark: SparkSession, warehouse: str, users: DataFrame) -> tuple[TableFiles | None, str]:
+    """The users dimension's files when the snapshot's Python workers may read and join them
+    (features.snapshot_aggregates.with_user_attributes), else (None, why not)."""
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    from features.snapshot_aggregates import USERS_COLUMNS
+
+    have = {f.name: f.dataType for f in users.schema.fields}
+    expected = from_arrow_schema(USERS_COLUMNS).fields
+    other = [f"{f.name} {have[f.name].simpleString() if f.name in have else 'missing'}"
+             for f in expected if have.get(f.name) != f.dataType]
+    if other:
+        return None, f"users columns are not of the types the workers read: {', '.join(other)}"
+    files, why_not = table_files(spark, table_path(warehouse, "users"))
+    if files is None:
+        return None, why_not
+    why_not = pyarrow_refusal(files.root)
+    return (None, why_not) if why_not else (files, "")
 
 
 def direct_event_files(spark: SparkSession, warehouse: str, dates: list[dt.date], spec: FeatureSpec
@@ -164,16 +190,9 @@ def direct_write_refusal(spark: SparkSession, warehouse: str, table: str, settin
     (features.table_files), as far as settings and the location go ("" when they may);
     replace_partitions_with_files checks the table itself. `setting` = `value` is the features
     setting that chooses the writer (features.daily_write, features.snapshot_write)."""
-    from features.table_files import file_system
-
     if value != "files":
         return f"{setting} is '{value}'"
-    root = qualified_location(spark, table_path(warehouse, table))
-    try:
-        file_system(root)
-    except (OSError, ValueError, pa.ArrowException) as error:
-        return f"pyarrow cannot open {root} ({error})"
-    return ""
+    return pyarrow_refusal(qualified_location(spark, table_path(warehouse, table)))
 
 
 def written_by_workers(df: DataFrame, column: str):
@@ -302,8 +321,11 @@ def write_snapshots(spark: SparkSession, warehouse: str, snapshots: Sequence[dt.
     files, why_not = direct_user_daily(spark, warehouse, spec, daily)
     if files is not None:
         log.info("user_features and labels: summing user_daily's files directly")
+        users_files, why_not_users = readable_users(spark, warehouse, users)
+        if users_files is None:
+            log.info("user_features: the users dimension is joined through Spark: %s", why_not_users)
         aggregates = snapshot_aggregates_from_files(spark, files.source, files.rows_per_date,
-                                                    snapshots, spec, files.devices)
+                                                    snapshots, spec, files.devices, users_files)
         population_sums = population_from_files(spark, files.source, files.rows_per_date, snapshots, spec)
     else:
         log.info("user_features and labels: summing user_daily through Spark: %s", why_not)

@@ -61,6 +61,33 @@ def user_key_ranges(keys: pa.Array, ranges: int) -> list[tuple[str | None, str |
     return list(zip(bounds[:-1], bounds[1:]))
 
 
+# The users dimension's columns a feature row carries, as the users table holds them, and the
+# names the rows carry them under; IN_USERS is true on rows that found their user (the left join
+# features.assemble.user_features makes in Spark when the workers do not).
+USERS_COLUMNS = pa.schema([("user_key", pa.string()), ("signup_date", pa.date32()),
+                           ("region", pa.string()), ("age_band", pa.string())])
+USER_ATTRIBUTE_NAMES = {"signup_date": "signup_date", "region": "user_region", "age_band": "user_age_band"}
+IN_USERS = "_in_users"
+
+
+def user_attributes_schema() -> pa.Schema:
+    return pa.schema([*[(USER_ATTRIBUTE_NAMES[f.name], f.type) for f in USERS_COLUMNS if f.name != "user_key"],
+                      (IN_USERS, pa.bool_())])
+
+
+def with_user_attributes(sums: pa.Table, users: pa.Table) -> pa.Table:
+    """`sums` left-joined on user_key with the users dimension's rows `users` (USERS_COLUMNS),
+    its columns renamed and IN_USERS added (user_attributes_schema). As a SQL left join: a key
+    with several users rows gets a row for each, a null key matches none."""
+    keys = users["user_key"]
+    wanted = users.filter(pc.and_(pc.is_valid(keys), pc.is_in(keys, value_set=sums["user_key"].drop_null())))
+    dims = pa.table({"user_key": wanted["user_key"],
+                     **{USER_ATTRIBUTE_NAMES[c]: wanted[c] for c in USER_ATTRIBUTE_NAMES},
+                     IN_USERS: pa.array(np.ones(wanted.num_rows, dtype=bool))})
+    joined = sums.join(dims, "user_key", join_type="left outer")
+    return joined.select([*sums.column_names, *user_attributes_schema().names])
+
+
 LABEL_COLUMNS = pa.schema([("purchases", pa.int32()), ("spend", pa.float64()),
                            ("categories", pa.list_(CATEGORY_STRUCT))])
 LABEL_SUMS_SCHEMA = pa.schema([("user_key", pa.string()), ("snapshot_date", pa.date32()),

@@ -1,6 +1,7 @@
 """The numpy aggregation of one event date (features.day_aggregates) on hand-made Arrow tables:
-the edge cases a GROUP BY defines (null keys, null sessions and devices, ties, no category).
-Its agreement with DuckDB on generated data is checked by tests/test_features_pipeline.py."""
+the edge cases a GROUP BY defines (null keys, null sessions and devices, ties, no category); and
+the snapshot workers' helpers for what a GROUP BY or a JOIN defines (features.snapshot_aggregates).
+Their agreement with DuckDB on generated data is checked by tests/test_features_pipeline.py."""
 from __future__ import annotations
 
 import datetime as dt
@@ -12,7 +13,7 @@ import pyarrow as pa
 from features.daily import (EVENTS_PER_TASK, ROLE_CART, ROLE_PURCHASE, ROLE_VIEW, USER_DAILY_COLUMNS,
                             daily_tasks)
 from features.day_aggregates import user_aggregates_of_day
-from features.snapshot_aggregates import scatter_into
+from features.snapshot_aggregates import scatter_into, with_user_attributes
 
 DAY = dt.date(2026, 3, 7)  # a Saturday
 UTC = dt.timezone.utc
@@ -153,6 +154,21 @@ def test_scatter_into_folds_values_as_ufunc_at_does():
             op.at(expected, rows, values)
             scatter_into(rows, 4)(op, got, values)
             assert (got == expected).all(), (rows, op)
+
+
+def test_user_attributes_join_as_a_sql_left_join():
+    sums = pa.table({"user_key": ["a", "b", None, "c"], "n": [1, 2, 3, 4]})
+    users = pa.table({"user_key": ["b", "c", "c", None, "z"],
+                      "signup_date": pa.array([DAY - dt.timedelta(days=i) for i in range(5)], pa.date32()),
+                      "region": ["r1", "r2", "r3", "r4", "r5"], "age_band": ["18-24"] * 5})
+    rows = sorted(with_user_attributes(sums, users).to_pylist(), key=lambda r: (r["n"], r["user_region"]))
+    assert [(r["user_key"], r["n"], r["user_region"], r["_in_users"]) for r in rows] == [
+        ("a", 1, None, None),  # no users record
+        ("b", 2, "r1", True),
+        (None, 3, None, None),  # a null key matches no record, not even a null one
+        ("c", 4, "r2", True), ("c", 4, "r3", True),  # two records, two rows
+    ]
+    assert rows[1]["signup_date"] == DAY and rows[1]["user_age_band"] == "18-24"
 
 
 def test_daily_tasks_are_balanced_and_bounded_by_events():

@@ -14,8 +14,8 @@ from demandcast.tables import current_version, files_of_version, read_table, tab
 from features.assemble import snapshot_aggregates_from_files, snapshot_frame, user_features
 from features.catalog import FeatureSpec
 from features.daily import item_context, user_daily_aggregates
-from features.feature_tables import (direct_event_files, direct_user_daily, update_user_daily,
-                                     write_snapshots)
+from features.feature_tables import (direct_event_files, direct_user_daily, readable_users,
+                                     update_user_daily, write_snapshots)
 from features.labels import label_sums, labels
 from features_data import EVENTS, events_frame, random_inputs, write_inputs
 from reference import duckdb_features as reference
@@ -166,6 +166,34 @@ def test_deleted_events_are_not_counted_when_deletion_vectors_hide_them(spark, t
     update_user_daily(spark, warehouse, FeatureSpec())
     counted = read_table(spark, warehouse, "user_daily").agg(F.sum("events")).first()[0]
     assert counted == len(events) - 1
+
+
+def test_users_hidden_by_deletion_vectors_are_joined_through_spark(spark, tmp_path):
+    """The snapshot's workers join the users dimension from its files; with deletion vectors on
+    users the files hold a record the table does not, and Spark joins them instead."""
+    from delta.tables import DeltaTable
+
+    warehouse = str(tmp_path / "warehouse")
+    events, users, items = random_inputs(seed=5, n_users=6, n_events=300,
+                                         start=dt.date(2026, 1, 1), days=20)
+    write_inputs(spark, warehouse, events, users, items)
+    assert readable_users(spark, warehouse, read_table(spark, warehouse, "users"))[0] is not None
+    path = table_path(warehouse, "users")
+    spark.sql(f"ALTER TABLE delta.`{path}` SET TBLPROPERTIES ('delta.enableDeletionVectors' = 'true')")
+    gone = events.user_key.iloc[0]
+    DeltaTable.forPath(spark, path).delete(F.col("user_key") == gone)
+    files, why_not = readable_users(spark, warehouse, read_table(spark, warehouse, "users"))
+    assert files is None and "deletion vectors" in why_not
+    spec = FeatureSpec()
+    daily = update_user_daily(spark, warehouse, spec)
+    snapshot = dt.date(2026, 1, 21)
+    result = write_snapshots(spark, warehouse, [snapshot], spec, daily.last_event_date,
+                             require_complete_labels=False)
+    assert result["rows_without_user_record"] == {snapshot.isoformat(): 1}
+    rows = {r.user_key: r for r in read_table(spark, warehouse, "user_features").collect()}
+    assert rows[gone].region is None and rows[gone].days_since_signup is None
+    region = users.set_index("user_key").region.where(lambda r: r.notna(), None).to_dict()
+    assert {k: r.region for k, r in rows.items() if k != gone} == {k: region[k] for k in rows if k != gone}
 
 
 def test_late_events_at_or_after_the_snapshot_do_not_change_it(spark, built):
