@@ -18,6 +18,7 @@ from urllib.parse import unquote, urlparse
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql.types import StructField, StructType
 
 from demandcast.errors import ConfigError, StageFailed
 from demandcast.logs import get_logger
@@ -180,7 +181,7 @@ def ensure_table(spark: SparkSession, warehouse: str, spec: TableSpec, df: DataF
 
     path = table_path(warehouse, spec.name)
     builder = (DeltaTable.createIfNotExists(spark).location(path)
-               .addColumns(documented(df, spec).schema).comment(spec.comment))
+               .addColumns(documented_schema(df.schema, spec)).comment(spec.comment))
     if spec.partition_by:
         builder = builder.partitionedBy(*spec.partition_by)
     for key, value in spec.properties.items():
@@ -202,18 +203,24 @@ def ensure_table(spark: SparkSession, warehouse: str, spec: TableSpec, df: DataF
     return path
 
 
+def documented_schema(schema: StructType, spec: TableSpec) -> StructType:
+    """`schema` with the spec's column comments in the fields' metadata, as Delta stores them."""
+    unknown = set(spec.column_comments) - set(schema.names)
+    if unknown:
+        raise ValueError(f"table {spec.name}: comments for missing columns {sorted(unknown)}")
+    return StructType([
+        StructField(f.name, f.dataType, f.nullable, {**f.metadata, "comment": spec.column_comments[f.name]})
+        if f.name in spec.column_comments else f
+        for f in schema.fields])
+
+
 def documented(df: DataFrame, spec: TableSpec) -> DataFrame:
     """Attaches column comments as schema metadata, which Delta stores and SQL DESCRIBE shows."""
     from pyspark.sql import functions as F
 
-    unknown = set(spec.column_comments) - set(df.columns)
-    if unknown:
-        raise ValueError(f"table {spec.name}: comments for missing columns {sorted(unknown)}")
-    return df.select(*[
-        F.col(c).alias(c, metadata={**df.schema[c].metadata, "comment": spec.column_comments[c]})
-        if c in spec.column_comments else F.col(c)
-        for c in df.columns
-    ])
+    # df.schema asks the JVM every time: once, not per column (a hundred feature columns).
+    fields = documented_schema(df.schema, spec).fields
+    return df.select(*[F.col(f.name).alias(f.name, metadata=f.metadata) for f in fields])
 
 
 # --- a failed job leaves its tables at their last good version ------------------------------
@@ -304,18 +311,18 @@ def rolled_back_on_failure(job: str) -> Iterator[None]:
 
 def schema_differences(spark: SparkSession, path: str, spec: TableSpec, df: DataFrame) -> list[str]:
     """How the existing table at `path` differs from what `df` would write into it (column names,
-    types ignoring nullability, partitioning); empty when they agree."""
-    from delta.tables import DeltaTable
-
-    table = DeltaTable.forPath(spark, path)
-    existing = {f.name: f.dataType.simpleString() for f in table.toDF().schema.fields}
+    types ignoring nullability and comments, partitioning); empty when they agree."""
+    # From the log's current snapshot: DeltaTable.detail() would run a Spark job for the same.
+    _, snapshot = _current_snapshot(spark, path)
+    existing = {f.name: f.dataType.simpleString() for f in _table_schema(snapshot).fields}
     written = {f.name: f.dataType.simpleString() for f in df.schema.fields}
     problems = [f"column '{c}' is {existing[c]} in the table, {t} in this write"
                 for c, t in written.items() if c in existing and existing[c] != t]
     new = [c for c in written if c not in existing]
     if new:
         problems.append(f"columns not in the table: {new}")
-    partitions = list(table.detail().select("partitionColumns").first()[0])
+    partitions = list(spark._jvm.scala.jdk.javaapi.CollectionConverters.asJava(
+        snapshot.metadata().partitionColumns()))
     if spec.partition_by and partitions != list(spec.partition_by):
         problems.append(f"partitioned by {partitions}, this job writes {list(spec.partition_by)}")
     return problems
@@ -353,7 +360,7 @@ def require_same_schema(warehouse: str, writes: Sequence[tuple[TableSpec, DataFr
     for spec, df in writes:
         path = table_path(warehouse, spec.name)
         if is_delta_table(df.sparkSession, path):
-            problems = schema_differences(df.sparkSession, path, spec, documented(df, spec))
+            problems = schema_differences(df.sparkSession, path, spec, df)
             if problems:
                 raise _mismatch(spec, path, problems)
 
@@ -475,8 +482,6 @@ class FileCommitRefused(StageFailed):
 
 def _table_schema(snapshot):
     """The pyspark StructType of a Delta snapshot's metadata."""
-    from pyspark.sql.types import StructType
-
     return StructType.fromJson(json.loads(snapshot.metadata().schemaString()))
 
 
@@ -528,7 +533,7 @@ def replace_partitions_with_files(spark: SparkSession, warehouse: str, spec: Tab
         raise ValueError(f"table {spec.name} has no partitions to replace")
     before = _version_before_job_commit(spark, warehouse, spec)
     path = ensure_table(spark, warehouse, spec, schema)
-    problems = schema_differences(spark, path, spec, documented(schema, spec))
+    problems = schema_differences(spark, path, spec, schema)
     if problems:
         raise _mismatch(spec, path, problems)
     refusal = file_commit_refusal(spark, path)
