@@ -92,7 +92,7 @@ def window_totals(daily: DataFrame, spec: FeatureSpec, devices: Sequence[str] = 
 
 def snapshot_aggregates_from_files(spark: SparkSession, source: PartitionFiles, rows_per_date: dict,
                                    snapshot_dates: Sequence[dt.date], spec: FeatureSpec,
-                                   devices: Sequence[str], users: TableFiles | None = None) -> DataFrame:
+                                   users: TableFiles | None = None) -> DataFrame:
     """window_totals and the category affinity sums of every user and snapshot, computed by
     Python workers from user_daily's Parquet files (`source`) with numpy
     (features.snapshot_aggregates): each task takes one snapshot and one range of users and
@@ -109,7 +109,7 @@ def snapshot_aggregates_from_files(spark: SparkSession, source: PartitionFiles, 
         schema = pa.schema([*schema, *user_attributes_schema()])
 
     def compute(dates, keys, columns, snapshot):
-        sums = snapshot_aggregates(dates, keys, columns, snapshot, windows, profile, top_k, devices)
+        sums = snapshot_aggregates(dates, keys, columns, snapshot, windows, profile, top_k)
         if users is None:
             return sums
         return with_user_attributes(sums, read_files(users.root, users.files, USERS_COLUMNS)).cast(schema)

@@ -18,8 +18,7 @@ from demandcast.tables import (NO_DELETION_VECTORS, FileCommitRefused, Partition
 from features.assemble import (population_from_files, snapshot_aggregates_from_files, snapshot_frame,
                                user_features)
 from features.catalog import FeatureSpec, column_comments
-from features.daily import (ADDITIVE_COLUMNS, DEVICE_CODES, USER_DAILY_SCHEMA, device_codes,
-                            distinct_devices, item_context, user_daily_aggregates,
+from features.daily import (ADDITIVE_COLUMNS, USER_DAILY_SCHEMA, item_context, user_daily_aggregates,
                             user_daily_from_files, write_user_daily_files)
 from features.labels import label_sums, label_sums_from_files, labels
 
@@ -231,14 +230,13 @@ def replace_snapshot_partitions(df: DataFrame, warehouse: str, table: TableSpec,
 
 @dataclass(frozen=True)
 class UserDailyFiles:
-    """user_daily's files, rows per date and distinct devices, for reading it in Python workers."""
+    """user_daily's files and rows per date, for reading it in Python workers."""
 
     source: PartitionFiles
     rows_per_date: dict
-    devices: list
 
 
-def direct_user_daily(spark: SparkSession, warehouse: str, spec: FeatureSpec, user_daily: DataFrame
+def direct_user_daily(spark: SparkSession, warehouse: str, spec: FeatureSpec
                       ) -> tuple[UserDailyFiles | None, str]:
     """user_daily's files when a snapshot may sum them in Python workers (features.user_ranges),
     else (None, why not)."""
@@ -253,10 +251,7 @@ def direct_user_daily(spark: SparkSession, warehouse: str, spec: FeatureSpec, us
     source, why_not = readable_files(spark, warehouse, "user_daily", dates)
     if source is None:
         return None, why_not
-    devices = device_codes(distinct_devices(user_daily, "last_device"))
-    if devices is None:
-        return None, f"user_daily holds more than {DEVICE_CODES - 1} distinct devices"
-    return UserDailyFiles(source, counts, devices), ""
+    return UserDailyFiles(source, counts), ""
 
 
 def update_user_daily(spark: SparkSession, warehouse: str, spec: FeatureSpec) -> DailyUpdate:
@@ -318,14 +313,14 @@ def write_snapshots(spark: SparkSession, warehouse: str, snapshots: Sequence[dt.
     daily = read_table(spark, warehouse, "user_daily")
     users = read_table(spark, warehouse, "users")
     without_user = Observation("feature rows without a users record")
-    files, why_not = direct_user_daily(spark, warehouse, spec, daily)
+    files, why_not = direct_user_daily(spark, warehouse, spec)
     if files is not None:
         log.info("user_features and labels: summing user_daily's files directly")
         users_files, why_not_users = readable_users(spark, warehouse, users)
         if users_files is None:
             log.info("user_features: the users dimension is joined through Spark: %s", why_not_users)
         aggregates = snapshot_aggregates_from_files(spark, files.source, files.rows_per_date,
-                                                    snapshots, spec, files.devices, users_files)
+                                                    snapshots, spec, users_files)
         population_sums = population_from_files(spark, files.source, files.rows_per_date, snapshots, spec)
     else:
         log.info("user_features and labels: summing user_daily through Spark: %s", why_not)

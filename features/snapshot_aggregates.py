@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from features.daily import ADDITIVE_COLUMNS, DEVICE_CODES, EXACT_SUM_COLUMNS, MICROS
+from features.daily import ADDITIVE_COLUMNS, EXACT_SUM_COLUMNS, MICROS
 from features.day_aggregates import CATEGORY_STRUCT, NO_TIME, micros, run_starts
 from features.families.common import total_name
 
@@ -129,12 +129,17 @@ def _codes(column: pa.ChunkedArray | pa.Array, code_of: dict, what: str | None =
     return lut[_numbers(encoded.indices, 0, np.int64)] if len(lut) else np.zeros(len(array), np.int64)
 
 
-def scatter_into(rows: np.ndarray, size: int) -> Callable[[np.ufunc, np.ndarray, np.ndarray], None]:
+def are_distinct(rows: np.ndarray, size: int) -> bool:
+    """Whether no value of `rows` (positions below `size`) repeats."""
+    return not len(rows) or np.bincount(rows, minlength=size).max() <= 1
+
+
+def scatter_into(rows: np.ndarray, distinct_rows: bool) -> Callable[[np.ufunc, np.ndarray, np.ndarray], None]:
     """A function (op, target, values) that folds each values[i] into target[rows[i]] with the
-    ufunc `op` (`size`: target's length), as op.at(target, rows, values) does. A date's
-    user_daily rows hold each user once, and then plain indexing is used: ufunc.at is several
-    times slower (about 3x for the 2-D sums, numpy 1.26). With repeats, ufunc.at."""
-    if not len(rows) or np.bincount(rows, minlength=size).max() <= 1:
+    ufunc `op`, as op.at(target, rows, values) does. A date's user_daily rows hold each user
+    once (`distinct_rows`, see are_distinct), and then plain indexing is used: ufunc.at is
+    several times slower (about 3x for the 2-D sums, numpy 1.26). With repeats, ufunc.at."""
+    if distinct_rows:
         def distinct(op: np.ufunc, target: np.ndarray, values: np.ndarray) -> None:
             target[rows] = op(target[rows], values)
         return distinct
@@ -149,12 +154,10 @@ class SnapshotAccumulator:
     users are known up front (`user_keys`, distinct), so a row's user is an index, not a lookup."""
 
     def __init__(self, snapshot: dt.date, windows: Sequence[int], profile_window: int,
-                 devices: Sequence[str], user_keys: pa.Array):
+                 user_keys: pa.Array):
         self.snapshot, self.windows, self.profile_window = snapshot, sorted(windows), profile_window
-        self.devices = sorted(devices)
-        if len(self.devices) >= DEVICE_CODES:
-            raise ValueError(f"more than {DEVICE_CODES - 1} devices do not pack into a code")
-        self.device_code = {None: 0, **{name: i + 1 for i, name in enumerate(self.devices)}}
+        # Devices get codes as they come (0: null); ties compare their names (device_ranks).
+        self.device_code: dict = {None: 0}
         self.user_keys = user_keys
         n = len(user_keys)
         self.categories: dict = {}
@@ -163,7 +166,7 @@ class SnapshotAccumulator:
         self.sums = np.zeros((len(self.windows), n, len(ADDITIVE_COLUMNS)), dtype=np.int64)
         self.first = np.full(n, NO_LATER_TIME)
         self.last = np.full((n, len(LAST_TIMES)), NO_TIME)
-        self.last_device = np.full(n, NO_TIME)
+        self.last_device = np.zeros(n, dtype=np.int64)  # a code of device_code
         self.entries: list[tuple[np.ndarray, ...]] = []
 
     def add_day(self, event_date: dt.date, rows: np.ndarray, day: pa.Table) -> None:
@@ -173,7 +176,8 @@ class SnapshotAccumulator:
         if age < 1:
             raise ValueError(f"user_daily date {event_date} is not before snapshot {self.snapshot}")
         bucket = next((i for i, w in enumerate(self.windows) if age <= w), None)
-        scatter = scatter_into(rows, len(self.user_keys))
+        distinct = are_distinct(rows, len(self.user_keys))
+        scatter = scatter_into(rows, distinct)
         if bucket is not None:
             values = np.column_stack([
                 _numbers(micros(day[c]) if c in EXACT_SUM_COLUMNS else day[c], 0, np.int64)
@@ -181,13 +185,33 @@ class SnapshotAccumulator:
             scatter(np.add, self.sums[bucket], values)
         scatter(np.minimum, self.first, _times(day["first_event_time"], NO_LATER_TIME))
         last = np.column_stack([_times(day[c], NO_TIME) for c in LAST_TIMES])
+        self._fold_last_device(rows, last[:, 0], _codes(day["last_device"], self.device_code), distinct)
         scatter(np.maximum, self.last, last)
-        # (last event time, device) packed into one long as features.daily.packed_time_device.
-        device = _codes(day["last_device"], self.device_code, "devices")
-        packed = np.where(last[:, 0] == NO_TIME, NO_TIME, last[:, 0] * DEVICE_CODES + device)
-        scatter(np.maximum, self.last_device, packed)
         if age <= self.profile_window:
             self._add_categories(rows, day["categories"])
+
+    def device_ranks(self) -> np.ndarray:
+        """Per device code, its rank among the devices seen, in byte order of the names (as Spark
+        compares strings), null lowest."""
+        names = list(self.device_code)
+        order = sorted(range(len(names)), key=lambda c: (names[c] is not None, names[c] or ""))
+        rank = np.empty(len(names), dtype=np.int64)
+        rank[order] = np.arange(len(names))
+        return rank
+
+    def _fold_last_device(self, rows: np.ndarray, time: np.ndarray, device: np.ndarray,
+                          distinct: bool) -> None:
+        """The user's device at its latest last_event_time so far, the larger name at equal
+        times (features.daily.packed_time_device in Spark). Call before self.last takes `time`."""
+        rank = self.device_ranks()
+        if not distinct:  # one row per user first: its latest (time, device name)
+            order = np.lexsort((rank[device], time, rows))
+            ends = np.append(run_starts(rows[order])[1:], len(rows)) - 1
+            rows, time, device = rows[order][ends], time[order][ends], device[order][ends]
+        current = self.last[rows, 0]
+        later = (time > current) | ((time == current) & (time != NO_TIME)
+                                    & (rank[device] > rank[self.last_device[rows]]))
+        self.last_device[rows[later]] = device[later]
 
     def _add_categories(self, rows: np.ndarray, categories: pa.ChunkedArray) -> None:
         user, code, entries = category_entries(categories.combine_chunks(), rows, self.categories)
@@ -206,9 +230,7 @@ class SnapshotAccumulator:
         columns["first_event_time"] = _as_times(self.first, NO_LATER_TIME)
         for j, c in enumerate(LAST_TIMES):
             columns[c] = _as_times(self.last[:, j], NO_TIME)
-        code = np.where(self.last_device == NO_TIME, 0, self.last_device % DEVICE_CODES)
-        names = pa.array([None, *self.devices], pa.string())
-        columns["last_device"] = names.take(pa.array(code))
+        columns["last_device"] = pa.array(list(self.device_code), pa.string()).take(pa.array(self.last_device))
         columns.update(self._category_columns(n, top_k))
         return pa.table(columns)
 
@@ -268,15 +290,14 @@ def _as_times(values: np.ndarray, none: int) -> pa.Array:
 
 def snapshot_aggregates(dates: Sequence[dt.date], keys: Callable[[dt.date], pa.Array],
                         columns: Callable[[dt.date, pa.Schema], pa.Table], snapshot: dt.date,
-                        windows: Sequence[int], profile_window: int, top_k: int,
-                        devices: Sequence[str]) -> pa.Table:
+                        windows: Sequence[int], profile_window: int, top_k: int) -> pa.Table:
     """One row per user_key of some user_daily rows (any subset of users, `dates` before
     `snapshot`) with the columns of aggregates_schema. `keys(d)` gives the user_key of date d's
     rows, `columns(d, schema)` the schema's columns of the same rows in the same order: the keys
     are read first, so that every user's index is known before any sum."""
     user_keys, days = rows_by_day(dates, keys, columns,
                                   lambda d: user_daily_columns((snapshot - d).days <= profile_window))
-    accumulator = SnapshotAccumulator(snapshot, windows, profile_window, devices, user_keys)
+    accumulator = SnapshotAccumulator(snapshot, windows, profile_window, user_keys)
     for d, rows, day in days:
         accumulator.add_day(d, rows, day)
     return accumulator.result(top_k).cast(aggregates_schema(windows, top_k))

@@ -13,7 +13,8 @@ import pyarrow as pa
 from features.daily import (EVENTS_PER_TASK, ROLE_CART, ROLE_PURCHASE, ROLE_VIEW, USER_DAILY_COLUMNS,
                             daily_tasks)
 from features.day_aggregates import user_aggregates_of_day
-from features.snapshot_aggregates import scatter_into, with_user_attributes
+from features.snapshot_aggregates import (FIRST_TIMES, LAST_TIMES, SnapshotAccumulator, are_distinct, scatter_into,
+                                          user_daily_columns, with_user_attributes)
 
 DAY = dt.date(2026, 3, 7)  # a Saturday
 UTC = dt.timezone.utc
@@ -152,8 +153,35 @@ def test_scatter_into_folds_values_as_ufunc_at_does():
         for op in (np.add, np.maximum, np.minimum):
             expected, got = np.ones((4, 2), np.int64), np.ones((4, 2), np.int64)
             op.at(expected, rows, values)
-            scatter_into(rows, 4)(op, got, values)
+            scatter_into(rows, are_distinct(rows, 4))(op, got, values)
             assert (got == expected).all(), (rows, op)
+
+
+def test_last_device_is_the_latest_and_the_larger_name_at_equal_times():
+    """The snapshot workers code devices as they come, not known up front. A tie (the same last
+    time in two rows of a user: user_daily holds one row per user and date, so only a broken
+    table has it) goes to the larger name; a null device ranks lowest, as in Spark's max."""
+    keys = pa.array(["a", "b", "c"])
+    snapshot = DAY + dt.timedelta(days=3)
+
+    def last_devices(days: list[list[tuple]]) -> list:
+        accumulator = SnapshotAccumulator(snapshot, [7], 0, keys)  # profile window 0: no categories
+        schema = user_daily_columns(False)
+        for i, rows in enumerate(days):
+            times = pa.array([at(hour) for _, hour, _ in rows], pa.timestamp("us", tz="UTC"))
+            day = pa.table({f.name: pa.array([0] * len(rows), f.type) if f.name not in LAST_TIMES + FIRST_TIMES
+                            else times for f in schema if f.name != "last_device"})
+            day = day.append_column("last_device", pa.array([d for _, _, d in rows], pa.string()))
+            accumulator.add_day(DAY + dt.timedelta(days=i), np.array([u for u, _, _ in rows]), day)
+        return accumulator.result(top_k=1)["last_device"].to_pylist()
+
+    # a: a later time wins; b: equal times (repeated rows) go to the larger name; c: null lowest
+    assert last_devices([[(0, 9, "web"), (1, 9, "app"), (2, 9, None)],
+                         [(0, 10, "app"), (1, 9, "web"), (1, 9, "tablet"), (2, 9, "app")]]) == [
+        "app", "web", "app"]
+    # the same in another order of arrival; a's only device is null
+    assert last_devices([[(1, 9, "tablet"), (1, 9, "web"), (2, 9, "app")],
+                         [(1, 9, "app"), (2, 9, None), (0, 3, None)]]) == [None, "web", "app"]
 
 
 def test_user_attributes_join_as_a_sql_left_join():

@@ -97,10 +97,10 @@ def test_backfill_equals_snapshots_one_by_one(spark, built):
     warehouse, spec = built["warehouse"], FeatureSpec()
     daily = read_table(spark, warehouse, "user_daily")
     users = read_table(spark, warehouse, "users")
-    files = direct_user_daily(spark, warehouse, spec, daily)[0]
+    files = direct_user_daily(spark, warehouse, spec)[0]
     one_by_one = pd.concat([
         user_features(daily, users, [s], spec, aggregates=snapshot_aggregates_from_files(
-            spark, files.source, files.rows_per_date, [s], spec, files.devices)).toPandas()
+            spark, files.source, files.rows_per_date, [s], spec)).toPandas()
         for s in (S1, S2)])
     assert reference.differences(built["features"], one_by_one, KEYS, 0, 0) == []
 
@@ -136,7 +136,7 @@ def test_snapshot_summed_through_spark_is_the_same(spark, built):
     and label rows (doubles to 1e-9: the entropy's logarithms are Java's there, numpy's here)."""
     warehouse, spec = built["warehouse"], FeatureSpec()
     daily = read_table(spark, warehouse, "user_daily")
-    files, why_not = direct_user_daily(spark, warehouse, spec, daily)
+    files, why_not = direct_user_daily(spark, warehouse, spec)
     assert files is not None, why_not
     through_spark = (user_features(daily, read_table(spark, warehouse, "users"), [S1, S2], spec)
                      .toPandas().sort_values(KEYS).reset_index(drop=True))
