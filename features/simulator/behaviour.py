@@ -30,7 +30,7 @@ from pyspark.sql import functions as F
 from demandcast.settings.generate import GenerateSettings
 from features.simulator.calendar import day_date, with_calendar
 from features.simulator.population import DAILY_LATENTS, DEVICES, CategoryStats, with_user_profile
-from features.simulator.randomness import hash64, pick_from, pick_index, sigmoid, split_uniform, uniform
+from features.simulator.randomness import hash64, hex_id, pick_from, pick_index, sigmoid, split_uniform, uniform
 
 MAX_DAILY_ACTIVITY = 0.95
 PROMO_CONVERSION_LIFT = 1.5
@@ -99,8 +99,10 @@ def active_user_days(users_df: DataFrame, s: GenerateSettings, seed: int) -> Dat
     if s.files_per_day > 1:
         user_days = user_days.where((F.col("uid") % s.files_per_day) == F.col("slice"))
     uid, day = F.col("uid"), F.col("day")
-    # One hash per user-day decides the visit; the survivors draw the rest of their day.
-    visits = (user_days.withColumn("_h_visit", hash64(seed, "visit", uid, day))
+    # One hash per user-day decides the visit; the survivors draw the rest of their day. Days
+    # before signup or after churn cannot be visits: they are dropped before hashing.
+    visits = (user_days.where(F.col("p_active") > 0)
+              .withColumn("_h_visit", hash64(seed, "visit", uid, day))
               .where(split_uniform(F.col("_h_visit"), 0, 3) < F.col("p_active")))
     return with_user_profile(visits, s, seed)
 
@@ -139,8 +141,7 @@ def events(users_df: DataFrame, items_df: DataFrame, stats: CategoryStats,
         .withColumn("n_lines", F.when(F.col("purchased"), F.lit(1) + sum(
             (u(h_cart, i + 1, 3) < F.lit(p)).cast("int") for i, p in enumerate(EXTRA_LINE_PROBS)))
             .otherwise(F.lit(0)))
-        .withColumn("session_id", F.concat(F.lit("S"), F.substring(
-            F.md5(F.concat_ws("|", F.lit(seed), F.col("user_id"), day)), 1, 24)))
+        .withColumn("session_id", F.concat(F.lit("S"), hex_id(seed, "session_id", uid, day, words=1)))
         .withColumn("session_start_s", F.floor(u(h_session, 0, 3) * SESSION_LATEST_START_S)
                     + F.unix_date(date).cast("long") * 86_400)
         .withColumn("device", device)
@@ -193,7 +194,7 @@ def events(users_df: DataFrame, items_df: DataFrame, stats: CategoryStats,
         .when(F.col("draw_kind") == BROWSE_SLOT, F.lit(1))
     offset_s = k * EVENT_SPACING_S + F.floor(uniform(seed, "gap", uid, day, k) * 30)
     return with_items.select(
-        F.md5(F.concat_ws("|", F.lit(seed), F.col("user_id"), day, k)).alias("event_id"),
+        hex_id(seed, "event_id", uid, day, k).alias("event_id"),
         "user_id",
         "session_id",
         F.timestamp_seconds(F.col("session_start_s") + offset_s).alias("event_time"),
@@ -205,5 +206,6 @@ def events(users_df: DataFrame, items_df: DataFrame, stats: CategoryStats,
         "device",
         "channel",
         "tz_offset",
+        "tz_offset_s",
         "event_date",
     )

@@ -67,8 +67,13 @@ def with_flaws(events_df: DataFrame, flaws: SimulatorFlaws, seed: int) -> DataFr
 
 
 def json_lines(landed: DataFrame) -> DataFrame:
-    """(value, event_date) with value one JSON record; times carry the user's local offset."""
-    local = F.from_utc_timestamp(F.col("event_time"), F.col("tz_offset"))
+    """(value, event_date) with value one JSON record; times carry the user's local offset.
+
+    The local time is the UTC time shifted by the offset's seconds and printed as if in UTC (the
+    session's zone): from_utc_timestamp would parse the offset text into a zone for every row.
+    event_date stays a date (its folder name is the same): a text partition value is a date
+    formatted for every row, and the write sorts rows by it."""
+    local = F.timestamp_micros(F.unix_micros(F.col("event_time")) + F.col("tz_offset_s").cast("long") * F.lit(1_000_000))
     record = F.to_json(F.struct(*[
         (F.concat(F.date_format(local, "yyyy-MM-dd'T'HH:mm:ss.SSS"), F.col("tz_offset")).alias("event_time")
          if c == "event_time" else F.col(c)) for c in EVENT_COLUMNS]))
@@ -77,12 +82,12 @@ def json_lines(landed: DataFrame) -> DataFrame:
              .when(kind == "non_numeric_price",
                    F.regexp_replace(record, r'"price":[-0-9.Ee]+', '"price":"n/a"'))
              .otherwise(record))
-    return landed.select(value.alias("value"), F.col("landing_date").cast("string").alias("event_date"))
+    return landed.select(value.alias("value"), F.col("landing_date").alias("event_date"))
 
 
 def parquet_rows(landed: DataFrame) -> DataFrame:
     rows = landed.where(F.col("bad_kind").isNull() | ~F.col("bad_kind").isin(*JSON_ONLY_KINDS))
-    return rows.select(*EVENT_COLUMNS, F.col("landing_date").cast("string").alias("event_date"))
+    return rows.select(*EVENT_COLUMNS, F.col("landing_date").alias("event_date"))
 
 
 # Hadoop's names for zlib levels 1..9 (ZlibCompressor.CompressionLevel).

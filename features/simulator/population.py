@@ -82,7 +82,8 @@ def with_daily_latents(df: DataFrame, s: GenerateSettings, seed: int) -> DataFra
 
 def with_user_profile(df: DataFrame, s: GenerateSettings, seed: int) -> DataFrame:
     """Adds the user's other latents and demographics, from the user index `uid`: user_id,
-    cart_propensity, browse_depth, pref and pref_cdf (category preferences), region, tz_offset,
+    cart_propensity, browse_depth, pref and pref_cdf (category preferences), region, tz_offset
+    (and tz_offset_s, the same offset in seconds),
     age_band, gender, primary_device."""
     uid = F.col("uid")
     # Preferences as plain columns, not transform/aggregate over arrays: higher-order functions
@@ -98,7 +99,7 @@ def with_user_profile(df: DataFrame, s: GenerateSettings, seed: int) -> DataFram
         running = running + share
         cumulative.append(running)
     return (
-        df.withColumn("user_id", F.format_string("U%08d", uid))
+        df.withColumn("user_id", padded_id("U", uid, 8))
         .withColumn("cart_propensity", sigmoid(F.lit(-1.6) + F.lit(0.8) * _propensity(seed)))
         .withColumn("browse_depth", F.lit(0.5) + uniform(seed, "browse_depth", uid))
         .withColumns({name: F.exp(F.lit(PREFERENCE_SPREAD) * normal(seed, "pref", uid, F.lit(c))
@@ -107,14 +108,32 @@ def with_user_profile(df: DataFrame, s: GenerateSettings, seed: int) -> DataFram
         .withColumn("pref", F.array(*shares))
         .withColumn("pref_cdf", F.array(*cumulative))
         .withColumn("region", pick_from(list(REGIONS), list(REGION_WEIGHTS), uniform(seed, "region", uid)))
-        .withColumn("tz_offset", F.element_at(F.create_map(*[F.lit(x) for kv in REGIONS.items() for x in kv]),
-                                              F.col("region")))
+        .withColumn("tz_offset", _region_lookup({r: F.lit(o) for r, o in REGIONS.items()}))
+        .withColumn("tz_offset_s", _region_lookup({r: F.lit(offset_seconds(o)) for r, o in REGIONS.items()}))
         .withColumn("age_band", pick_from(list(AGE_BANDS), list(AGE_WEIGHTS), uniform(seed, "age", uid)))
         .withColumn("gender", pick_from(list(GENDERS), list(GENDER_WEIGHTS), uniform(seed, "gender", uid)))
         .withColumn("primary_device", pick_from(list(DEVICES), list(DEVICE_WEIGHTS),
                                                 uniform(seed, "device", uid)))
         .drop(*scores, "_total")
     )
+
+
+def offset_seconds(offset: str) -> int:
+    """Seconds east of UTC of a "+hh:mm" / "-hh:mm" offset."""
+    hours, minutes = offset[1:].split(":")
+    return (1 if offset[0] == "+" else -1) * (int(hours) * 3600 + int(minutes) * 60)
+
+
+def _region_lookup(values: dict[str, Column]) -> Column:
+    return F.element_at(F.create_map(*[x for region, value in values.items() for x in (F.lit(region), value)]),
+                        F.col("region"))
+
+
+def padded_id(prefix: str, index: Column, digits: int) -> Column:
+    """prefix + index zero-padded to `digits` (more digits when it needs them): format_string's
+    text, without the java.util.Formatter it parses for every row."""
+    text = index.cast("string")
+    return F.concat(F.lit(prefix), F.when(index < 10 ** digits, F.lpad(text, digits, "0")).otherwise(text))
 
 
 def users(spark: SparkSession, s: GenerateSettings, seed: int) -> DataFrame:
@@ -144,7 +163,7 @@ def items(spark: SparkSession, s: GenerateSettings, seed: int) -> DataFrame:
     return (
         spark.range(0, s.n_items, numPartitions=max(1, min(s.partitions, 4)))
         .withColumnRenamed("id", "iid")
-        .withColumn("item_id", F.format_string("I%06d", iid))
+        .withColumn("item_id", padded_id("I", iid, 6))
         .withColumn("category_idx", category_idx)
         .withColumn("category_id", F.element_at(F.array(*[F.lit(n) for n in names]),
                                                 F.col("category_idx") + 1))
