@@ -206,6 +206,5 @@ def events(users_df: DataFrame, items_df: DataFrame, stats: CategoryStats,
         "device",
         "channel",
         "tz_offset",
-        "tz_offset_s",
         "event_date",
     )

@@ -12,6 +12,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from demandcast.settings.generate import SimulatorFlaws
+from features.simulator.population import REGIONS
 from features.simulator.randomness import hash64, split_uniform, uniform
 
 # Kinds of invalid records the simulator plants (ingest must quarantine every one).
@@ -66,14 +67,23 @@ def with_flaws(events_df: DataFrame, flaws: SimulatorFlaws, seed: int) -> DataFr
     )
 
 
+def offset_seconds(offset: str) -> int:
+    """Seconds east of UTC of a "+hh:mm" / "-hh:mm" offset."""
+    hours, minutes = offset[1:].split(":")
+    return (1 if offset[0] == "+" else -1) * (int(hours) * 3600 + int(minutes) * 60)
+
+
 def json_lines(landed: DataFrame) -> DataFrame:
     """(value, event_date) with value one JSON record; times carry the user's local offset.
 
-    The local time is the UTC time shifted by the offset's seconds and printed as if in UTC (the
-    session's zone): from_utc_timestamp would parse the offset text into a zone for every row.
-    event_date stays a date (its folder name is the same): a text partition value is a date
-    formatted for every row, and the write sorts rows by it."""
-    local = F.timestamp_micros(F.unix_micros(F.col("event_time")) + F.col("tz_offset_s").cast("long") * F.lit(1_000_000))
+    The local time is the UTC time shifted by the offset's seconds (looked up among the few
+    offsets the simulator gives) and printed as if in UTC, the session's zone: from_utc_timestamp
+    would parse the offset text into a zone for every row. event_date stays a date (its folder
+    name is the same): a text partition value is a date formatted for every row, and the write
+    sorts rows by it."""
+    seconds = F.element_at(F.create_map(*[F.lit(x) for offset in REGIONS.values()
+                                          for x in (offset, offset_seconds(offset))]), F.col("tz_offset"))
+    local = F.timestamp_micros(F.unix_micros(F.col("event_time")) + seconds.cast("long") * F.lit(1_000_000))
     record = F.to_json(F.struct(*[
         (F.concat(F.date_format(local, "yyyy-MM-dd'T'HH:mm:ss.SSS"), F.col("tz_offset")).alias("event_time")
          if c == "event_time" else F.col(c)) for c in EVENT_COLUMNS]))

@@ -82,8 +82,7 @@ def with_daily_latents(df: DataFrame, s: GenerateSettings, seed: int) -> DataFra
 
 def with_user_profile(df: DataFrame, s: GenerateSettings, seed: int) -> DataFrame:
     """Adds the user's other latents and demographics, from the user index `uid`: user_id,
-    cart_propensity, browse_depth, pref and pref_cdf (category preferences), region, tz_offset
-    (and tz_offset_s, the same offset in seconds),
+    cart_propensity, browse_depth, pref and pref_cdf (category preferences), region, tz_offset,
     age_band, gender, primary_device."""
     uid = F.col("uid")
     # Preferences as plain columns, not transform/aggregate over arrays: higher-order functions
@@ -108,25 +107,14 @@ def with_user_profile(df: DataFrame, s: GenerateSettings, seed: int) -> DataFram
         .withColumn("pref", F.array(*shares))
         .withColumn("pref_cdf", F.array(*cumulative))
         .withColumn("region", pick_from(list(REGIONS), list(REGION_WEIGHTS), uniform(seed, "region", uid)))
-        .withColumn("tz_offset", _region_lookup({r: F.lit(o) for r, o in REGIONS.items()}))
-        .withColumn("tz_offset_s", _region_lookup({r: F.lit(offset_seconds(o)) for r, o in REGIONS.items()}))
+        .withColumn("tz_offset", F.element_at(F.create_map(*[F.lit(x) for kv in REGIONS.items() for x in kv]),
+                                              F.col("region")))
         .withColumn("age_band", pick_from(list(AGE_BANDS), list(AGE_WEIGHTS), uniform(seed, "age", uid)))
         .withColumn("gender", pick_from(list(GENDERS), list(GENDER_WEIGHTS), uniform(seed, "gender", uid)))
         .withColumn("primary_device", pick_from(list(DEVICES), list(DEVICE_WEIGHTS),
                                                 uniform(seed, "device", uid)))
         .drop(*scores, "_total")
     )
-
-
-def offset_seconds(offset: str) -> int:
-    """Seconds east of UTC of a "+hh:mm" / "-hh:mm" offset."""
-    hours, minutes = offset[1:].split(":")
-    return (1 if offset[0] == "+" else -1) * (int(hours) * 3600 + int(minutes) * 60)
-
-
-def _region_lookup(values: dict[str, Column]) -> Column:
-    return F.element_at(F.create_map(*[x for region, value in values.items() for x in (F.lit(region), value)]),
-                        F.col("region"))
 
 
 def padded_id(prefix: str, index: Column, digits: int) -> Column:

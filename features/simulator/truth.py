@@ -53,8 +53,7 @@ def ground_truth(users_df: DataFrame, stats: CategoryStats, s: GenerateSettings,
     # hash-aggregated as the user-days stream out of the join. Carrying user_id or pref through
     # the aggregation (first(), or as keys) made Spark sort every user-day, or normalise the
     # pref array per row in interpreted code: most of the truth's cost. The user's own fields
-    # are joined back to the (few) aggregated rows. The sums run over the days in the same
-    # order as before, so the values are unchanged.
+    # are joined back to the (few) aggregated rows.
     # The chances of no purchase multiply over the days: product(), plain multiplications,
     # instead of exp(sum of log1p), thirteen StrictMath calls per user-day. A product that
     # underflows (a window of hundreds of near-certain days) gives 1.0, as exp() of its log did.
