@@ -46,20 +46,16 @@ def category_names(n: int) -> list[str]:
 
 
 # Latents the daily probabilities need (behaviour.with_daily_probabilities). The event generator
-# broadcasts only these with the user index to every task; the rest of a user's profile matters on
-# the days the user visits and is recomputed there from the index (`with_user_profile`): at
-# millions of users, broadcasting every latent (a dozen preference doubles each) ran the driver
-# out of memory (bench/RESULTS.md, generate).
+# broadcasts these, and the category preferences packed into a few longs, with the user index to
+# every task; the rest of a user's profile (`with_user_traits`) is recomputed from the index on
+# the days the user visits. At millions of users, broadcasting every latent (a dozen preference
+# doubles each) ran the driver out of memory (bench/RESULTS.md, generate).
 DAILY_LATENTS = ("activity", "conversion_logit", "price_sensitivity", "signup_day", "churn_day")
 
 
 def user_indices(spark: SparkSession, s: GenerateSettings) -> DataFrame:
     """The user index `uid` (0-based), the key every latent is a hash of."""
     return spark.range(0, s.n_users, numPartitions=s.partitions).withColumnRenamed("id", "uid")
-
-
-def _propensity(seed: int) -> Column:
-    return normal(seed, "propensity", F.col("uid"))
 
 
 def with_daily_latents(df: DataFrame, s: GenerateSettings, seed: int) -> DataFrame:
@@ -71,7 +67,7 @@ def with_daily_latents(df: DataFrame, s: GenerateSettings, seed: int) -> DataFra
     return (
         df.withColumn("activity", sigmoid(F.lit(logit(s.mean_daily_activity))
                                           + F.lit(0.9) * normal(seed, "activity", uid)))
-        .withColumn("conversion_logit", F.lit(logit(s.mean_conversion)) + F.lit(0.8) * _propensity(seed))
+        .withColumn("conversion_logit", F.lit(logit(s.mean_conversion)) + F.lit(0.8) * normal(seed, "propensity", uid))
         .withColumn("price_sensitivity", uniform(seed, "price_sensitivity", uid))
         .withColumn("signup_day", (F.floor(uniform(seed, "signup", uid) * signup_span)
                                    - SIGNUP_HISTORY_DAYS).cast("int"))
@@ -80,32 +76,42 @@ def with_daily_latents(df: DataFrame, s: GenerateSettings, seed: int) -> DataFra
     )
 
 
-def with_user_profile(df: DataFrame, s: GenerateSettings, seed: int) -> DataFrame:
-    """Adds the user's other latents and demographics, from the user index `uid`: user_id,
-    cart_propensity, browse_depth, pref and pref_cdf (category preferences), region, tz_offset,
-    age_band, gender, primary_device."""
+def with_preferences(df: DataFrame, s: GenerateSettings, seed: int) -> DataFrame:
+    """Adds the category preferences of the user index `uid`: pref (shares) and pref_cdf."""
     uid = F.col("uid")
     # Preferences as plain columns, not transform/aggregate over arrays: higher-order functions
     # run interpreted, and this is the costliest part of a user. Sums run left to right as
     # aggregate() would, so the values are the same.
     scores = [f"_score_{c}" for c in range(s.n_categories)]
-    total, cumulative = F.lit(0.0), []
+    total = F.lit(0.0)
     for name in scores:
         total = total + F.col(name)
     shares = [F.col(name) / F.col("_total") for name in scores]
-    running = F.lit(0.0)
+    running, cumulative = F.lit(0.0), []
     for share in shares:
         running = running + share
         cumulative.append(running)
     return (
-        df.withColumn("user_id", padded_id("U", uid, 8))
-        .withColumn("cart_propensity", sigmoid(F.lit(-1.6) + F.lit(0.8) * _propensity(seed)))
-        .withColumn("browse_depth", F.lit(0.5) + uniform(seed, "browse_depth", uid))
-        .withColumns({name: F.exp(F.lit(PREFERENCE_SPREAD) * normal(seed, "pref", uid, F.lit(c))
-                                  - F.lit(POPULARITY_SLOPE) * F.lit(c)) for c, name in enumerate(scores)})
+        df.withColumns({name: F.exp(F.lit(PREFERENCE_SPREAD) * normal(seed, "pref", uid, F.lit(c))
+                                    - F.lit(POPULARITY_SLOPE) * F.lit(c)) for c, name in enumerate(scores)})
         .withColumn("_total", total)
         .withColumn("pref", F.array(*shares))
         .withColumn("pref_cdf", F.array(*cumulative))
+        .drop(*scores, "_total")
+    )
+
+
+def with_user_traits(df: DataFrame, s: GenerateSettings, seed: int) -> DataFrame:
+    """Adds the user's other latents and demographics to rows with the user index `uid` and its
+    conversion_logit: user_id, cart_propensity, browse_depth, region, tz_offset, age_band,
+    gender, primary_device. Cheap enough to recompute on every day the user visits."""
+    uid = F.col("uid")
+    # -1.6 + 0.8 z with the z of conversion_logit (= logit(mean_conversion) + 0.8 z).
+    cart_logit = F.lit(-1.6 - logit(s.mean_conversion)) + F.col("conversion_logit")
+    return (
+        df.withColumn("user_id", padded_id("U", uid, 8))
+        .withColumn("cart_propensity", sigmoid(cart_logit))
+        .withColumn("browse_depth", F.lit(0.5) + uniform(seed, "browse_depth", uid))
         .withColumn("region", pick_from(list(REGIONS), list(REGION_WEIGHTS), uniform(seed, "region", uid)))
         .withColumn("tz_offset", F.element_at(F.create_map(*[F.lit(x) for kv in REGIONS.items() for x in kv]),
                                               F.col("region")))
@@ -113,7 +119,6 @@ def with_user_profile(df: DataFrame, s: GenerateSettings, seed: int) -> DataFram
         .withColumn("gender", pick_from(list(GENDERS), list(GENDER_WEIGHTS), uniform(seed, "gender", uid)))
         .withColumn("primary_device", pick_from(list(DEVICES), list(DEVICE_WEIGHTS),
                                                 uniform(seed, "device", uid)))
-        .drop(*scores, "_total")
     )
 
 
@@ -126,7 +131,7 @@ def padded_id(prefix: str, index: Column, digits: int) -> Column:
 
 def users(spark: SparkSession, s: GenerateSettings, seed: int) -> DataFrame:
     """One row per user with all its latents and demographics (user index `uid`, 0-based)."""
-    return with_user_profile(with_daily_latents(user_indices(spark, s), s, seed), s, seed)
+    return with_user_traits(with_preferences(with_daily_latents(user_indices(spark, s), s, seed), s, seed), s, seed)
 
 
 def user_dimension(users_df: DataFrame, start_date) -> DataFrame:

@@ -37,6 +37,15 @@ def uniform(seed: int, stream: str, *keys: Column | str | int) -> Column:
     return split_uniform(hash64(seed, stream, *keys), 0, 1)
 
 
+def split_bits(h: Column, index: int, parts: int) -> Column:
+    """The `index`-th of `parts` (2 or 3) fields of 64 // parts bits in the 64-bit hash `h`,
+    as a non-negative integer (see `split_uniform`)."""
+    if not 0 <= index < parts or not 2 <= parts <= 3:
+        raise ValueError(f"split_bits: index {index} of {parts} parts (2 or 3)")
+    bits = 64 // parts
+    return F.shiftrightunsigned(h, 64 - bits * (index + 1)).bitwiseAND(F.lit((1 << bits) - 1))
+
+
 def split_uniform(h: Column, index: int, parts: int) -> Column:
     """The `index`-th of `parts` independent U[0, 1) held in the bits of one 64-bit hash `h`.
 
@@ -48,9 +57,7 @@ def split_uniform(h: Column, index: int, parts: int) -> Column:
         return F.shiftrightunsigned(h, 11).cast("double") * F.lit(_TWO_POW_MINUS_53)
     if not 0 <= index < parts <= 3:
         raise ValueError(f"split_uniform: index {index} of {parts} parts (at most 3)")
-    bits = 64 // parts
-    field = F.shiftrightunsigned(h, 64 - bits * (index + 1)).bitwiseAND(F.lit((1 << bits) - 1))
-    return field.cast("double") * F.lit(2.0 ** -bits)
+    return split_bits(h, index, parts).cast("double") * F.lit(2.0 ** -(64 // parts))
 
 
 def normal(seed: int, stream: str, *keys: Column | str | int) -> Column:
@@ -79,6 +86,41 @@ def pick_index(cdf: Column, u: Column, size: int) -> Column:
     below = sum((F.element_at(cdf, i + 1) <= u).cast("int") for i in range(size))
     # Rounding can leave the last cdf value a hair below 1: then the last index.
     return F.least(below, F.lit(size - 1)).cast("int")
+
+
+# Bits of a draw from split_bits(h, i, 3), the draws `packed_cdf` serves.
+PACKED_CDF_BITS = 64 // 3
+PACKED_CDF_SLOTS = 3
+
+
+def packed_cdf(cdf: list[Column]) -> list[Column]:
+    """The categorical distribution `cdf` (non-decreasing doubles, one per value), packed into
+    few longs for `pick_index_packed`: the same draws as `pick_index(cdf, split_uniform(h, i, 3))`.
+
+    Why: a distribution per user (category preferences) is broadcast to every generating task,
+    where twelve doubles a user ran the driver out of memory at millions of users. A draw of
+    21 bits u = f / 2^21 has cdf[i] <= u exactly when t_i = ceil(cdf[i] * 2^21) - 1 < f, and
+    t_i fits 21 bits (clamped at 2^21 - 1, which no f exceeds), so three thresholds share a long
+    with no loss. The last value is never compared: pick_index's answer is at most size - 1.
+    """
+    scale, top = F.lit(float(2 ** PACKED_CDF_BITS)), F.lit(2 ** PACKED_CDF_BITS - 1)
+    thresholds = [F.least(F.ceil(c * scale) - F.lit(1), top) for c in cdf[:-1]]
+    words = []
+    for start in range(0, len(thresholds), PACKED_CDF_SLOTS):
+        word = F.lit(0).cast("long")
+        for slot, t in enumerate(thresholds[start:start + PACKED_CDF_SLOTS]):
+            word = word.bitwiseOR(F.shiftleft(t, PACKED_CDF_BITS * slot))
+        words.append(word)
+    return words
+
+
+def pick_index_packed(words: list[Column], f: Column, size: int) -> Column:
+    """0-based index drawn from a `size`-value distribution packed by `packed_cdf`, with the
+    draw f = split_bits(h, i, 3): the number of thresholds below f."""
+    mask = F.lit(2 ** PACKED_CDF_BITS - 1)
+    below = [F.shiftright(words[i // PACKED_CDF_SLOTS], PACKED_CDF_BITS * (i % PACKED_CDF_SLOTS)).bitwiseAND(mask) < f
+             for i in range(size - 1)]
+    return sum((b.cast("int") for b in below), F.lit(0))
 
 
 def pick_from(values: list[str], weights: list[float], u: Column) -> Column:

@@ -19,7 +19,7 @@ from pyspark.sql import functions as F
 
 from demandcast.settings.generate import GenerateSettings
 from features.simulator.behaviour import (EXPECTED_LINES, EXPECTED_QUANTITY, EXTRA_LINE_PROBS,
-                                          with_daily_probabilities)
+                                          with_conversion_chances, with_daily_probabilities)
 from features.simulator.calendar import with_calendar
 from features.simulator.population import CategoryStats
 
@@ -42,8 +42,8 @@ def ground_truth(users_df: DataFrame, stats: CategoryStats, s: GenerateSettings,
     n_cat = len(stats.names)
     # q_c depends on the user only: computed once per user, not per user-day.
     shares = [f"_share_{c}" for c in range(n_cat)]
-    with_shares = users_df.withColumns({name: line_share(F.element_at("pref", c + 1))
-                                        for c, name in enumerate(shares)})
+    with_shares = with_conversion_chances(users_df).withColumns(
+        {name: line_share(F.element_at("pref", c + 1)) for c, name in enumerate(shares)})
     window = (
         with_shares.crossJoin(F.broadcast(window_days_df))
         .where(F.col("signup_day") <= F.col("cutoff_day"))
