@@ -70,11 +70,19 @@ def run(cfg: PipelineConfig) -> dict:
 
     truth = ground_truth(world, s, cfg.seed, cutoffs, cfg.label_window_days)
     truth_path = f"{raw}/ground_truth"
+    # Users and mean probability per cutoff, counted while the truth is written (no re-read).
+    written = Observation("ground_truth")
+    cutoff = F.col("cutoff_date")
+    observed_truth = truth.observe(written, *[column for i, day in enumerate(cutoffs) for column in (
+        F.count_if(cutoff == F.lit(day)).alias(f"users_{i}"),
+        F.avg(F.when(cutoff == F.lit(day), F.col("p_purchase"))).alias(f"p_{i}"))])
     # Not a warehouse table: the simulator's answer key, kept beside the raw files it explains.
-    truth.write.format("delta").mode("overwrite").option("overwriteSchema", "true").save(truth_path)
-    per_cutoff = {str(r.cutoff_date): {"users": r.n, "mean_p_purchase": round(r.p, 4)}
-                  for r in spark.read.format("delta").load(truth_path).groupBy("cutoff_date")
-                  .agg(F.count("*").alias("n"), F.avg("p_purchase").alias("p")).collect()}
+    observed_truth.write.format("delta").mode("overwrite").option("overwriteSchema", "true").save(truth_path)
+    stats = written.get
+    per_cutoff = {str(day): {"users": stats[f"users_{i}"],
+                             "mean_p_purchase": None if stats[f"p_{i}"] is None else round(stats[f"p_{i}"], 4)}
+                  for i, day in enumerate(cutoffs)}
+    world.items.unpersist()
     return {
         "raw_dir": raw,
         "formats": s.formats,

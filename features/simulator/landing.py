@@ -106,7 +106,7 @@ ZLIB_LEVELS = ("BEST_SPEED", "TWO", "THREE", "FOUR", "FIVE", "SIX", "SEVEN", "EI
 
 def write_json(landed: DataFrame, path: str, gzip_level: int = 6) -> None:
     """One gzip JSON-lines file per date folder and generating task (no shuffle, see
-    behaviour.generating_tasks).
+    behaviour.generating_task_days).
 
     Without Hadoop's native library (pyspark ships none) the gzip codec compresses with
     Hadoop's BuiltInGzipCompressor, which reads its level from `zlib.compress.level` in the

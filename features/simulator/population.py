@@ -45,12 +45,14 @@ def category_names(n: int) -> list[str]:
     return [CATEGORY_NAMES[c] if c < len(CATEGORY_NAMES) else f"category_{c:02d}" for c in range(n)]
 
 
-# Latents the daily probabilities need (behaviour.with_daily_probabilities). The event generator
-# broadcasts these, and the category preferences packed into a few longs, with the user index to
-# every task; the rest of a user's profile (`with_user_traits`) is recomputed from the index on
-# the days the user visits. At millions of users, broadcasting every latent (a dozen preference
-# doubles each) ran the driver out of memory (bench/RESULTS.md, generate).
-DAILY_LATENTS = ("activity", "conversion_logit", "price_sensitivity", "signup_day", "churn_day")
+# Latents that decide whether a user visits on a day. The event generator broadcasts these, and
+# the category preferences packed into a few longs, with the user index to every task: they are
+# needed on every user-day, or cost too much to recompute on each visit. The rest of a user
+# (`with_purchase_latents`, `with_user_traits`) is recomputed from the index on the days the user
+# visits. Every broadcast column costs 8 bytes per user: at millions of users a broadcast of
+# every latent (a dozen preference doubles each) ran the driver out of memory (bench/RESULTS.md,
+# generate).
+VISIT_LATENTS = ("activity", "signup_day", "churn_day")
 
 
 def user_indices(spark: SparkSession, s: GenerateSettings) -> DataFrame:
@@ -58,8 +60,8 @@ def user_indices(spark: SparkSession, s: GenerateSettings) -> DataFrame:
     return spark.range(0, s.n_users, numPartitions=s.partitions).withColumnRenamed("id", "uid")
 
 
-def with_daily_latents(df: DataFrame, s: GenerateSettings, seed: int) -> DataFrame:
-    """Adds DAILY_LATENTS of the user index `uid`."""
+def with_visit_latents(df: DataFrame, s: GenerateSettings, seed: int) -> DataFrame:
+    """Adds VISIT_LATENTS of the user index `uid`."""
     uid = F.col("uid")
     hazard = F.lit(s.mean_churn_hazard) * F.exp(F.lit(0.6) * normal(seed, "churn_rate", uid) - 0.18)
     lifetime = F.ceil(-F.log(F.lit(1.0) - uniform(seed, "lifetime", uid)) / hazard)
@@ -67,12 +69,19 @@ def with_daily_latents(df: DataFrame, s: GenerateSettings, seed: int) -> DataFra
     return (
         df.withColumn("activity", sigmoid(F.lit(logit(s.mean_daily_activity))
                                           + F.lit(0.9) * normal(seed, "activity", uid)))
-        .withColumn("conversion_logit", F.lit(logit(s.mean_conversion)) + F.lit(0.8) * normal(seed, "propensity", uid))
-        .withColumn("price_sensitivity", uniform(seed, "price_sensitivity", uid))
         .withColumn("signup_day", (F.floor(uniform(seed, "signup", uid) * signup_span)
                                    - SIGNUP_HISTORY_DAYS).cast("int"))
         .withColumn("churn_day", F.when(hazard > 0, F.col("signup_day") + lifetime)
                     .otherwise(F.lit(10 ** 7)).cast("int"))
+    )
+
+
+def with_purchase_latents(df: DataFrame, s: GenerateSettings, seed: int) -> DataFrame:
+    """Adds conversion_logit and price_sensitivity of the user index `uid`."""
+    uid = F.col("uid")
+    return (
+        df.withColumn("conversion_logit", F.lit(logit(s.mean_conversion)) + F.lit(0.8) * normal(seed, "propensity", uid))
+        .withColumn("price_sensitivity", uniform(seed, "price_sensitivity", uid))
     )
 
 
@@ -131,7 +140,8 @@ def padded_id(prefix: str, index: Column, digits: int) -> Column:
 
 def users(spark: SparkSession, s: GenerateSettings, seed: int) -> DataFrame:
     """One row per user with all its latents and demographics (user index `uid`, 0-based)."""
-    return with_user_traits(with_preferences(with_daily_latents(user_indices(spark, s), s, seed), s, seed), s, seed)
+    latents = with_purchase_latents(with_visit_latents(user_indices(spark, s), s, seed), s, seed)
+    return with_user_traits(with_preferences(latents, s, seed), s, seed)
 
 
 def user_dimension(users_df: DataFrame, start_date) -> DataFrame:
