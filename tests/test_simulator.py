@@ -140,8 +140,8 @@ def test_one_hash_gives_independent_uniforms_and_pick_index_follows_the_cdf(spar
 
 @pytest.mark.parametrize("size", [1, 2, 4, 12, 13])
 def test_packed_cdf_draws_the_same_index_as_the_cdf_it_packs(spark, size):
-    from features.simulator.randomness import (hash64, packed_cdf, pick_index, pick_index_packed, split_bits,
-                                               split_uniform, uniform)
+    from features.simulator.randomness import (hash64, packed_cdf, packed_cdf_words, pick_index, pick_index_packed,
+                                               split_bits, split_uniform, uniform)
 
     h = F.col("h")
     u = split_uniform(h, 0, 3)
@@ -153,12 +153,13 @@ def test_packed_cdf_draws_the_same_index_as_the_cdf_it_packs(spark, size):
         return (F.when(coin < 0.2, u).when(coin < 0.3, u + F.lit(2.0 ** -23)).when(coin < 0.4, u + F.lit(2.0 ** -21))
                 .when(coin > 0.95, F.lit(1.0 + 2.0 ** -52)).otherwise(uniform(SEED, "cdf", F.col("id"), F.lit(i))))
     inner = F.array_sort(F.array(*[value(i) for i in range(size - 1)])) if size > 1 else F.array().cast("array<double>")
+    words = packed_cdf([F.col("cdf")[i] for i in range(size)])
+    assert len(words) == packed_cdf_words(size)
     rows = (spark.range(0, 40_000, numPartitions=2).withColumn("h", hash64(SEED, "test", F.col("id")))
             .withColumn("cdf", F.concat(inner, F.array(F.lit(1.0))))
             .withColumn("tie", F.array_contains("cdf", u))
             .withColumn("plain", pick_index(F.col("cdf"), u, size))
-            .withColumn("packed", pick_index_packed(
-                packed_cdf([F.element_at("cdf", i + 1) for i in range(size)]), split_bits(h, 0, 3), size)))
+            .withColumn("packed", pick_index_packed(words, split_bits(h, 0, 3), size)))
     got = rows.select(F.count_if(F.col("plain") != F.col("packed")).alias("differ"),
                       F.count_if("tie").alias("ties"), F.count_distinct("plain").alias("indices")).first()
     assert got.differ == 0

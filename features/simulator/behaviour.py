@@ -33,7 +33,7 @@ from demandcast.settings.generate import GenerateSettings
 from features.simulator.calendar import day_date, with_calendar
 from features.simulator.population import (DEVICES, VISIT_LATENTS, CategoryStats, with_purchase_latents,
                                            with_user_traits)
-from features.simulator.randomness import (PACKED_CDF_SLOTS, hash64, hex_id, packed_cdf, pick_from,
+from features.simulator.randomness import (hash64, hex_id, packed_cdf, packed_cdf_words, pick_from,
                                            pick_index_packed, sigmoid, split_bits, split_uniform, uniform)
 
 MAX_DAILY_ACTIVITY = 0.95
@@ -120,7 +120,7 @@ def generating_task_days(spark: SparkSession, s: GenerateSettings) -> DataFrame:
 
 
 def _pref_words(n_categories: int) -> list[str]:
-    return [f"_pref_word_{j}" for j in range(-(-(n_categories - 1) // PACKED_CDF_SLOTS))]
+    return [f"_pref_word_{j}" for j in range(packed_cdf_words(n_categories))]
 
 
 def active_user_days(users_df: DataFrame, s: GenerateSettings, seed: int) -> DataFrame:

@@ -114,6 +114,11 @@ def packed_cdf(cdf: list[Column]) -> list[Column]:
     return words
 
 
+def packed_cdf_words(size: int) -> int:
+    """How many longs `packed_cdf` packs a distribution of `size` values into."""
+    return -(-(size - 1) // PACKED_CDF_SLOTS)
+
+
 def pick_index_packed(words: list[Column], f: Column, size: int) -> Column:
     """0-based index drawn from a `size`-value distribution packed by `packed_cdf`, with the
     draw f = split_bits(h, i, 3): the number of thresholds below f."""
