@@ -12,7 +12,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from demandcast.settings.generate import SimulatorFlaws
-from features.simulator.population import REGIONS
+from features.simulator.population import REGIONS, lookup
 from features.simulator.randomness import hash64, split_uniform, uniform
 
 # Kinds of invalid records the simulator plants (ingest must quarantine every one).
@@ -81,8 +81,7 @@ def json_lines(landed: DataFrame) -> DataFrame:
     would parse the offset text into a zone for every row. event_date stays a date (its folder
     name is the same): a text partition value is a date formatted for every row, and the write
     sorts rows by it."""
-    seconds = F.element_at(F.create_map(*[F.lit(x) for offset in REGIONS.values()
-                                          for x in (offset, offset_seconds(offset))]), F.col("tz_offset"))
+    seconds = lookup({offset: offset_seconds(offset) for offset in REGIONS.values()}, F.col("tz_offset"))
     local = F.timestamp_micros(F.unix_micros(F.col("event_time")) + seconds.cast("long") * F.lit(1_000_000))
     record = F.to_json(F.struct(*[
         (F.concat(F.date_format(local, "yyyy-MM-dd'T'HH:mm:ss.SSS"), F.col("tz_offset")).alias("event_time")

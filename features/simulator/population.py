@@ -122,13 +122,17 @@ def with_user_traits(df: DataFrame, s: GenerateSettings, seed: int) -> DataFrame
         .withColumn("cart_propensity", sigmoid(cart_logit))
         .withColumn("browse_depth", F.lit(0.5) + uniform(seed, "browse_depth", uid))
         .withColumn("region", pick_from(list(REGIONS), list(REGION_WEIGHTS), uniform(seed, "region", uid)))
-        .withColumn("tz_offset", F.element_at(F.create_map(*[F.lit(x) for kv in REGIONS.items() for x in kv]),
-                                              F.col("region")))
+        .withColumn("tz_offset", lookup(REGIONS, F.col("region")))
         .withColumn("age_band", pick_from(list(AGE_BANDS), list(AGE_WEIGHTS), uniform(seed, "age", uid)))
         .withColumn("gender", pick_from(list(GENDERS), list(GENDER_WEIGHTS), uniform(seed, "gender", uid)))
         .withColumn("primary_device", pick_from(list(DEVICES), list(DEVICE_WEIGHTS),
                                                 uniform(seed, "device", uid)))
     )
+
+
+def lookup(table: dict, key: Column) -> Column:
+    """table[key] for a small fixed table (a map literal; null for a key it lacks)."""
+    return F.element_at(F.create_map(*[F.lit(x) for pair in table.items() for x in pair]), key)
 
 
 def padded_id(prefix: str, index: Column, digits: int) -> Column:

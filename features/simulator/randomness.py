@@ -41,7 +41,7 @@ def split_bits(h: Column, index: int, parts: int) -> Column:
     """The `index`-th of `parts` (2 or 3) fields of 64 // parts bits in the 64-bit hash `h`,
     as a non-negative integer (see `split_uniform`)."""
     if not 0 <= index < parts or not 2 <= parts <= 3:
-        raise ValueError(f"split_bits: index {index} of {parts} parts (2 or 3)")
+        raise ValueError(f"split: index {index} of {parts} parts (1 to 3 for a uniform, 2 or 3 for bits)")
     bits = 64 // parts
     return F.shiftrightunsigned(h, 64 - bits * (index + 1)).bitwiseAND(F.lit((1 << bits) - 1))
 
@@ -55,8 +55,6 @@ def split_uniform(h: Column, index: int, parts: int) -> Column:
     """
     if parts == 1:
         return F.shiftrightunsigned(h, 11).cast("double") * F.lit(_TWO_POW_MINUS_53)
-    if not 0 <= index < parts <= 3:
-        raise ValueError(f"split_uniform: index {index} of {parts} parts (at most 3)")
     return split_bits(h, index, parts).cast("double") * F.lit(2.0 ** -(64 // parts))
 
 
