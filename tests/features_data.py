@@ -18,7 +18,8 @@ EVENTS_SCHEMA = (
 USERS_SCHEMA = "user_key string, signup_date date, region string, age_band string, gender string"
 ITEMS_SCHEMA = "item_id string, category_id string, brand string, list_price double"
 
-EVENTS = TableSpec("events", "test events", ("event_date",))
+EVENTS = TableSpec("events", "test events", ("event_date",),
+                   properties={"delta.enableChangeDataFeed": "true"})
 USERS = TableSpec("users", "test users")
 ITEMS = TableSpec("items", "test items")
 
