@@ -23,7 +23,7 @@ from features.families.price import add_price_features
 from features.families.recency import add_recency_features
 from features.families.sessions import add_session_features
 from features.families.trend import add_trend_features
-from features.window_sums import KEYS, daily_rows_by_user, window_totals
+from features.window_sums import KEYS, daily_rows_by_snapshot, window_totals
 
 # The users dimension's attributes the families read, and the names the feature rows carry
 # them under. IN_USERS is true on rows that found their user: null marks a feature row whose
@@ -68,12 +68,12 @@ def user_features(user_daily: DataFrame, users: DataFrame | None, snapshot_dates
     result is computed: the counts come with the action that writes the rows, not another pass.
     """
     snapshots = sorted(set(snapshot_dates))
-    rows = daily_rows_by_user(user_daily, snapshots)
+    rows = daily_rows_by_snapshot(user_daily, snapshots)
     category_totals = category_window_totals(rows, spec)
     base = with_user_attributes(window_totals(rows, spec, devices), users)
     base = add_recency_features(base, spec)
     base = add_frequency_features(base, spec)
-    base = add_funnel_features(base, rows, spec)
+    base = add_funnel_features(base, daily_rows_by_snapshot(user_daily, snapshots, by_user=False), spec)
     base = add_session_features(base, spec)
     base = add_category_affinity_features(base, spec, category_totals)
     base = add_price_features(base, spec)

@@ -37,10 +37,15 @@ def snapshot_frame(spark: SparkSession, snapshots: Sequence[dt.date]) -> DataFra
     return spark.createDataFrame([(d,) for d in sorted(set(snapshots))], "snapshot_date date")
 
 
-def daily_rows_by_user(user_daily: DataFrame, snapshots: Sequence[dt.date]) -> DataFrame:
-    """user_daily rows before the last snapshot, shuffled by user_key, each paired with every
-    snapshot after it, with `age_days` = D - event_date (1 for the day before the snapshot)."""
-    rows = user_daily.where(F.col("event_date") < F.lit(max(snapshots))).repartition("user_key")
+def daily_rows_by_snapshot(user_daily: DataFrame, snapshots: Sequence[dt.date],
+                           by_user: bool = True) -> DataFrame:
+    """user_daily rows before the last snapshot, each paired with every snapshot after it, with
+    `age_days` = D - event_date (1 for the day before the snapshot). `by_user` shuffles the rows
+    by user_key first, for the per-user aggregations; sums over all users (population rates)
+    take them as they are read, so their map-side partial sums leave little to shuffle."""
+    rows = user_daily.where(F.col("event_date") < F.lit(max(snapshots)))
+    if by_user:
+        rows = rows.repartition("user_key")
     dates = snapshot_frame(user_daily.sparkSession, snapshots)
     return (rows.join(F.broadcast(dates), F.col("event_date") < F.col("snapshot_date"))
             .withColumn("age_days", F.datediff("snapshot_date", "event_date")))
@@ -64,7 +69,7 @@ def window_totals(rows: DataFrame, spec: FeatureSpec, devices: list[str | None] 
     """Per (user_key, snapshot_date): every additive column summed over every window
     (total_name(column, w)), plus the all-history extremes (first/last event times, last device).
 
-    `rows` come from daily_rows_by_user. `devices` (the distinct last_device values) lets the last
+    `rows` come from daily_rows_by_snapshot. `devices` (the distinct last_device values) lets the last
     device be a max over a long, which keeps the aggregation a hash aggregation.
     """
     windows = spec.all_windows

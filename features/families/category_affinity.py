@@ -62,8 +62,8 @@ def categories_in_profile_window(daily: DataFrame, spec: FeatureSpec) -> DataFra
 def category_window_totals(daily: DataFrame, spec: FeatureSpec) -> DataFrame:
     """Per (user_key, snapshot_date, category_id): views and purchases in the profile window.
 
-    `daily` is partitioned by user_key (features.window_sums.daily_rows_by_user): this and the
-    per-user aggregation and join that follow need no further shuffle.
+    `daily` is partitioned by user_key (features.window_sums.daily_rows_by_snapshot): this
+    and the per-user aggregation and join that follow need no further shuffle.
     """
     return (categories_in_profile_window(daily, spec)
             .groupBy(*KEYS, "category_id")
