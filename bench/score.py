@@ -1,6 +1,6 @@
 """Throughput of the scoring UDF against its two ceilings, in one run on the same rows.
 
-- scoring: the score stage's mapInPandas UDF (training.scoring.score_users: worker-cached model,
+- scoring: the score stage's mapInPandas UDF (training.scoring.udf.score_users: worker-cached model,
   one predict per Arrow batch, flat outputs) over N users, to Spark's noop sink;
 - identity: a mapInPandas UDF that returns its batches unchanged over the same input columns:
   the JVM -> Python -> JVM Arrow transfer ceiling;
@@ -36,7 +36,7 @@ from pyspark.sql import functions as F  # noqa: E402
 from bench.harness import TreeUsage, emit, measure  # noqa: E402
 from demandcast.config import load_config  # noqa: E402
 from demandcast.session import build_spark_session  # noqa: E402
-from training.scoring import ScoringPlan, cached_model, model_inputs, score_users  # noqa: E402
+from training.scoring.udf import ScoringPlan, cached_model, model_inputs, score_users  # noqa: E402
 
 OUT = ROOT / "bench" / "out" / "score"
 ARROW_BATCH_CONF = "spark.sql.execution.arrow.maxRecordsPerBatch"
@@ -68,7 +68,7 @@ def build_model_dir(features: DataFrame, inputs: dict[str, str], model_dir: Path
     """The project's model with default train settings, statistics from `features`."""
     from demandcast.settings.train import TrainSettings
     from training.model import ModelParams, build_model
-    from training.model_io import save_model_dir
+    from training.model_directory import save_model_dir
     from training.preprocessing import (default_crosses, numeric_statistics, vocabularies)
 
     settings = TrainSettings()

@@ -15,7 +15,7 @@ from demandcast.session import build_spark_session
 
 
 def run(cfg: PipelineConfig) -> dict:
-    from training.evaluation import evaluate
+    from training.evaluation.stage import evaluate
 
     spark = build_spark_session("evaluate", cfg.spark)
     return evaluate(spark, cfg)

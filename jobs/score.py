@@ -19,7 +19,7 @@ from demandcast.session import build_spark_session
 
 def run(cfg: PipelineConfig) -> dict:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from training.score_stage import run_score
+    from training.scoring.stage import run_score
 
     spark = build_spark_session("score", cfg.spark)
     return run_score(spark, cfg)

@@ -21,7 +21,7 @@ from demandcast.stage_ledger import StageLedger, StageRecord, fingerprint
 from demandcast.tables import NO_DELETION_VECTORS, TableSpec, current_version, table_path, write_table
 from scoring_fixtures import FEATURES_SPEC, feature_frame
 from training import metrics as M
-from training.run_report import (RunInputs, build_report, curves_from_lift, gather_inputs,
+from training.reporting.run_report import (RunInputs, build_report, curves_from_lift, gather_inputs,
                                  key_figures)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent

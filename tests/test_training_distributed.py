@@ -77,7 +77,7 @@ def test_two_ranks_fail_fast_when_one_dies_resume_identical_and_beat_the_recency
     that stay identical, and the model beats the recency rule. The suite's one kill/resume test
     of the training worker: the resumed run is also the two-rank run everything else checks."""
     from training.dataset import build_training_set
-    from training.evaluation import evaluate
+    from training.evaluation.stage import evaluate
     from training.run import train
 
     cfg = config(tmp_path, *TWO_RANKS)

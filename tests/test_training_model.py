@@ -11,7 +11,7 @@ from sklearn.metrics import roc_auc_score
 from training import metrics as M
 from training.input import rebatch
 from training.model import ModelParams, PiecewiseLinearEmbedding, build_model
-from training.model_io import category_score_column, load_scoring_model, save_model_dir
+from training.model_directory import category_score_column, load_scoring_model, save_model_dir
 
 STATE = {
     "numeric": {"recency": {"mean": 2.0, "std": 1.5, "boundaries": [1.0, 2.0, 3.0]},

@@ -83,7 +83,7 @@ def train_worker(spec: dict) -> dict:
 
     from training import metrics as M
     from training.model import ModelParams, build_model, spend_scale, wide_and_deep_variables
-    from training.model_io import save_model_dir
+    from training.model_directory import save_model_dir
 
     hvd.init()
     rank, size = hvd.rank(), hvd.size()

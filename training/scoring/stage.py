@@ -17,12 +17,12 @@ from demandcast.errors import StageFailed
 from demandcast.logs import get_logger
 from demandcast.settings.score import ScoreSettings
 from demandcast.tables import last_commit_time, read_table, require_same_schema, table_path
-from training.drift import feature_drift, reference_profile
-from training.explain import feature_groups, global_importance
-from training.model_io import load_failed
-from training.prediction_tables import (CATEGORY_DEMAND, PREDICTIONS, partition_scored_at,
+from training.scoring.drift import feature_drift, reference_profile
+from training.scoring.explanations import feature_groups, global_importance
+from training.model_directory import load_failed
+from training.scoring.output_tables import (CATEGORY_DEMAND, PREDICTIONS, partition_scored_at,
                                         write_scores)
-from training.scoring import (DEFAULT_LOADER, USER_KEY, ScoringModel, ScoringPlan,
+from training.scoring.udf import (DEFAULT_LOADER, USER_KEY, ScoringModel, ScoringPlan,
                               cached_model, category_demand_rows, check_model_inputs,
                               prediction_rows, score_snapshot)
 

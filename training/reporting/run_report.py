@@ -9,7 +9,7 @@ I/O happens in one place: `gather_inputs` reads the warehouse tables and the run
 `build_report` and the section functions only render it. An input that is missing (a run without
 evaluate, a table never written) leaves its field None and a reason in `RunInputs.missing`, which
 the section shows as a note instead of failing. The module lives on the training side because it
-draws with training.report_plots; the core (demandcast/) imports no stage.
+draws with training.reporting.plots; the core (demandcast/) imports no stage.
 """
 from __future__ import annotations
 
@@ -30,10 +30,10 @@ from demandcast.config import PipelineConfig
 from demandcast.html_report import HtmlReport
 from demandcast.logs import get_logger
 from demandcast.pipeline import STAGE_ORDER
+from demandcast.run_folders import local_dir
 from demandcast.stage_ledger import StageLedger
 from demandcast.tables import is_delta_table, read_table, table_path
-from training import report_plots as plots
-from training.run import local_dir
+from training.reporting import plots
 
 log = get_logger("run_report")
 

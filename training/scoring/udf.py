@@ -23,19 +23,19 @@ from pyspark.sql import types as T
 
 from demandcast.errors import DataQualityError, StageFailed
 from demandcast.logs import get_logger
-from training.explain import occlusion_contributions, top_drivers
-from training.model_io import category_score_column
+from training.scoring.explanations import occlusion_contributions, top_drivers
+from training.model_directory import category_score_column
 
 log = get_logger("scoring")
 
 USER_KEY = "user_key"
 EXPLAIN_FLAG = "_explain"
 # The loader the score stage uses; a "module:function" reference so workers import it by name.
-DEFAULT_LOADER = "training.model_io:load_scoring_model"
+DEFAULT_LOADER = "training.model_directory:load_scoring_model"
 
 
 class ScoringModel(Protocol):
-    """What training.model_io.load_scoring_model returns (docs/CONTRACTS.md "Model directory")."""
+    """What training.model_directory.load_scoring_model returns (docs/CONTRACTS.md "Model directory")."""
 
     input_columns: Mapping[str, str]   # column -> "numeric" | "categorical"
     category_ids: Sequence[str]        # order of the category head

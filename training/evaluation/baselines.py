@@ -7,7 +7,7 @@ import pandas as pd
 from scipy import sparse
 
 from training.model import WIDE_PREFIX
-from training.model_io import model_inputs
+from training.model_directory import model_inputs
 
 
 def recency_scores(df: pd.DataFrame, feature: str) -> np.ndarray:
