@@ -17,7 +17,9 @@ from demandcast.tables import require_some_table
 
 
 def run(cfg: PipelineConfig) -> dict:
-    from training.reporting.run_report import key_figures, ledger_summaries, make_run_report
+    from training.reporting.inputs import ledger_summaries
+    from training.reporting.run_report import make_run_report
+    from training.reporting.sections import key_figures
 
     spark = build_spark_session("report", cfg.spark)
     require_some_table(spark, cfg.warehouse)

@@ -47,7 +47,8 @@ def run(cfg: PipelineConfig) -> dict:
 def _run_report(spark, cfg: PipelineConfig, outcomes: list[StageOutcome]) -> tuple[str | None, dict]:
     """The run's HTML report, also when every stage was skipped. A report that cannot be written
     (runs_dir not writable, a bug in a plot) is logged and leaves the pipeline's result alone."""
-    from training.reporting.run_report import key_figures, make_run_report
+    from training.reporting.run_report import make_run_report
+    from training.reporting.sections import key_figures
 
     stages = [{"stage": o.stage, "status": o.status, "seconds": round(o.seconds, 1), "why": o.reason}
               for o in outcomes]

@@ -21,8 +21,8 @@ from demandcast.stage_ledger import StageLedger, StageRecord, fingerprint
 from demandcast.tables import NO_DELETION_VECTORS, TableSpec, current_version, table_path, write_table
 from scoring_fixtures import FEATURES_SPEC, feature_frame
 from training import metrics as M
-from training.reporting.run_report import (RunInputs, build_report, curves_from_lift, gather_inputs,
-                                 key_figures)
+from training.reporting.inputs import RunInputs, gather_inputs
+from training.reporting.sections import build_report, curves_from_lift, key_figures
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 VERSION = "20260402T120000Z-ts1"

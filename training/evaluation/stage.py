@@ -22,10 +22,10 @@ from demandcast.tables import absolute_uri, is_delta_table, read_table, table_pa
 from training import metrics as M
 from training.dataset import KEYS, TrainingSet, category_label_column
 from training.evaluation.baselines import WideIds, lightgbm, logistic_regression, recency_scores
+from training.evaluation.report import html_report
 from training.lineage import latest_model_version, model_record, record_evaluation
 from training.model_directory import (EVALUATION_FILES, load_failed, load_keras_model,
                                       load_scoring_model, read_model_info, require_model_dir)
-from training.reporting.plots import html_report
 
 log = get_logger("training.evaluation.stage")
 
