@@ -9,7 +9,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from training import metrics as M
-from training.input import rebatch
+from training.batches import rebatch
 from training.model import ModelParams, PiecewiseLinearEmbedding, build_model
 from training.model_directory import category_score_column, load_scoring_model, save_model_dir
 

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from training.input import (WEIGHT, InputSpec, Prefetcher, ShardReader, packed_dummy,
-                            packed_signature, unpack)
+from training.batches import WEIGHT, InputSpec, packed_dummy, packed_signature, unpack
+from training.input import Prefetcher, ShardReader
 from training.progress import EpochProgress
 
 RESULT_FILE = "result.json"
