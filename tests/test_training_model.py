@@ -186,7 +186,7 @@ def test_gpu_path_refuses_clearly_without_a_gpu():
 
 
 def test_warmup_schedule_reaches_the_scaled_rate():
-    from training.distributed import make_schedule
+    from training.trainer import make_schedule
 
     schedule = make_schedule(0.01, size=4, scale=True, warmup_steps=10)
     assert float(schedule(0)) == pytest.approx(0.04 * (0.25 + 0.75 * 0.1))  # from ~base LR up
