@@ -198,7 +198,7 @@ def test_report_on_a_warehouse_without_any_table_is_a_usage_error(spark, tmp_pat
 
 
 def test_evaluation_without_curves_file_draws_roc_from_deciles():
-    """Evaluations written before curves.json: ROC and PR from the decile table, with a note."""
+    """An evaluation without curves.json: ROC and PR from the decile table, with a note."""
     rng = np.random.default_rng(5)
     y = (rng.random(1000) < 0.3).astype(float)
     good, random = y * 0.5 + rng.random(1000), rng.random(1000)
