@@ -98,9 +98,8 @@ class TreeUsage:
     CPU is counted per process, its own user + system time as last sampled, not through the
     kernel's children times: those add a process to its parent only when the parent reaps it,
     at a moment of the parent's choosing (Spark ends its idle Python workers a minute after
-    their work), so a sum of the tree at two instants moved Spark's CPU into the next arm's
-    figure (bench/RESULTS.md, session 17). What a process uses in its last sampling interval is
-    not counted.
+    their work), so a sum of the tree at two instants would move Spark's CPU into the next arm's
+    figure. What a process uses in its last sampling interval is not counted.
     """
 
     def __init__(self, interval_s: float = 0.2) -> None:

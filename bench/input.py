@@ -92,7 +92,7 @@ def write_data(rows: int, files: int, numeric: int, seed: int,
 def train_step_fn(model, spec):
     import tensorflow as tf
 
-    from training.input import unpack
+    from training.batches import unpack
 
     from training.model import wide_and_deep_variables
 
@@ -217,7 +217,8 @@ def main() -> None:
 
     import tensorflow as tf
 
-    from training.input import FLOATS, STRINGS, WEIGHT, InputSpec, Prefetcher, ShardReader, to_block
+    from training.batches import FLOATS, STRINGS, WEIGHT, InputSpec, to_block
+    from training.input import Prefetcher, ShardReader
     from training.model import ModelParams, build_model
 
     paths, state = write_data(args.rows, args.files, args.numeric, seed=3,

@@ -1,6 +1,6 @@
 """Throughput of the scoring UDF against its two ceilings, in one run on the same rows.
 
-- scoring: the score stage's mapInPandas UDF (training.scoring.score_users: worker-cached model,
+- scoring: the score stage's mapInPandas UDF (training.scoring.udf.score_users: worker-cached model,
   one predict per Arrow batch, flat outputs) over N users, to Spark's noop sink;
 - identity: a mapInPandas UDF that returns its batches unchanged over the same input columns:
   the JVM -> Python -> JVM Arrow transfer ceiling;
@@ -11,7 +11,7 @@
 Every arm reports wall time and CPU seconds of the process tree (JVM + Python workers + this
 process); CPU ratios stay comparable when other work shares the machine, wall ratios do not.
 
-The model is the project's Wide & Deep (training.model + model_io SavedModel, default train
+The model is the project's Wide & Deep (training.model + model_directory SavedModel, default train
 settings: hidden 64-32, embeddings 8, automatic crosses, 10 categories) over the feature
 catalog's columns, with preprocessing statistics from the generated rows and initial weights
 (throughput does not depend on the weights); or a trained model directory (--model-dir).
@@ -36,7 +36,8 @@ from pyspark.sql import functions as F  # noqa: E402
 from bench.harness import TreeUsage, emit, measure  # noqa: E402
 from demandcast.config import load_config  # noqa: E402
 from demandcast.session import build_spark_session  # noqa: E402
-from training.scoring import ScoringPlan, cached_model, model_inputs, score_users  # noqa: E402
+from training.scoring.model_loading import cached_model  # noqa: E402
+from training.scoring.udf import ScoringPlan, score_users, udf_inputs  # noqa: E402
 
 OUT = ROOT / "bench" / "out" / "score"
 ARROW_BATCH_CONF = "spark.sql.execution.arrow.maxRecordsPerBatch"
@@ -68,7 +69,7 @@ def build_model_dir(features: DataFrame, inputs: dict[str, str], model_dir: Path
     """The project's model with default train settings, statistics from `features`."""
     from demandcast.settings.train import TrainSettings
     from training.model import ModelParams, build_model
-    from training.model_io import save_model_dir
+    from training.model_directory import save_model_dir
     from training.preprocessing import (default_crosses, numeric_statistics, vocabularies)
 
     settings = TrainSettings()
@@ -130,7 +131,7 @@ def main() -> None:
 
     plan = ScoringPlan(model_dir=str(model_dir), input_columns=dict(model.input_columns),
                        category_ids=tuple(model.category_ids), top_k=3)
-    inputs_df = model_inputs(features, model.input_columns, F.lit(False))
+    inputs_df = udf_inputs(features, model.input_columns, F.lit(False))
 
     def scoring() -> None:
         score_users(inputs_df, plan).write.format("noop").mode("overwrite").save()

@@ -18,11 +18,13 @@ from demandcast.config import DEFAULT_CONF, PipelineConfig, load_config
 from demandcast.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, ConfigError, DemandcastError
 from demandcast.logs import configure_logging, get_logger, stage_timer
 
-# Stage name -> module in jobs/. Each module has `run(cfg: PipelineConfig) -> dict`.
+# Stage name -> module in jobs/. Each module has `run(cfg: PipelineConfig) -> dict`. No job module
+# is named after a top-level package: `spark-submit jobs/<stage>.py` puts jobs/ first on sys.path,
+# where a jobs/features.py would hide the `features` package.
 STAGES = {
     "generate": "jobs.generate",
     "ingest": "jobs.ingest",
-    "features": "jobs.features",
+    "features": "jobs.build_features",
     "train": "jobs.train",
     "evaluate": "jobs.evaluate",
     "score": "jobs.score",

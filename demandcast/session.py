@@ -18,13 +18,14 @@ log = get_logger("session")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # HotSpot never JIT-compiles a method above 8000 bytes of bytecode; Spark's whole-stage code for
 # wide projections (the simulator's event stage) exceeds it and would run interpreted, several
-# times slower (measured: bench/RESULTS.md, generate).
+# times slower.
 JIT_OPTIONS = "-XX:-DontCompileHugeMethods"
 # Class-data sharing: the classes a local driver loads (Spark, Delta, Hadoop, Scala), dumped once
 # by the install self-check into an archive the JVM maps instead of reading and verifying them
-# from jars again: a driver starts in about half the time (bench/RESULTS.md, session 9). The JVM
-# checks the archive against its own build and class path and ignores it, silently, when they
-# differ; `make install` removes it with .jars/ whenever the stack is reinstalled.
+# from jars again: a local session starts in about 4 s instead of 6-7 (bench/RESULTS.md,
+# startup). The JVM checks the archive against its own build and class path and ignores it,
+# silently, when they differ; `make install` removes it with .jars/ whenever the stack is
+# reinstalled.
 CLASS_ARCHIVE = PROJECT_ROOT / ".jars" / "driver-classes.jsa"
 _QUIET_CDS = "-Xlog:cds=off -Xlog:cds+dynamic=off"
 

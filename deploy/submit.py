@@ -162,9 +162,8 @@ LAUNCHER = PROJECT_ROOT / "deploy" / "stage_launcher.py"
 def application(stage: str) -> tuple[Path, list[str]]:
     """The file spark-submit runs and its leading arguments.
 
-    A stage runs through deploy/stage_launcher.py (`demandcast STAGE` from the shipped code):
-    running jobs/<stage>.py as the script would put jobs/ first on sys.path, where
-    jobs/features.py shadows the `features` package. A path runs that job script itself.
+    A stage runs through deploy/stage_launcher.py (`demandcast STAGE` from the shipped code), the
+    one script a release ships for every stage. A path runs that job script itself.
     """
     if stage.endswith(".py"):
         path = Path(stage).resolve()

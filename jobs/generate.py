@@ -1,14 +1,6 @@
 """generate: simulated raw behaviour logs, user/item files and the ground truth, under raw_dir."""
 from __future__ import annotations
 
-import sys as _sys
-from pathlib import Path as _Path
-
-if __name__ == "__main__":
-    # `spark-submit jobs/<stage>.py` puts jobs/ first on sys.path, where jobs/features.py hides
-    # the `features` package: the project root (or, on a cluster, the shipped zip) comes first.
-    _sys.path[0] = str(_Path(__file__).resolve().parent.parent)
-
 import datetime as dt
 
 from pyspark.sql import Observation

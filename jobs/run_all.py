@@ -2,14 +2,6 @@
 snapshots; stages whose outputs are current are skipped unless --force."""
 from __future__ import annotations
 
-import sys as _sys
-from pathlib import Path as _Path
-
-if __name__ == "__main__":
-    # `spark-submit jobs/<stage>.py` puts jobs/ first on sys.path, where jobs/features.py hides
-    # the `features` package: the project root (or, on a cluster, the shipped zip) comes first.
-    _sys.path[0] = str(_Path(__file__).resolve().parent.parent)
-
 import importlib.util
 
 from demandcast.cli import STAGES, job_main, run_stage
@@ -47,7 +39,8 @@ def run(cfg: PipelineConfig) -> dict:
 def _run_report(spark, cfg: PipelineConfig, outcomes: list[StageOutcome]) -> tuple[str | None, dict]:
     """The run's HTML report, also when every stage was skipped. A report that cannot be written
     (runs_dir not writable, a bug in a plot) is logged and leaves the pipeline's result alone."""
-    from training.run_report import key_figures, make_run_report
+    from training.reporting.run_report import make_run_report
+    from training.reporting.sections import key_figures
 
     stages = [{"stage": o.stage, "status": o.status, "seconds": round(o.seconds, 1), "why": o.reason}
               for o in outcomes]

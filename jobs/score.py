@@ -2,14 +2,6 @@
 category_demand, and report feature drift and importance."""
 from __future__ import annotations
 
-import sys as _sys
-from pathlib import Path as _Path
-
-if __name__ == "__main__":
-    # `spark-submit jobs/<stage>.py` puts jobs/ first on sys.path, where jobs/features.py hides
-    # the `features` package: the project root (or, on a cluster, the shipped zip) comes first.
-    _sys.path[0] = str(_Path(__file__).resolve().parent.parent)
-
 import os
 
 from demandcast.cli import job_main
@@ -19,7 +11,7 @@ from demandcast.session import build_spark_session
 
 def run(cfg: PipelineConfig) -> dict:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from training.score_stage import run_score
+    from training.scoring.stage import run_score
 
     spark = build_spark_session("score", cfg.spark)
     return run_score(spark, cfg)

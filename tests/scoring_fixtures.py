@@ -1,7 +1,7 @@
 """A small feature snapshot, a models table and model directories for the scoring tests.
 
 `LinearScoringModel` is a deterministic stand-in for the trained Wide & Deep model with the same
-interface as training.model_io.load_scoring_model (input_columns, category_ids, predict), saved
+interface as training.model_directory.load_scoring_model (input_columns, category_ids, predict), saved
 as JSON in a model directory. It fills missing numerics with the training mean and maps unknown
 categories to zero, as the real preprocessing does. The scoring machinery (UDF, caching, table
 writes) is model-agnostic; the real model is exercised by test_scoring_real_model.py.
@@ -21,7 +21,7 @@ import pandas as pd
 from pyspark import cloudpickle  # the copy Spark pickles UDFs with
 
 from demandcast.tables import NO_DELETION_VECTORS, TableSpec, write_table
-from training.model_io import category_score_column
+from training.model_directory import category_score_column
 
 MODELS_SPEC = TableSpec("models", "test models", properties=NO_DELETION_VECTORS)
 FEATURES_SPEC = TableSpec("user_features", "test features", ("snapshot_date",),
@@ -144,11 +144,11 @@ def write_models_table(spark, warehouse: str, rows: list[tuple]) -> int:
 
 def save_wide_and_deep(features, model_dir: Path, model_version: str,
                        inputs: dict[str, str] | None = None, hidden_units=(16, 8)) -> Path:
-    """A real model directory (training.model_io layout, SavedModel with its preprocessing
+    """A real model directory (training.model_directory layout, SavedModel with its preprocessing
     layers) of the project's Wide & Deep model, statistics from `features` (a Spark frame),
     weights at their initial values: scoring needs the real graph and I/O, not a fit."""
     from training.model import ModelParams, build_model
-    from training.model_io import save_model_dir
+    from training.model_directory import save_model_dir
     from training.preprocessing import numeric_statistics, vocabularies
 
     inputs = dict(inputs or INPUTS)
@@ -190,7 +190,7 @@ def _build_scored_world(spark, tmp_path_factory) -> dict:
     m3 without a metric; the default run scores snapshot 2 with m2 and explains a subset, then
     m1 (pinned) scores the same snapshot beside it."""
     from demandcast.config import load_config
-    from training.score_stage import run_score
+    from training.scoring.stage import run_score
 
     tmp = tmp_path_factory.mktemp("scored")
     warehouse = str(tmp / "warehouse")

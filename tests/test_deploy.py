@@ -145,7 +145,7 @@ def test_code_package_holds_the_project_packages_only(tmp_path):
 
 def test_stage_launcher_imports_the_project_from_anywhere(tmp_path):
     """Run as a script the way spark-submit runs it, from another folder, the launcher reaches
-    the stage's config validation: imports work (jobs/ is not on sys.path), exit 2 on a bad key."""
+    the stage's config validation: imports work, exit 2 on a bad key."""
     launched = subprocess.run([VENV_PY, str(PROJECT_ROOT / "deploy" / "stage_launcher.py"), "features",
                                "--conf", str(PROJECT_ROOT / "conf" / "local.yaml"), "--set", "no_such_key=1"],
                               capture_output=True, text=True, cwd=tmp_path)

@@ -57,7 +57,7 @@ def test_evaluate_without_the_key_in_cluster_mode_stops_before_any_work(spark, t
     """Simulated data evaluated in cluster mode: the oracle join needs the hashing key, so its
     absence is a usage error at the start, not after the baselines have been trained."""
     from demandcast.config import load_config
-    from training.evaluation import evaluate
+    from training.evaluation.stage import evaluate
 
     raw = tmp_path / "raw"
     spark.createDataFrame([("U1", 30, "2025-02-01", 0.5, 10.0)],

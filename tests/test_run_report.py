@@ -21,8 +21,8 @@ from demandcast.stage_ledger import StageLedger, StageRecord, fingerprint
 from demandcast.tables import NO_DELETION_VECTORS, TableSpec, current_version, table_path, write_table
 from scoring_fixtures import FEATURES_SPEC, feature_frame
 from training import metrics as M
-from training.run_report import (RunInputs, build_report, curves_from_lift, gather_inputs,
-                                 key_figures)
+from training.reporting.inputs import RunInputs, gather_inputs
+from training.reporting.sections import build_report, curves_from_lift, key_figures
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 VERSION = "20260402T120000Z-ts1"
@@ -198,7 +198,7 @@ def test_report_on_a_warehouse_without_any_table_is_a_usage_error(spark, tmp_pat
 
 
 def test_evaluation_without_curves_file_draws_roc_from_deciles():
-    """Evaluations written before curves.json: ROC and PR from the decile table, with a note."""
+    """An evaluation without curves.json: ROC and PR from the decile table, with a note."""
     rng = np.random.default_rng(5)
     y = (rng.random(1000) < 0.3).astype(float)
     good, random = y * 0.5 + rng.random(1000), rng.random(1000)

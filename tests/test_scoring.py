@@ -12,10 +12,10 @@ from pyspark.sql import functions as F
 from demandcast.config import load_config
 from demandcast.errors import ConfigError, DataQualityError, StageFailed
 from demandcast.tables import TableSpec, current_version, read_table, table_path, write_table
-from training.drift import (NULL_BIN, OTHER_BIN, ReferenceProfile, bin_counts, feature_drift,
+from training.scoring.drift import (NULL_BIN, OTHER_BIN, ReferenceProfile, bin_counts, feature_drift,
                             psi, reference_profile)
-from training.score_stage import run_score
-from training.scoring import input_mismatches
+from training.scoring.stage import run_score
+from training.scoring.udf import input_mismatches
 
 from scoring_fixtures import (CATEGORIES, CREATED, N_USERS, SNAPSHOTS, feature_frame,
                               load_linear_model, save_linear_model, scored_world,  # noqa: F401
@@ -201,7 +201,7 @@ def test_a_published_table_of_another_schema_stops_scoring_before_any_write(
 
 
 def test_a_pinned_model_that_is_not_registered_is_named(spark, warehouse, tmp_path, project_root):
-    from training.evaluation import evaluate
+    from training.evaluation.stage import evaluate
 
     write_models_table(spark, warehouse, [("m1", 0.5, str(tmp_path / "m1"), SNAPSHOTS[0], CREATED)])
     cfg = _config(project_root, warehouse, tmp_path, "evaluate.model_version=m9")

@@ -11,9 +11,9 @@ import pytest
 from demandcast.config import load_config
 from demandcast.errors import StageFailed
 from demandcast.tables import read_table
-from training.model_io import load_failed, load_scoring_model, require_model_dir
-from training.score_stage import run_score
-from training.scoring import check_model_inputs
+from training.model_directory import load_failed, load_scoring_model, require_model_dir
+from training.scoring.stage import run_score
+from training.scoring.udf import check_model_inputs
 
 from scoring_fixtures import (CATEGORIES, SNAPSHOTS, feature_frame, save_wide_and_deep,
                               write_features, write_models_table)
@@ -32,7 +32,7 @@ def test_udf_scores_of_the_real_model_equal_in_process_predict(spark, warehouse,
     cfg = load_config(project_root / "conf" / "local.yaml", [
         f"warehouse={warehouse}", f"runs_dir={tmp_path / 'runs'}", "score.arrow_batch_size=128"])
 
-    summary = run_score(spark, cfg)  # the default loader: training.model_io.load_scoring_model
+    summary = run_score(spark, cfg)  # the default loader: training.model_directory.load_scoring_model
     assert summary["model_version"] == "wd1" and summary["users_scored"] == 300
 
     model = load_scoring_model(model_dir)

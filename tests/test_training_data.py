@@ -16,8 +16,8 @@ from demandcast.tables import current_version, files_of_version, table_path, wri
 from training_fixtures import FEATURES_SPEC, SNAPSHOTS, simulate, write_contract_tables
 from training.dataset import (SPLITS, build_training_set, pin_training_set, snapshot_gaps,
                               split_class_counts, split_problems)
-from training.input import (STRINGS, WEIGHT, InputSpec, Prefetcher, ShardReader, shard_batches,
-                            to_columns)
+from training.batches import STRINGS, WEIGHT, InputSpec, to_columns
+from training.input import Prefetcher, ShardReader, shard_batches
 from training.preprocessing import compute_state, numeric_statistics
 
 

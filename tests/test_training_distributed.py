@@ -72,12 +72,12 @@ def rank_process(stage_pid: int, rank: int) -> psutil.Process | None:
 
 
 def test_two_ranks_fail_fast_when_one_dies_resume_identical_and_beat_the_recency_rule(spark, tmp_path):
-    """One two-rank run (issue 8, point 2): a rank SIGKILLed mid-training fails the whole `train`
+    """One two-rank run: a rank SIGKILLed mid-training fails the whole `train`
     stage fast with a clear message; `--resume` continues from the last checkpoint on two ranks
     that stay identical, and the model beats the recency rule. The suite's one kill/resume test
     of the training worker: the resumed run is also the two-rank run everything else checks."""
     from training.dataset import build_training_set
-    from training.evaluation import evaluate
+    from training.evaluation.stage import evaluate
     from training.run import train
 
     cfg = config(tmp_path, *TWO_RANKS)

@@ -9,9 +9,9 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from training import metrics as M
-from training.input import rebatch
+from training.batches import rebatch
 from training.model import ModelParams, PiecewiseLinearEmbedding, build_model
-from training.model_io import category_score_column, load_scoring_model, save_model_dir
+from training.model_directory import category_score_column, load_scoring_model, save_model_dir
 
 STATE = {
     "numeric": {"recency": {"mean": 2.0, "std": 1.5, "boundaries": [1.0, 2.0, 3.0]},
@@ -186,7 +186,7 @@ def test_gpu_path_refuses_clearly_without_a_gpu():
 
 
 def test_warmup_schedule_reaches_the_scaled_rate():
-    from training.distributed import make_schedule
+    from training.trainer import make_schedule
 
     schedule = make_schedule(0.01, size=4, scale=True, warmup_steps=10)
     assert float(schedule(0)) == pytest.approx(0.04 * (0.25 + 0.75 * 0.1))  # from ~base LR up

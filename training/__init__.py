@@ -1,1 +1,5 @@
-"""ML side of demandcast: training set, petastorm input, Wide & Deep, Horovod, evaluation."""
+"""The train stage: training set, preprocessing, petastorm input, Wide & Deep, the Horovod training
+function and its launchers, the model directory and the models table.
+
+The later stages sit in subpackages on top of it: `evaluation/`, `scoring/`, `reporting/`.
+"""

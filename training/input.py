@@ -1,20 +1,9 @@
-"""Petastorm -> tf.data for one Horovod rank, in vectorised batches.
+"""Petastorm -> packed batches for one Horovod rank.
 
 Each rank reads its shard of the pinned version's files with petastorm `make_batch_reader`
 (`cur_shard=rank, shard_count=size`; petastorm assigns row groups to shards by index, so the shard
-is the same every epoch and over an epoch every row is seen exactly once across ranks).
-
-A row group becomes one *block*: all float columns (numerics and float labels) in one float32
-matrix and all string columns in one string matrix, so re-batching, shuffling and the hand-over to
-TensorFlow cost a few numpy calls and two tensors per batch, whatever the number of columns (one
-tensor per column per batch was most of the input cost). The train step unpacks the blocks into
-columns in the graph. No per-row Python anywhere. petastorm hands string columns over as
-fixed-width numpy unicode arrays; they stay so (a copy of bytes, no Python string per cell),
-and only object arrays from other sources are checked for nulls.
-
-TensorFlow gets *chunks*: a chunk of rows becomes tensors (or is gathered from the cached
-tensors) once and is cut into all its batches with one split per matrix, on the prefetch thread;
-the train loop takes ready batches from a list, as it would batches held in memory.
+is the same every epoch and over an epoch every row is seen exactly once across ranks). Row groups
+become blocks and chunks of packed batches (batches.py).
 
 Epochs: the first epoch streams the shard from petastorm (row groups in a seeded random order,
 shuffled again within a buffer of a few batches). If the decoded shard fits `cache_mb`, it is kept
@@ -37,176 +26,18 @@ import sys
 import threading
 import time
 import warnings
-from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import numpy as np
-import pandas as pd
 
-WEIGHT = "__weight__"
-FLOATS = "floats"
-STRINGS = "strings"
-# Bytes a decoded string cell costs in the cache (pointer + a short Python str), for the budget
-# (object arrays only; fixed-width unicode arrays count their real size).
-STRING_CELL_BYTES = 64
+from training.batches import (Block, InputSpec, block_bytes, block_rows, concat_blocks,
+                              shuffled_chunks, split_batches, split_tensors, take_rows, to_block,
+                              to_columns)
+
 # Batches a cached epoch gathers from the cached tensors at once: one gather and one split per
 # matrix per chunk (measured on 100k rows of 33 floats and 3 strings: 19 ms of CPU per epoch,
 # 28-35 ms gathering batch by batch), and only a small share of the shard held twice.
 CACHED_CHUNK_BATCHES = 32
-
-Block = dict[str, np.ndarray]
-
-
-@dataclass(frozen=True)
-class InputSpec:
-    """Which columns to read and what dtype each becomes."""
-
-    numeric: tuple[str, ...]
-    categorical: tuple[str, ...]
-    float_labels: tuple[str, ...] = ()
-
-    @property
-    def columns(self) -> list[str]:
-        return [*self.numeric, *self.categorical, *self.float_labels]
-
-    @property
-    def float_columns(self) -> list[str]:
-        return [*self.numeric, *self.float_labels]
-
-
-def as_float32(values: np.ndarray) -> np.ndarray:
-    """Numbers (and booleans) to float32; nulls and non-numbers to NaN."""
-    values = np.asarray(values)
-    if values.dtype.kind in "fiub":
-        return values.astype(np.float32, copy=False)
-    return pd.to_numeric(pd.Series(values), errors="coerce").to_numpy(np.float32, na_value=np.nan)
-
-
-def as_strings(values: np.ndarray) -> np.ndarray:
-    """Strings as a numpy string array: fixed-width unicode as it comes (petastorm's; its
-    conversion already turned nulls into "None", out of every vocabulary like ""), anything else
-    as objects with nulls as "" (the model's unknown id)."""
-    values = np.asarray(values)
-    if values.dtype.kind == "U":
-        return values
-    values = values.astype(object, copy=False)
-    missing = pd.isna(values)
-    if missing.any():
-        values = values.copy()
-        values[missing] = ""
-    return values
-
-
-def to_block(raw: dict[str, np.ndarray], spec: InputSpec) -> Block:
-    """One petastorm row group (a dict of column arrays) -> a float32 and a string matrix."""
-    n = len(raw[spec.columns[0]])
-    block = {}
-    if spec.float_columns:
-        floats = np.empty((n, len(spec.float_columns)), np.float32)
-        for i, name in enumerate(spec.float_columns):
-            floats[:, i] = as_float32(raw[name])
-        block[FLOATS] = floats
-    if spec.categorical:
-        # One matrix of the columns' common type (the widest unicode, or object if any is).
-        block[STRINGS] = np.stack([as_strings(raw[name]) for name in spec.categorical], axis=1)
-    return block
-
-
-def block_rows(block: Block) -> int:
-    return len(next(iter(block.values())))
-
-
-def block_bytes(block: Block) -> int:
-    return sum(v.nbytes if v.dtype != object else v.size * STRING_CELL_BYTES for v in block.values())
-
-
-def to_columns(block: Block, spec: InputSpec) -> dict[str, np.ndarray]:
-    """A block as one array per column, with a weight column of 1s."""
-    columns = {name: block[FLOATS][:, i] for i, name in enumerate(spec.float_columns)}
-    columns.update({name: block[STRINGS][:, j] for j, name in enumerate(spec.categorical)})
-    columns[WEIGHT] = np.ones(block_rows(block), dtype=np.float32)
-    return columns
-
-
-def _concat(parts: list[Block]) -> Block:
-    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-
-
-def _take(arrays: Block, index: np.ndarray) -> Block:
-    return {k: v[index] for k, v in arrays.items()}
-
-
-def batch_sizes(rows: int, batch_size: int) -> list[int]:
-    """Rows of each consecutive batch of `rows` (the last one may be smaller)."""
-    full, rest = divmod(rows, batch_size)
-    return [batch_size] * full + ([rest] if rest else [])
-
-
-def split_tensors(tensors: dict, rows: int, batch_size: int, full_weight) -> list[dict]:
-    """A chunk of tensors (first axis `rows`) -> its packed batches ({..., WEIGHT}), with one
-    split per tensor; full batches share the `full_weight` ones."""
-    import tensorflow as tf
-
-    sizes = batch_sizes(rows, batch_size)
-    if not sizes:
-        return []
-    parts = {k: tf.split(t, sizes) for k, t in tensors.items()}
-    batches = []
-    for i, n in enumerate(sizes):
-        batch = {k: p[i] for k, p in parts.items()}
-        batch[WEIGHT] = full_weight if n == batch_size else tf.ones([n], tf.float32)
-        batches.append(batch)
-    return batches
-
-
-def split_batches(chunk: Block, batch_size: int) -> Iterator[Block]:
-    """Consecutive batches of `batch_size` rows (views; the last one may be smaller)."""
-    for start in range(0, block_rows(chunk), batch_size):
-        yield {k: v[start:start + batch_size] for k, v in chunk.items()}
-
-
-def shuffled_chunks(row_groups: Iterator[Block], batch_size: int, buffer_batches: int,
-                    rng: np.random.Generator) -> Iterator[Block]:
-    """Row groups in, shuffled chunks out: each a whole number of batches, except the last.
-
-    Rows are buffered until `buffer_batches` batches are there, permuted, and handed on as one
-    chunk (the remainder waits for the next row group), so cutting every chunk into batches
-    gives batches of exactly `batch_size` rows but the last. Works on any dict of arrays that
-    share their first axis."""
-    buffer: list[Block] = []
-    buffered = 0
-    target = batch_size * buffer_batches
-    for group in row_groups:
-        n = block_rows(group)
-        if n == 0:
-            continue
-        buffer.append(group)
-        buffered += n
-        if buffered >= target:
-            arrays = _concat(buffer)
-            order = rng.permutation(buffered)
-            full = (buffered // batch_size) * batch_size
-            yield _take(arrays, order[:full])
-            rest = order[full:]
-            buffer = [_take(arrays, rest)] if len(rest) else []
-            buffered = len(rest)
-    if buffered:
-        yield _take(_concat(buffer), rng.permutation(buffered))
-
-
-def rebatch(row_groups: Iterator[Block], batch_size: int, buffer_batches: int,
-            rng: np.random.Generator) -> Iterator[Block]:
-    """Row groups in, shuffled batches of `batch_size` out (the last one may be smaller)."""
-    for chunk in shuffled_chunks(row_groups, batch_size, buffer_batches, rng):
-        yield from split_batches(chunk, batch_size)
-
-
-def permuted_chunks(block: Block, chunk_rows: int, rng: np.random.Generator) -> Iterator[Block]:
-    """All rows of `block` in a random order, in chunks of `chunk_rows` (gathered chunk by chunk,
-    so the first one is ready at once)."""
-    order = rng.permutation(block_rows(block))
-    for start in range(0, len(order), chunk_rows):
-        yield _take(block, order[start:start + chunk_rows])
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -294,7 +125,7 @@ class ShardReader:
 
     def _complete(self, parts: list[Block]) -> None:
         if self._cacheable:
-            self._cache = _concat(parts) if parts else {}
+            self._cache = concat_blocks(parts) if parts else {}
 
     def _use_cache(self, epoch: int) -> bool:
         """Whether this epoch comes from memory; a resumed run (epoch > 0, nothing cached yet)
@@ -317,7 +148,7 @@ class ShardReader:
         if self._use_cache(epoch):
             order, step = self._order(epoch), batch_size * buffer_batches
             for start in range(0, len(order), step):
-                yield _take(self._cache, order[start:start + step])
+                yield take_rows(self._cache, order[start:start + step])
             return
         rng = np.random.default_rng([self.seed, epoch, self.rank])
         parts: list[Block] = []
@@ -374,7 +205,7 @@ class Prefetcher:
     the loop's thread takes the next batch of a ready list (a queue get per chunk, not per
     batch), as from batches held in memory. Packed batches ({FLOATS, STRINGS, WEIGHT}: two
     matrices, whatever the number of columns) are unpacked into columns inside the train step's
-    graph (`unpack`). (tf.data's from_generator cost about 1 ms per element on top, more than
+    graph (batches.unpack). (tf.data's from_generator cost about 1 ms per element on top, more than
     the read itself.)
     """
 
@@ -436,38 +267,3 @@ class Prefetcher:
         """Stops the producer early (a consumer that leaves before the end of the epoch)."""
         self._stop.set()
         self._thread.join()
-
-
-def unpack(batch: dict, spec: InputSpec) -> dict:
-    """A packed batch -> one tensor per column plus the weights (inside the train step's graph)."""
-    import tensorflow as tf
-
-    columns = {}
-    if spec.float_columns:
-        columns.update(zip(spec.float_columns,
-                           tf.unstack(batch[FLOATS], num=len(spec.float_columns), axis=1)))
-    if spec.categorical:
-        columns.update(zip(spec.categorical,
-                           tf.unstack(batch[STRINGS], num=len(spec.categorical), axis=1)))
-    columns[WEIGHT] = batch[WEIGHT]
-    return columns
-
-
-def packed_signature(spec: InputSpec) -> dict:
-    """The TensorSpecs of a packed batch of any number of rows (a tf.function's signature)."""
-    import tensorflow as tf
-
-    return {key: tf.TensorSpec((None, *column.shape[1:]),
-                               tf.string if column.dtype == object else tf.as_dtype(column.dtype))
-            for key, column in packed_dummy(spec).items()}
-
-
-def packed_dummy(spec: InputSpec) -> Block:
-    """A one-row, zero-weight packed batch: a rank that ran out of rows still joins the allreduce."""
-    block = {}
-    if spec.float_columns:
-        block[FLOATS] = np.zeros((1, len(spec.float_columns)), np.float32)
-    if spec.categorical:
-        block[STRINGS] = np.full((1, len(spec.categorical)), "", dtype=object)
-    block[WEIGHT] = np.zeros(1, np.float32)
-    return block

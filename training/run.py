@@ -8,25 +8,17 @@ from pathlib import Path
 from pyspark.sql import SparkSession
 
 from demandcast.config import PipelineConfig
-from demandcast.errors import ConfigError, StageFailed
+from demandcast.errors import StageFailed
 from demandcast.logs import get_logger
+from demandcast.run_folders import local_dir
 from training.dataset import TrainingSet, build_training_set, pin_training_set
 from training.distributed import RESULT_FILE
 from training.launch import SPEC_FILE, launch
 from training.lineage import model_row, record_model
-from training.model_io import code_version
+from training.model_directory import code_version
 from training.preprocessing import compute_state, save_state
 
 log = get_logger("training.run")
-
-
-def local_dir(location: str) -> Path:
-    """Run and model folders are written with plain file I/O (TF, JSON): they need a local or
-    mounted shared path (NFS, DBFS FUSE), not an object-store URI."""
-    if "://" in location and not location.startswith("file://"):
-        raise ConfigError(f"runs_dir={location!r}: training writes checkpoints and models with file "
-                          "I/O; mount the bucket and give its local path")
-    return Path(location.removeprefix("file://")).resolve()
 
 
 def new_model_version(training_set: TrainingSet) -> str:

@@ -42,7 +42,7 @@ class GenerateSettings(Section):
     # json); each further format writes every event again (its events are simulated again too).
     formats: list[Literal["json", "parquet"]] = ["json"]
     # zlib level of the JSON files' gzip (1 fastest .. 9 smallest). Level 1 writes them in about
-    # half the CPU of zlib's default 6 for ~20% more bytes (bench/RESULTS.md, session 7).
+    # half the CPU of zlib's default 6 for ~20% more bytes.
     json_gzip_level: int = Field(1, ge=1, le=9)
     # Output files per event-date folder, per format.
     files_per_day: int = Field(1, ge=1, le=64)

@@ -47,7 +47,7 @@ class TrainSettings(Section):
     embedding_dim: int = Field(8, ge=1)
     hidden_units: list[int] = Field(default_factory=lambda: [256, 128])
     # Deep part as k MLP members trained on their own losses, outputs averaged (TabM-naive,
-    # Gorishniy et al., 2024); 1 = one MLP (the model before session 4).
+    # Gorishniy et al., 2024); 1 = one MLP, which is also how a model saved without this key loads.
     ensemble_members: int = Field(8, ge=1, le=64)
     dropout: float = Field(0.3, ge=0.0, lt=1.0)
     l2: float = Field(1e-4, ge=0.0)

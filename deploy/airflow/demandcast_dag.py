@@ -4,14 +4,13 @@
 - demandcast_weekly_retrain (02:00 UTC on Mondays): wait for that day's features >> train >> evaluate
 
 Every task is a SparkSubmitOperator running `stage_launcher.py STAGE --conf cluster.yaml` (the
-`demandcast STAGE` CLI from the shipped code; deploy/stage_launcher.py says why not jobs/<stage>.py)
-with the same
-packaging deploy/submit.py uses for the `yarn` profile: the project wheel (as a .zip) in
---py-files, the venv-pack archive of the pinned stack in --archives (./environment), the config
-files in --files. A release (CI: `python deploy/submit.py STAGE --profile yarn` builds the two
-artifacts under build/submit/) is copied to DEMANDCAST_RELEASE_URI with deploy/stage_launcher.py
-and conf/{base,cluster}.yaml, conf/log4j2.properties; the Spark connection
-`spark_demandcast` holds the master (yarn) and the queue.
+`demandcast STAGE` CLI from the shipped code) with the same packaging deploy/submit.py uses for
+the `yarn` profile: the project wheel (as a .zip) in --py-files, the venv-pack archive of the
+pinned stack in --archives (./environment), the config files in --files. A release (CI:
+`python deploy/submit.py STAGE --profile yarn` builds the two artifacts under build/submit/) is
+copied to DEMANDCAST_RELEASE_URI with deploy/stage_launcher.py and conf/{base,cluster}.yaml,
+conf/log4j2.properties; the Spark connection `spark_demandcast` holds the master (yarn) and the
+queue.
 
 The logical date is the snapshot: each run processes `snapshot_dates=[{{ ds }}]`, so a backfill
 or a rerun of one day replaces exactly that day's partitions (every stage is idempotent).
@@ -65,7 +64,7 @@ DEFAULT_ARGS = {
 
 
 def stage_task(stage: str, extra_sets: tuple[str, ...] = (), **spark_overrides: str) -> SparkSubmitOperator:
-    """One pipeline stage as spark-submit of jobs/<stage>.py with the release's packaging."""
+    """One pipeline stage as spark-submit of stage_launcher.py with the release's packaging."""
     conf = {**SPARK_CONF, **spark_overrides}
     args = [stage, "--conf", "cluster.yaml", "--set", "snapshot_dates=[{{ ds }}]",
             "--set", "spark.python=./environment/bin/python"]

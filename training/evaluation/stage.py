@@ -17,17 +17,17 @@ from pyspark.sql import functions as F
 from demandcast.config import PipelineConfig
 from demandcast.errors import StageFailed
 from demandcast.logs import get_logger
+from demandcast.run_folders import local_dir
 from demandcast.tables import absolute_uri, is_delta_table, read_table, table_path
 from training import metrics as M
-from training.baselines import WideIds, lightgbm, logistic_regression, recency_scores
 from training.dataset import KEYS, TrainingSet, category_label_column
+from training.evaluation.baselines import WideIds, lightgbm, logistic_regression, recency_scores
+from training.evaluation.report import html_report
 from training.lineage import latest_model_version, model_record, record_evaluation
-from training.model_io import (EVALUATION_FILES, load_failed, load_keras_model, load_scoring_model,
-                               read_model_info, require_model_dir)
-from training.report_plots import html_report
-from training.run import local_dir
+from training.model_directory import (EVALUATION_FILES, load_failed, load_keras_model,
+                                      load_scoring_model, read_model_info, require_model_dir)
 
-log = get_logger("training.evaluation")
+log = get_logger("training.evaluation.stage")
 
 
 def to_pandas(df: DataFrame, limit: int | None, seed: int) -> pd.DataFrame:

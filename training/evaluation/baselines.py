@@ -7,7 +7,7 @@ import pandas as pd
 from scipy import sparse
 
 from training.model import WIDE_PREFIX
-from training.model_io import model_inputs
+from training.model_directory import model_input_arrays
 
 
 def recency_scores(df: pd.DataFrame, feature: str) -> np.ndarray:
@@ -33,7 +33,7 @@ class WideIds:
     def one_hot(self, df: pd.DataFrame) -> sparse.csr_matrix:
         import tensorflow as tf
 
-        arrays = {k: tf.constant(v) for k, v in model_inputs(df, self._columns).items()}
+        arrays = {k: tf.constant(v) for k, v in model_input_arrays(df, self._columns).items()}
         ids = [np.asarray(t).reshape(-1) for t in self._ids(arrays)]
         offsets = np.cumsum([0] + self.sizes[:-1])
         cols = np.stack([i.astype(np.int64) + o for i, o in zip(ids, offsets)], axis=1)

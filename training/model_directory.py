@@ -157,7 +157,7 @@ def load_keras_model(model_dir: str | Path):
     return model, state
 
 
-def model_inputs(df: pd.DataFrame, columns: dict[str, str]) -> dict[str, np.ndarray]:
+def model_input_arrays(df: pd.DataFrame, columns: dict[str, str]) -> dict[str, np.ndarray]:
     """Raw pandas columns -> the arrays the model takes (float32 with NaN, str with "" for null)."""
     missing = [c for c in columns if c not in df.columns]
     if missing:
@@ -173,8 +173,9 @@ def model_inputs(df: pd.DataFrame, columns: dict[str, str]) -> dict[str, np.ndar
 
 
 @dataclass
-class ScoringModel:
-    """What scoring and evaluation use: raw columns in, calibrated predictions out."""
+class SavedModelScorer:
+    """The SavedModel of a model directory as scoring and evaluation use it: raw columns in,
+    calibrated predictions out (training.scoring.model_loading.ScoringModel)."""
 
     model_dir: str
     model_version: str
@@ -190,7 +191,7 @@ class ScoringModel:
         """p_purchase (calibrated), expected_spend and one p_category_<id> column per category."""
         import tensorflow as tf
 
-        arrays = model_inputs(df, self.input_columns)
+        arrays = model_input_arrays(df, self.input_columns)
         parts = []
         for start in range(0, len(df), PREDICT_CHUNK) or [0]:
             chunk = {k: tf.constant(v[start:start + PREDICT_CHUNK]) for k, v in arrays.items()}
@@ -206,7 +207,7 @@ class ScoringModel:
         return out
 
 
-def load_scoring_model(model_dir: str | Path) -> ScoringModel:
+def load_scoring_model(model_dir: str | Path) -> SavedModelScorer:
     """Loads the SavedModel of a model directory for batch prediction (see docs/CONTRACTS.md)."""
     import tensorflow as tf
 
@@ -214,7 +215,7 @@ def load_scoring_model(model_dir: str | Path) -> ScoringModel:
     info = read_model_info(model_dir)
     loaded = tf.saved_model.load(str(Path(model_dir) / SAVED_MODEL))
     serve = loaded.signatures["serving_default"]
-    model = ScoringModel(str(model_dir), info["model_version"], dict(info["input_columns"]),
-                         list(info["category_ids"]), serve)
+    model = SavedModelScorer(str(model_dir), info["model_version"], dict(info["input_columns"]),
+                             list(info["category_ids"]), serve)
     model._loaded = loaded  # keeps the restored variables alive as long as the model
     return model

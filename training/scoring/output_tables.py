@@ -1,4 +1,5 @@
-"""The two tables the score stage publishes, and their idempotent writes.
+"""The two tables the score stage publishes: their specs, their rows from the UDF output, and
+their idempotent writes.
 
 Both are partitioned by (snapshot_date, model_version): a rerun replaces exactly its own
 (snapshot, model) partition in one Delta commit, and another model's scores of the same snapshot
@@ -7,11 +8,13 @@ stay side by side (README "Table contracts").
 from __future__ import annotations
 
 import datetime as dt
+from typing import Sequence
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from demandcast.tables import NO_DELETION_VECTORS, TableSpec, is_delta_table, table_path, write_table
+from training.scoring.udf import USER_KEY, ScoringPlan
 
 PARTITIONS = ("snapshot_date", "model_version")
 
@@ -53,6 +56,74 @@ CATEGORY_DEMAND = TableSpec(
     },
     properties=dict(NO_DELETION_VECTORS),
 )
+
+
+# Delta refuses NOT NULL inside arrays: the casts make every nested field nullable.
+TOP_CATEGORIES_TYPE = "array<struct<category_id:string,score:double>>"
+DRIVERS_TYPE = "array<struct<feature_group:string,contribution:double>>"
+
+
+def decile(p: Column, edges: Sequence[float]) -> Column:
+    """1 for the highest-propensity tenth, 10 for the lowest."""
+    above = sum((F.when(p > F.lit(float(e)), 1).otherwise(0) for e in edges), F.lit(0))
+    return (F.lit(10) - above).cast("int")
+
+
+def prediction_rows(scored: DataFrame, plan: ScoringPlan, snapshot_date: dt.date,
+                    model_version: str, scored_at: dt.datetime, edges: Sequence[float]) -> DataFrame:
+    """The predictions table's columns (README "Table contracts")."""
+    ids = F.array(*[F.lit(str(c)) for c in plan.category_ids]) if plan.category_ids \
+        else F.array().cast("array<string>")
+    top = F.array(*[
+        F.struct(F.element_at(ids, F.col(f"top_{j}_index") + 1).alias("category_id"),
+                 F.col(f"top_{j}_score").alias("score"))
+        for j in range(plan.n_top)]) if plan.n_top else \
+        F.array().cast(TOP_CATEGORIES_TYPE)
+    if plan.n_drivers:
+        drivers = F.array(*[F.struct(F.col(f"driver_{j}_group").alias("feature_group"),
+                                     F.col(f"driver_{j}_value").alias("contribution"))
+                            for j in range(plan.n_drivers)])
+        drivers = F.when(F.col("driver_0_group").isNotNull(),
+                         F.filter(drivers, lambda d: d["feature_group"].isNotNull()))
+    else:
+        drivers = F.lit(None)
+    return scored.select(
+        F.col(USER_KEY),
+        F.lit(snapshot_date).cast("date").alias("snapshot_date"),
+        F.lit(model_version).alias("model_version"),
+        F.col("p_purchase"),
+        F.col("expected_spend"),
+        top.cast(TOP_CATEGORIES_TYPE).alias("top_categories"),
+        decile(F.col("p_purchase"), edges).alias("decile"),
+        F.lit(scored_at).cast("timestamp").alias("scored_at"),
+        drivers.cast(DRIVERS_TYPE).alias("drivers"),
+    )
+
+
+def category_demand_rows(scored: DataFrame, plan: ScoringPlan, snapshot_date: dt.date,
+                         model_version: str, computed_at: dt.datetime) -> DataFrame:
+    """Per category: sums over users of the category score and of the allotted expected spend.
+
+    One aggregation with one sum per category column (no explode of users x categories)."""
+    spark = scored.sparkSession
+    schema = ("snapshot_date date, model_version string, category_id string, "
+              "expected_buyers double, expected_revenue double, n_users long, computed_at timestamp")
+    if not plan.category_ids:
+        return spark.createDataFrame([], schema)
+    sums = scored.agg(F.count(F.lit(1)).alias("n_users"), *[
+        agg for i in range(len(plan.category_ids)) for agg in (
+            F.sum(f"cat_score_{i}").alias(f"b{i}"), F.sum(f"cat_spend_{i}").alias(f"r{i}"))])
+    per_category = F.explode(F.array(*[
+        F.struct(F.lit(str(c)).alias("category_id"), F.col(f"b{i}").alias("expected_buyers"),
+                 F.col(f"r{i}").alias("expected_revenue"))
+        for i, c in enumerate(plan.category_ids)])).alias("c")
+    return sums.select(
+        F.lit(snapshot_date).cast("date").alias("snapshot_date"),
+        F.lit(model_version).alias("model_version"),
+        per_category, F.col("n_users").cast("long").alias("n_users"),
+        F.lit(computed_at).cast("timestamp").alias("computed_at"),
+    ).select("snapshot_date", "model_version", "c.category_id", "c.expected_buyers",
+             "c.expected_revenue", "n_users", "computed_at")
 
 
 def _partition(snapshot_date: dt.date, model_version: str) -> dict[str, list[object]]:

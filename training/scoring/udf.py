@@ -1,18 +1,15 @@
 """Bulk scoring of one feature snapshot with one model, as a vectorised Spark pandas UDF.
 
-The model is loaded once per Python worker (a module-level cache keyed by the model directory,
-used from the iterator form `mapInPandas`, so a task loads it at most once and a reused worker
-never again). Each Arrow batch is one `model.predict` call (plus one more for the explained
+The model is loaded once per Python worker (model_loading.cached_model, called from the iterator
+form `mapInPandas`). Each Arrow batch is one `model.predict` call (plus one more for the explained
 rows); the UDF returns flat columns (one per category score, per top category, per driver) so
 the Arrow transfer stays columnar, and Spark assembles the arrays and structs of the tables.
 """
 from __future__ import annotations
 
-import datetime as dt
 import functools
-import importlib
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator, Mapping, Protocol, Sequence
+from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -22,55 +19,12 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from demandcast.errors import DataQualityError, StageFailed
-from demandcast.logs import get_logger
-from training.explain import occlusion_contributions, top_drivers
-from training.model_io import category_score_column
-
-log = get_logger("scoring")
+from training.model_directory import category_score_column
+from training.scoring.explanations import occlusion_contributions, top_drivers
+from training.scoring.model_loading import DEFAULT_LOADER, ScoringModel, cached_model
 
 USER_KEY = "user_key"
 EXPLAIN_FLAG = "_explain"
-# The loader the score stage uses; a "module:function" reference so workers import it by name.
-DEFAULT_LOADER = "training.model_io:load_scoring_model"
-
-
-class ScoringModel(Protocol):
-    """What training.model_io.load_scoring_model returns (docs/CONTRACTS.md "Model directory")."""
-
-    input_columns: Mapping[str, str]   # column -> "numeric" | "categorical"
-    category_ids: Sequence[str]        # order of the category head
-
-    def predict(self, features: pd.DataFrame) -> pd.DataFrame: ...
-
-
-# Worker-process cache: (loader, model_dir) -> loaded model. Lives as long as the Python worker.
-_WORKER_MODELS: dict[tuple[str, str], ScoringModel] = {}
-
-
-def resolve_loader(loader: str | Callable[[str], ScoringModel]) -> Callable[[str], ScoringModel]:
-    """A loader is a function, or a 'module:function' reference imported where it runs."""
-    if callable(loader):
-        return loader
-    module, _, name = loader.partition(":")
-    if not module or not name:
-        raise ValueError(f"model loader must be 'module:function', got {loader!r}")
-    return getattr(importlib.import_module(module), name)
-
-
-def _loader_name(loader: str | Callable[[str], ScoringModel]) -> str:
-    if isinstance(loader, str):
-        return loader
-    return f"{loader.__module__}:{loader.__qualname__}"
-
-
-def cached_model(model_dir: str, loader: str | Callable[[str], ScoringModel] = DEFAULT_LOADER
-                 ) -> ScoringModel:
-    """The model of `model_dir`, loaded at most once in this process."""
-    key = (_loader_name(loader), model_dir)
-    if key not in _WORKER_MODELS:
-        log.info("loading model %s in process", model_dir)
-        _WORKER_MODELS[key] = resolve_loader(loader)(model_dir)
-    return _WORKER_MODELS[key]
 
 
 # --- the contract between a model and a feature table -------------------------------------------
@@ -104,7 +58,7 @@ def check_model_inputs(input_columns: Mapping[str, str], schema: T.StructType, m
               "(--set score.model_version=...) or rebuild the features.")
 
 
-def model_inputs(features: DataFrame, input_columns: Mapping[str, str], explain: Column) -> DataFrame:
+def udf_inputs(features: DataFrame, input_columns: Mapping[str, str], explain: Column) -> DataFrame:
     """The key, the model's inputs (numerics as double, so null arrives as NaN) and the flag of
     the users to explain. Missing values are left to the model's saved preprocessing."""
     cols = [F.col(USER_KEY)]
@@ -229,83 +183,13 @@ def score_batches(plan: ScoringPlan, batches: Iterable[pd.DataFrame]) -> Iterato
 
 
 def score_users(inputs: DataFrame, plan: ScoringPlan) -> DataFrame:
-    """Scores every row of `inputs` (see model_inputs) on the executors."""
+    """Scores every row of `inputs` (see udf_inputs) on the executors."""
     return inputs.mapInPandas(functools.partial(score_batches, plan), plan.output_schema())
-
-
-# --- from UDF output to table rows --------------------------------------------------------------
-
-# Delta refuses NOT NULL inside arrays: the casts make every nested field nullable.
-TOP_CATEGORIES_TYPE = "array<struct<category_id:string,score:double>>"
-DRIVERS_TYPE = "array<struct<feature_group:string,contribution:double>>"
 
 
 def decile_edges(scored: DataFrame, relative_error: float = 1e-4) -> list[float]:
     """The 10th..90th percentiles of p_purchase (approximate quantiles: no single-partition sort)."""
     return scored.approxQuantile("p_purchase", [i / 10 for i in range(1, 10)], relative_error)
-
-
-def decile(p: Column, edges: Sequence[float]) -> Column:
-    """1 for the highest-propensity tenth, 10 for the lowest."""
-    above = sum((F.when(p > F.lit(float(e)), 1).otherwise(0) for e in edges), F.lit(0))
-    return (F.lit(10) - above).cast("int")
-
-
-def prediction_rows(scored: DataFrame, plan: ScoringPlan, snapshot_date: dt.date,
-                    model_version: str, scored_at: dt.datetime, edges: Sequence[float]) -> DataFrame:
-    """The predictions table's columns (README "Table contracts")."""
-    ids = F.array(*[F.lit(str(c)) for c in plan.category_ids]) if plan.category_ids \
-        else F.array().cast("array<string>")
-    top = F.array(*[
-        F.struct(F.element_at(ids, F.col(f"top_{j}_index") + 1).alias("category_id"),
-                 F.col(f"top_{j}_score").alias("score"))
-        for j in range(plan.n_top)]) if plan.n_top else \
-        F.array().cast(TOP_CATEGORIES_TYPE)
-    if plan.n_drivers:
-        drivers = F.array(*[F.struct(F.col(f"driver_{j}_group").alias("feature_group"),
-                                     F.col(f"driver_{j}_value").alias("contribution"))
-                            for j in range(plan.n_drivers)])
-        drivers = F.when(F.col("driver_0_group").isNotNull(),
-                         F.filter(drivers, lambda d: d["feature_group"].isNotNull()))
-    else:
-        drivers = F.lit(None)
-    return scored.select(
-        F.col(USER_KEY),
-        F.lit(snapshot_date).cast("date").alias("snapshot_date"),
-        F.lit(model_version).alias("model_version"),
-        F.col("p_purchase"),
-        F.col("expected_spend"),
-        top.cast(TOP_CATEGORIES_TYPE).alias("top_categories"),
-        decile(F.col("p_purchase"), edges).alias("decile"),
-        F.lit(scored_at).cast("timestamp").alias("scored_at"),
-        drivers.cast(DRIVERS_TYPE).alias("drivers"),
-    )
-
-
-def category_demand_rows(scored: DataFrame, plan: ScoringPlan, snapshot_date: dt.date,
-                         model_version: str, computed_at: dt.datetime) -> DataFrame:
-    """Per category: sums over users of the category score and of the allotted expected spend.
-
-    One aggregation with one sum per category column (no explode of users x categories)."""
-    spark = scored.sparkSession
-    schema = ("snapshot_date date, model_version string, category_id string, "
-              "expected_buyers double, expected_revenue double, n_users long, computed_at timestamp")
-    if not plan.category_ids:
-        return spark.createDataFrame([], schema)
-    sums = scored.agg(F.count(F.lit(1)).alias("n_users"), *[
-        agg for i in range(len(plan.category_ids)) for agg in (
-            F.sum(f"cat_score_{i}").alias(f"b{i}"), F.sum(f"cat_spend_{i}").alias(f"r{i}"))])
-    per_category = F.explode(F.array(*[
-        F.struct(F.lit(str(c)).alias("category_id"), F.col(f"b{i}").alias("expected_buyers"),
-                 F.col(f"r{i}").alias("expected_revenue"))
-        for i, c in enumerate(plan.category_ids)])).alias("c")
-    return sums.select(
-        F.lit(snapshot_date).cast("date").alias("snapshot_date"),
-        F.lit(model_version).alias("model_version"),
-        per_category, F.col("n_users").cast("long").alias("n_users"),
-        F.lit(computed_at).cast("timestamp").alias("computed_at"),
-    ).select("snapshot_date", "model_version", "c.category_id", "c.expected_buyers",
-             "c.expected_revenue", "n_users", "computed_at")
 
 
 @dataclass
@@ -324,7 +208,7 @@ class ScoredSnapshot:
 
 def score_snapshot(features: DataFrame, plan: ScoringPlan, explain: Column) -> ScoredSnapshot:
     """Runs the UDF over the snapshot once and keeps the result for the table writes."""
-    inputs = model_inputs(features, plan.input_columns, explain)
+    inputs = udf_inputs(features, plan.input_columns, explain)
     scored = score_users(inputs, plan).persist(StorageLevel.MEMORY_AND_DISK)
     stats = scored.agg(F.count(F.lit(1)).alias("n"), F.countDistinct(USER_KEY).alias("keys"),
                        F.count(USER_KEY).alias("with_key"),

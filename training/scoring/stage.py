@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -17,75 +16,20 @@ from demandcast.errors import StageFailed
 from demandcast.logs import get_logger
 from demandcast.settings.score import ScoreSettings
 from demandcast.tables import last_commit_time, read_table, require_same_schema, table_path
-from training.drift import feature_drift, reference_profile
-from training.explain import feature_groups, global_importance
-from training.model_io import load_failed
-from training.prediction_tables import (CATEGORY_DEMAND, PREDICTIONS, partition_scored_at,
-                                        write_scores)
-from training.scoring import (DEFAULT_LOADER, USER_KEY, ScoringModel, ScoringPlan,
-                              cached_model, category_demand_rows, check_model_inputs,
-                              prediction_rows, score_snapshot)
+from training.evaluation.champion import choose_model
+from training.model_directory import load_failed
+from training.scoring.drift import feature_drift, reference_profile
+from training.scoring.explanations import feature_groups, global_importance
+from training.scoring.model_loading import DEFAULT_LOADER, ScoringModel, cached_model
+from training.scoring.output_tables import (CATEGORY_DEMAND, PREDICTIONS, category_demand_rows,
+                                            partition_scored_at, prediction_rows, write_scores)
+from training.scoring.udf import USER_KEY, ScoringPlan, check_model_inputs, score_snapshot
 
 log = get_logger("score")
 
 ARROW_BATCH_CONF = "spark.sql.execution.arrow.maxRecordsPerBatch"
 # Explained users: a hash of the key below fraction * this many buckets (deterministic sample).
 _SAMPLE_BUCKETS = 1_000_000
-
-
-@dataclass(frozen=True)
-class ModelChoice:
-    model_version: str
-    model_dir: str
-    train_snapshot_date: dt.date | None
-
-
-def model_dir_of(runs_dir: str, model_version: str) -> str:
-    return f"{runs_dir.rstrip('/')}/models/{model_version}"
-
-
-def choose_model(spark: SparkSession, cfg: PipelineConfig) -> ModelChoice:
-    """The pinned version, or the best version by the configured metric (a models column; rows
-    without it come last). A `status` column, when the table has one, must say 'ok'."""
-    settings = cfg.score
-    models = read_table(spark, cfg.warehouse, "models")
-    columns = set(models.columns)
-    if settings.model_version:
-        rows = models.where(F.col("model_version") == settings.model_version).collect()
-        if not rows:
-            known = [r[0] for r in models.select("model_version").distinct().collect()]
-            raise StageFailed(f"score.model_version {settings.model_version!r} is not in the models "
-                              f"table (versions: {sorted(known)})")
-        row = rows[-1]
-        if "status" in columns and row["status"] != "ok":
-            raise StageFailed(f"model {settings.model_version} has status {row['status']!r}, "
-                              "not 'ok': refusing to score with it")
-    else:
-        candidates = models.where(F.col("status") == "ok") if "status" in columns else models
-        metric = _metric_column(models, settings)
-        order = metric.desc_nulls_last() if settings.selection_higher_is_better \
-            else metric.asc_nulls_last()
-        tiebreak = [F.col("created_at").desc()] if "created_at" in columns else []
-        row = candidates.orderBy(order, *tiebreak, F.col("model_version").desc()).first()
-        if row is None:
-            raise StageFailed("the models table has no usable model; run train first")
-    version = str(row["model_version"])
-    model_dir = row["model_dir"] if "model_dir" in columns and row["model_dir"] \
-        else model_dir_of(cfg.runs_dir, version)
-    return ModelChoice(version, model_dir, _train_snapshot(row))
-
-
-def _metric_column(models: DataFrame, settings: ScoreSettings) -> Column:
-    if settings.selection_metric not in models.columns:
-        raise StageFailed(f"score.selection_metric {settings.selection_metric!r} is not a column of "
-                          f"the models table (columns: {models.columns})")
-    return F.col(settings.selection_metric)
-
-
-def _train_snapshot(row) -> dt.date | None:
-    """The latest snapshot the model was trained on (models.snapshot_dates, training.lineage)."""
-    dates = row.asDict().get("snapshot_dates")
-    return max(dates) if dates else None
 
 
 def choose_snapshot(features: DataFrame, settings: ScoreSettings) -> dt.date:

@@ -1,0 +1,1 @@
+"""The run report: one HTML page per pipeline run, from the tables and run folders."""
