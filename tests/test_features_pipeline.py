@@ -39,7 +39,7 @@ def as_pairs(labels: pd.DataFrame) -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def built(spark, tmp_path_factory):
     """Generated inputs and one run of the features job over a two-snapshot range."""
-    from jobs.features import run
+    from jobs.build_features import run
 
     warehouse = str(tmp_path_factory.mktemp("pipeline") / "warehouse")
     events, users, items = random_inputs(seed=7, n_users=60, n_events=3000,
@@ -178,7 +178,7 @@ def test_a_snapshot_sees_the_user_attributes_known_before_it(spark, tmp_path):
 def test_a_source_without_dimensions_runs_with_their_features_null(spark, tmp_path):
     """Most transaction exports come without users or items: features still run; the user
     attributes and the promotion share are null, categories come from the events alone."""
-    from jobs.features import run
+    from jobs.build_features import run
 
     warehouse = str(tmp_path / "warehouse")
     events, _, _ = random_inputs(seed=11, n_users=20, n_events=800, start=dt.date(2026, 1, 1), days=40)
