@@ -171,3 +171,39 @@ def test_attributes_on_joins_the_version_valid_on_the_day(spark):
         (D(2025, 2, 1), "north"), (D(2025, 2, 2), "west")]
     with pytest.raises(ValueError, match="region"):
         attributes_on(facts.withColumn("region", facts["n"]), users, "user_key", "day")
+
+
+def test_duckdb_reference_reads_users_as_of_the_day_before_and_items_as_of_the_event(tmp_path):
+    from features.catalog import FeatureSpec
+    from reference import duckdb_features as reference
+
+    utc = dt.timezone.utc
+    events = pd.DataFrame({
+        "event_id": ["e1", "e2"], "user_key": ["u1", "u1"], "session_id": ["s1", "s2"],
+        "event_time": [dt.datetime(2025, 1, 20, 10, tzinfo=utc), dt.datetime(2025, 1, 25, 10, tzinfo=utc)],
+        "event_type": ["view", "purchase"], "item_id": ["i1", "i1"], "category_id": [None, None],
+        "price": [9.0, 9.0], "quantity": [None, 1], "device": ["web", "web"]})
+    users = pd.DataFrame({
+        "user_key": ["u1", "u1"], "signup_date": [D(2024, 1, 1)] * 2, "region": ["north", "west"],
+        "age_band": ["25-34"] * 2, "gender": ["f"] * 2,
+        "valid_from": [D(2025, 1, 1), D(2025, 2, 1)], "valid_to": [D(2025, 2, 1), None]})
+    # i1 was in category books at 10.0 until 2025-01-25, then in toys at 8.0.
+    items = pd.DataFrame({
+        "item_id": ["i1", "i1"], "category_id": ["books", "toys"], "brand": ["a", "a"],
+        "list_price": [10.0, 8.0], "valid_from": [D(2025, 1, 1), D(2025, 1, 25)],
+        "valid_to": [D(2025, 1, 25), None]})
+    paths = {}
+    for name, frame in (("events", events), ("users", users), ("items", items)):
+        paths[name] = str(tmp_path / f"{name}.parquet")
+        frame.to_parquet(paths[name], index=False)
+    con = reference.connect()
+    reference.register_inputs(con, [paths["events"]], [paths["users"]], [paths["items"]])
+    spec = FeatureSpec()
+    rows = reference.features(con, [D(2025, 2, 1), D(2025, 2, 2)], spec).set_index("snapshot_date")
+    # A snapshot D knows the users version of D - 1: U1 moved west on 2025-02-01.
+    assert list(rows["region"]) == ["north", "west"]
+    # Each event once, with the item version of its day: the view in books, the purchase in
+    # toys and not on promotion (9.0 is below the old list price 10.0, not the new 8.0).
+    assert list(rows["purchases_last_30d"]) == [1, 1] and list(rows["views_last_30d"]) == [1, 1]
+    assert list(rows[f"share_bought_on_promotion_last_{spec.price_window_days}d"]) == [0.0, 0.0]
+    assert list(rows["top_category_1"]) == ["books"] * 2 and list(rows["top_category_2"]) == ["toys"] * 2
