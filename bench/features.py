@@ -66,11 +66,15 @@ def build_inputs(spark, warehouse: str, target_events: int, seed: int) -> int:
         F.lit("bench").alias("batch_id"), F.current_timestamp().alias("ingested_at"), "event_date")
     write_table(events.repartition("event_date"), warehouse,
                 TableSpec("events", "bench events", ("event_date",)), "overwrite")
+    # One version per user and item, valid from the export's updated_at, as ingest writes them.
     users = population.user_dimension(world.users, START).select(
-        user_key.alias("user_key"), "signup_date", "region", "age_band", "gender")
+        user_key.alias("user_key"), "signup_date", "region", "age_band", "gender",
+        F.col("updated_at").alias("valid_from"), F.lit(None).cast("date").alias("valid_to"))
     write_table(users, warehouse, TableSpec("users", "bench users"), "overwrite")
-    write_table(population.item_dimension(world.items), warehouse, TableSpec("items", "bench items"),
-                "overwrite")
+    items = population.item_dimension(world.items).select(
+        "item_id", "category_id", "brand", "list_price", F.col("updated_at").alias("valid_from"),
+        F.lit(None).cast("date").alias("valid_to"))
+    write_table(items, warehouse, TableSpec("items", "bench items"), "overwrite")
     n = read_table(spark, warehouse, "events").count()
     marker.write_text(json.dumps({"events": n, "users": n_users}))
     return n

@@ -39,7 +39,7 @@ def main() -> None:
     from demandcast.config import load_config
     from demandcast.session import build_spark_session
     from demandcast.tables import absolute_uri, table_path
-    from features.pseudonymise import resolve_hash_key, with_user_key
+    from features.ingest.pseudonymise import resolve_hash_key, with_user_key
 
     cfg = load_config(args.conf, args.overrides)
     spark = build_spark_session("oracle-ceiling", cfg.spark)

@@ -14,7 +14,7 @@ from pyspark.sql import Column, DataFrame, Observation
 from pyspark.sql import functions as F
 
 from features.catalog import FeatureSpec, feature_catalog
-from features.dimensions import attributes_on
+from features.dimensions import HISTORY_COLUMNS, attributes_on, snapshot_day_of
 from features.families.category_affinity import add_category_affinity_features, category_window_totals
 from features.families.context import add_context_features
 from features.families.frequency import add_frequency_features
@@ -41,11 +41,10 @@ def with_user_attributes(totals: DataFrame, users: DataFrame | None) -> DataFram
         return totals.select("*", *[F.lit(None).cast(USER_ATTRIBUTE_TYPES[c]).alias(name)
                                     for c, name in USER_ATTRIBUTE_NAMES.items()],
                              F.lit(None).cast("boolean").alias(IN_USERS))
-    validity = [c for c in ("valid_from", "valid_to") if c in users.columns]
-    dims = users.select("user_key", *validity,
+    dims = users.select("user_key", *HISTORY_COLUMNS,
                         *[F.col(c).alias(name) for c, name in USER_ATTRIBUTE_NAMES.items()],
                         F.lit(True).alias(IN_USERS))
-    known_on = totals.withColumn("_known_on", F.date_sub("snapshot_date", 1))
+    known_on = totals.withColumn("_known_on", snapshot_day_of(F.col("snapshot_date")))
     return attributes_on(known_on, dims, "user_key", "_known_on").drop("_known_on")
 
 

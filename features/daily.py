@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from features.dimensions import attributes_on
+
 # Hours [start, end) of the four parts of the day the hour profile counts (UTC).
 DAY_PARTS = {"night": (0, 6), "morning": (6, 12), "afternoon": (12, 18), "evening": (18, 24)}
 
@@ -136,9 +138,7 @@ def events_with_item_context(events: DataFrame, items: DataFrame | None) -> Data
     if items is None:
         return (events.withColumn("item_category_id", F.lit(None).cast("string"))
                 .withColumn("item_list_price", F.lit(None).cast("double")))
-    from features.dimensions import attributes_on
-
-    context = items.select("item_id", *[c for c in ("valid_from", "valid_to") if c in items.columns],
+    context = items.select("item_id", "valid_from", "valid_to",
                            F.col("category_id").alias("item_category_id"),
                            F.col("list_price").alias("item_list_price"))
     return attributes_on(events, context, "item_id", "event_date")

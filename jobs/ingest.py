@@ -7,8 +7,9 @@ from demandcast.cli import job_main
 from demandcast.config import PipelineConfig
 from demandcast.logs import get_logger
 from demandcast.session import build_spark_session
-from features.ingest import check_gate, commit_batch, ingest_dimensions, prepare_batch
-from features.pseudonymise import resolve_hash_key
+from features.ingest.batch import check_gate, commit_batch, prepare_batch
+from features.ingest.dimensions import ingest_dimensions
+from features.ingest.pseudonymise import resolve_hash_key
 
 log = get_logger("ingest")
 

@@ -15,8 +15,12 @@ EVENTS_SCHEMA = (
     "event_type string, item_id string, category_id string, price double, quantity int, "
     "device string, channel string, extra map<string,string>, source_file string, "
     "batch_id string, ingested_at timestamp, event_date date")
-USERS_SCHEMA = "user_key string, signup_date date, region string, age_band string, gender string"
-ITEMS_SCHEMA = "item_id string, category_id string, brand string, list_price double"
+USERS_SCHEMA = ("user_key string, signup_date date, region string, age_band string, gender string, "
+                "valid_from date, valid_to date")
+ITEMS_SCHEMA = "item_id string, category_id string, brand string, list_price double, valid_from date, valid_to date"
+# The dimensions hold versions (valid_from <= day < valid_to); inputs given without them get one
+# version per key, valid since before any test event, so every point-in-time join finds it.
+ALWAYS_VALID_FROM = dt.date(2000, 1, 1)
 
 EVENTS = TableSpec("events", "test events", ("event_date",),
                    properties={"delta.enableChangeDataFeed": "true"})
@@ -98,5 +102,12 @@ def write_inputs(spark: SparkSession, warehouse: str, events: pd.DataFrame | Dat
                  users: pd.DataFrame, items: pd.DataFrame, mode: str = "overwrite") -> None:
     ev = events if isinstance(events, DataFrame) else spark.createDataFrame(events, EVENTS_SCHEMA)
     write_table(ev, warehouse, EVENTS, mode)
-    write_table(spark.createDataFrame(users, USERS_SCHEMA), warehouse, USERS, "overwrite")
-    write_table(spark.createDataFrame(items, ITEMS_SCHEMA), warehouse, ITEMS, "overwrite")
+    write_table(spark.createDataFrame(one_version(users), USERS_SCHEMA), warehouse, USERS, "overwrite")
+    write_table(spark.createDataFrame(one_version(items), ITEMS_SCHEMA), warehouse, ITEMS, "overwrite")
+
+
+def one_version(dimension: pd.DataFrame) -> pd.DataFrame:
+    """A dimension's rows with valid_from and valid_to, ALWAYS_VALID_FROM and null unless given."""
+    if "valid_from" in dimension.columns:
+        return dimension
+    return dimension.assign(valid_from=ALWAYS_VALID_FROM, valid_to=None)

@@ -16,8 +16,8 @@ from pyspark.sql import functions as F
 from demandcast.config import load_config
 from demandcast.errors import ConfigError, DataQualityError
 from demandcast.tables import current_version, read_table, table_path
-from features.ingest import prepare_batch
-from features.pseudonymise import resolve_hash_key
+from features.ingest.batch import prepare_batch
+from features.ingest.pseudonymise import resolve_hash_key
 from jobs import ingest as ingest_job
 
 TEST_KEY = os.environ["DEMANDCAST_USER_HASH_KEY"]  # set by conftest
@@ -343,7 +343,7 @@ def test_nested_json_user_id_never_reaches_events(spark, project_root, tmp_path)
 def test_bad_mapping_config_names_the_key(project_root, tmp_path, override, message):
     with pytest.raises(ConfigError, match=message):
         cfg = _cfg(project_root, tmp_path, override)
-        from features.column_mapping import _check_keys
+        from features.ingest.column_mapping import _check_keys
         _check_keys(cfg.ingest.mapping)
 
 
@@ -380,7 +380,7 @@ def test_typed_parquet_export_decimals_and_zoned_or_wall_clock_times(spark, proj
 
 
 def test_timestamps_with_a_zone_name_are_not_shifted_by_the_source_zone(spark, project_root, tmp_path):
-    from features.validation import parse_timestamp
+    from features.ingest.validation import parse_timestamp
 
     mapping = _cfg(project_root, tmp_path, "ingest.mapping.source_timezone=Europe/Paris").ingest.mapping
     cases = {"2019-10-01 00:00:00 UTC": "2019-10-01 00:00:00",  # REES46

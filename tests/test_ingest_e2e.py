@@ -52,8 +52,14 @@ def test_generate_then_ingest_both_formats_exactly_once(spark, project_root, tmp
     assert n_events == from_json["good_rows"] - from_json["duplicates_in_batch"]
     assert {r.t for r in events.select(F.col("event_type").alias("t")).distinct().collect()} == {
         "view", "search", "add_to_cart", "remove_from_cart", "purchase"}
-    assert read_table(spark, str(tmp_path / "warehouse"), "users").count() == 300
-    assert read_table(spark, str(tmp_path / "warehouse"), "items").count() == 200
+    # One version per user and item (attributes never change in the simulated world), valid
+    # from the export's updated_at (conf/local.yaml): the signup date, the first simulated day.
+    users = read_table(spark, str(tmp_path / "warehouse"), "users")
+    assert users.count() == 300
+    assert users.where("valid_from <=> signup_date AND valid_to IS NULL").count() == 300
+    items = read_table(spark, str(tmp_path / "warehouse"), "items")
+    assert items.count() == 200
+    assert items.where("valid_from = DATE'2025-01-01' AND valid_to IS NULL").count() == 200
 
     # The same events landed as Parquet add nothing: exactly once across formats and batches.
     # A foreign Parquet file and a truncated one are reported and skipped; the rest is read.

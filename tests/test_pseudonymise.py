@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from demandcast.errors import ConfigError
-from features.pseudonymise import DEVELOPMENT_KEY, HashKey, resolve_hash_key, with_user_key
+from features.ingest.pseudonymise import DEVELOPMENT_KEY, HashKey, resolve_hash_key, with_user_key
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 IDS = ["U00000001", "customer-42", "", "ünïcødé-ß", "x" * 300]

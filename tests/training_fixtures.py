@@ -24,7 +24,7 @@ SNAPSHOTS = [dt.date(2026, 3, 1), dt.date(2026, 4, 1)]
 
 
 def user_key(user_id: str) -> str:
-    """HMAC-SHA256 as features.pseudonymise computes it, with the test key from conftest."""
+    """HMAC-SHA256 as features.ingest.pseudonymise computes it, with the test key from conftest."""
     secret = os.environ["DEMANDCAST_USER_HASH_KEY"].encode()
     return hmac.new(secret, user_id.encode(), hashlib.sha256).hexdigest()
 

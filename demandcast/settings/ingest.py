@@ -5,7 +5,7 @@ import datetime as dt
 import re
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from demandcast.settings.base import Section
 
@@ -118,16 +118,47 @@ class IngestSettings(Section):
     max_bad_fraction: float = Field(0.05, ge=0, le=1)
     # Default: derived from the input file list (paths, sizes), so a rerun is the same batch.
     batch_id: str | None = None
-    # Dimension files ({raw_dir}/users, {raw_dir}/items by default); skipped when absent.
+    # Dimension exports (Parquet). None: {raw_dir}/users and {raw_dir}/items, where a missing or
+    # empty folder means the platform has no such export: no table is created or changed (the
+    # features stage then has no dimension). A path given here must exist.
     users_path: str | None = None
     items_path: str | None = None
     ingest_dimensions: bool = True
+    # users and items keep their history (type-2): each row is one version of a key's
+    # attributes, valid from `valid_from` (the first day the values are known) until `valid_to`
+    # (exclusive; null while current). A row's valid_from is, first that applies:
+    #   1. the date in this export column (text 'yyyy-MM-dd...' or a date), when set and the
+    #      row has a value; it must say since when the row's values hold (an updated_at), not a
+    #      fixed date such as a signup date, or a changed value would correct the old version
+    #      instead of starting a new one;
+    #   2. the date of the file's landing folder `export_date=YYYY-MM-DD` (anywhere in its path);
+    #   3. dimensions_export_date, or, when that is null, the UTC date of the ingest run.
+    # A version whose values equal the previous one's adds nothing, so re-ingesting an export
+    # changes nothing. An export older than the current version (a late or replayed one) is put
+    # into the history at its date: the versions around it are cut or merged, none is lost.
+    # Two rows of a key with the same valid_from: the later file's wins within an export, the
+    # export being ingested wins over the table (a correction). A key missing from an export
+    # keeps its current version (an export may hold changed rows only).
+    users_valid_from_column: str | None = None
+    items_valid_from_column: str | None = None
+    dimensions_export_date: dt.date | None = None
 
     @field_validator("batch_id")
     @classmethod
     def _safe_batch_id(cls, value: str | None) -> str | None:
         if value is not None and (not value or not all(c.isalnum() or c in "-_." for c in value)):
             raise ValueError("batch_id may hold letters, digits, '-', '_' and '.' only")
+        return value
+
+    @field_validator("users_valid_from_column", "items_valid_from_column")
+    @classmethod
+    def _field_name(cls, value: str | None, info: ValidationInfo) -> str | None:
+        # A blank or padded name would silently match no field, and every row would fall back.
+        if value is not None and (not value.strip() or value != value.strip()):
+            raise ValueError(f"{value!r} is not a field name of the export (null for none)")
+        key = {"users_valid_from_column": "user_id", "items_valid_from_column": "item_id"}[info.field_name]
+        if value == key:
+            raise ValueError(f"{value!r} is the export's key field; name its date field")
         return value
 
     @model_validator(mode="after")

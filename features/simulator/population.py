@@ -149,14 +149,17 @@ def users(spark: SparkSession, s: GenerateSettings, seed: int) -> DataFrame:
 
 
 def user_dimension(users_df: DataFrame, start_date) -> DataFrame:
-    """The raw users file a platform would export (no latents)."""
-    return users_df.select(
-        "user_id", F.date_add(F.lit(start_date), F.col("signup_day")).alias("signup_date"),
-        "region", "age_band", "gender")
+    """The raw users file a platform would export (no latents). A user's attributes never change
+    in the simulated world: they hold since signup, which `updated_at` says (ingest's
+    users_valid_from_column in conf/local.yaml)."""
+    signup = F.date_add(F.lit(start_date), F.col("signup_day"))
+    return users_df.select("user_id", signup.alias("signup_date"), "region", "age_band", "gender",
+                           signup.alias("updated_at"))
 
 
 def items(spark: SparkSession, s: GenerateSettings, seed: int) -> DataFrame:
-    """Items with a category (every category has at least one), brand, list price and price rank."""
+    """Items with a category (every category has at least one), brand, list price, price rank and
+    the date they are listed from (the first simulated day)."""
     iid = F.col("iid")
     names = category_names(s.n_categories)
     popularity = [pow(2.718281828, -POPULARITY_SLOPE * c) for c in range(s.n_categories)]
@@ -178,12 +181,16 @@ def items(spark: SparkSession, s: GenerateSettings, seed: int) -> DataFrame:
                                              F.floor(uniform(seed, "brand", iid) * 12).cast("int")))
         .withColumn("list_price", F.round(level * F.exp(F.lit(0.5) * normal(seed, "item_price", iid)), 2))
         .withColumn("price_rank", (F.row_number().over(by_price) - 1).cast("int"))
+        .withColumn("listed_date", F.lit(s.start_date))
         .drop("iid")
     )
 
 
 def item_dimension(items_df: DataFrame) -> DataFrame:
-    return items_df.select("item_id", "category_id", "brand", "list_price")
+    """The raw items file; `updated_at` says since when the attributes hold (every item is
+    listed, unchanged, from the first simulated day)."""
+    return items_df.select("item_id", "category_id", "brand", "list_price",
+                           F.col("listed_date").alias("updated_at"))
 
 
 @dataclass(frozen=True)

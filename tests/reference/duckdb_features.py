@@ -5,6 +5,10 @@ events Parquet files (no user_daily), used to check the Spark code with a second
 It follows the definitions in docs/FEATURES.md, not the Spark code: windows are
 `event_time >= D - w days` (the Spark side uses event_date partitions), sessions are grouped per
 (session, UTC day), and so on. Same inputs -> same numbers, within float tolerance.
+
+users and items hold versions (docs/CONTRACTS.md): a version is valid on the days
+valid_from <= day < valid_to (null valid_to: no end). An event sees the item version of its UTC
+date; a snapshot D sees the user version of D - 1, the last day known before D.
 """
 from __future__ import annotations
 
@@ -43,8 +47,18 @@ def _q(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+def _valid_on(alias: str, day: str) -> str:
+    """The version of dimension `alias` valid on the date expression `day`."""
+    return f"{alias}.valid_from <= {day} AND {day} < coalesce({alias}.valid_to, DATE '9999-12-31')"
+
+
+# The items version of each event: its UTC date (the session time zone is UTC).
+ITEM_OF_EVENT = f"e.item_id = i.item_id AND {_valid_on('i', 'CAST(e.event_time AS DATE)')}"
+
+
 def features_sql(snapshot: dt.date, spec: FeatureSpec) -> str:
     d = f"TIMESTAMP '{snapshot.isoformat()} 00:00:00'"
+    known = f"DATE '{(snapshot - dt.timedelta(days=1)).isoformat()}'"  # the users version of D - 1
     view, cart, buy = _q(spec.roles.view), _q(spec.roles.cart), _q(spec.roles.purchase)
     P, W, k, m = spec.profile_window_days, spec.price_window_days, spec.top_k_categories, spec.funnel_prior_strength
     windows = sorted({*spec.windows_days, *spec.funnel_windows_days, 7, 30, 90, 365, P, W})
@@ -106,7 +120,7 @@ WITH ev AS (
            coalesce(e.category_id, i.category_id) AS category_id, i.list_price,
            e.price * coalesce(e.quantity, 1) AS value, coalesce(e.quantity, 1) AS qty,
            CAST(e.event_time AS DATE) AS day
-    FROM events e LEFT JOIN items i ON e.item_id = i.item_id
+    FROM events e LEFT JOIN items i ON {ITEM_OF_EVENT}
     WHERE e.event_time < {d}
 ),
 per_user AS (
@@ -202,7 +216,7 @@ SELECT u.user_key, DATE '{snapshot.isoformat()}' AS snapshot_date,
     {", ".join(ctx_cols)}
 FROM per_user u
 CROSS JOIN pop
-LEFT JOIN users us ON us.user_key = u.user_key
+LEFT JOIN users us ON us.user_key = u.user_key AND {_valid_on('us', known)}
 LEFT JOIN sessions s ON s.user_key = u.user_key
 LEFT JOIN cat_user c ON c.user_key = u.user_key
 LEFT JOIN cat_entropy ce ON ce.user_key = u.user_key
@@ -219,7 +233,7 @@ WITH population AS (SELECT DISTINCT user_key FROM events WHERE event_time < {d})
 bought AS (
     SELECT e.user_key, coalesce(e.category_id, i.category_id) AS category_id,
            e.price * coalesce(e.quantity, 1) AS value
-    FROM events e LEFT JOIN items i ON e.item_id = i.item_id
+    FROM events e LEFT JOIN items i ON {ITEM_OF_EVENT}
     WHERE e.event_type = {buy} AND e.event_time >= {d}
       AND e.event_time < {d} + INTERVAL {int(window_days)} DAY
 )
@@ -238,7 +252,7 @@ def label_category_spend_sql(snapshot: dt.date, window_days: int, spec: FeatureS
     return f"""
 SELECT e.user_key, coalesce(e.category_id, i.category_id) AS category_id,
        coalesce(sum(e.price * coalesce(e.quantity, 1)), 0) AS spend
-FROM events e LEFT JOIN items i ON e.item_id = i.item_id
+FROM events e LEFT JOIN items i ON {ITEM_OF_EVENT}
 WHERE e.event_type = {_q(spec.roles.purchase)} AND e.event_time >= {d}
   AND e.event_time < {d} + INTERVAL {int(window_days)} DAY
   AND coalesce(e.category_id, i.category_id) IS NOT NULL

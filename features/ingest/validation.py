@@ -11,7 +11,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from demandcast.settings.ingest import ColumnMapping, ValidationLimits
-from features.event_contract import FIELDS, REQUIRED, REQUIRED_BY_EVENT_TYPE, Reason
+from features.ingest.event_contract import FIELDS, REQUIRED, REQUIRED_BY_EVENT_TYPE, Reason
 
 _PROBLEM = "struct<reason:string,detail:string>"
 # A time followed by a zone: 'Z', '+02', '+0200', '+02:00', 'UTC', 'GMT+2' or a region such as

@@ -21,7 +21,7 @@ from pyspark.sql import types as T
 
 from demandcast.errors import ConfigError
 from demandcast.logs import get_logger
-from features.event_contract import Reason
+from features.ingest.event_contract import Reason
 
 log = get_logger("raw_reader")
 

@@ -9,7 +9,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 
 from pyspark import StorageLevel
-from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from demandcast.config import PipelineConfig
@@ -17,12 +17,12 @@ from demandcast.errors import DataQualityError
 from demandcast.logs import get_logger
 from demandcast.settings.ingest import IngestSettings
 from demandcast.tables import TableSpec, commit_info, current_version, merge_table, table_path, write_table
-from features import raw_reader
-from features.column_mapping import copy_number, map_to_contract, source_field
-from features.event_contract import REQUIRED, Reason
-from features.pseudonymise import HashKey, with_user_key
-from features.raw_reader import FileProblem, InputFile
-from features.validation import validate_events
+from features.ingest import raw_reader
+from features.ingest.column_mapping import copy_number, map_to_contract, source_field
+from features.ingest.event_contract import REQUIRED, Reason
+from features.ingest.pseudonymise import HashKey, with_user_key
+from features.ingest.raw_reader import FileProblem, InputFile
+from features.ingest.validation import validate_events
 
 log = get_logger("ingest")
 
@@ -40,25 +40,22 @@ EVENTS = TableSpec(
         "ingested_at": "clock of that batch (UTC)",
         "event_date": "UTC date of event_time",
     },
-    properties={"delta.enableDeletionVectors": "false"},
+    # The change data feed tells the features stage which event dates a batch touched (late
+    # events included), so user_daily recomputes only those.
+    properties={"delta.enableDeletionVectors": "false", "delta.enableChangeDataFeed": "true"},
 )
 QUARANTINE = TableSpec(
     name="quarantine",
     comment="Rejected raw records and files of each ingest batch, with the reason",
     partition_by=("batch_id",),
     column_comments={
-        "reason": "reason code (features.event_contract.Reason)",
+        "reason": "reason code (features.ingest.event_contract.Reason)",
         "detail": "every problem of the record, 'reason: detail; ...'",
         "raw_record": "the record as read (user id replaced by its keyed hash); null for file-level rows",
         "source_file": "raw file of the record",
     },
     properties={"delta.enableDeletionVectors": "false"},
 )
-USERS = TableSpec(name="users", comment="User dimension, pseudonymised (user_key)",
-                  column_comments={"user_key": "HMAC-SHA256 of the platform user id (hex)"},
-                  properties={"delta.enableDeletionVectors": "false"})
-ITEMS = TableSpec(name="items", comment="Item dimension", properties={"delta.enableDeletionVectors": "false"})
-
 EVENT_COLUMNS = ("event_id", "user_key", "session_id", "event_time", "event_type", "item_id", "category_id",
                  "price", "quantity", "device", "channel", "extra", "source_file", "batch_id", "ingested_at",
                  "event_date")
@@ -223,12 +220,25 @@ def check_gate(batch: IngestBatch, max_bad_fraction: float) -> None:
                                "nothing was committed")
 
 
+def enable_change_feed(spark: SparkSession, path: str) -> None:
+    """Turns on the change data feed of an events table created without it (one commit, once):
+    the features stage reads what changed from the next batch on."""
+    from delta.tables import DeltaTable
+
+    properties = DeltaTable.forPath(spark, path).detail().select("properties").first()[0] or {}
+    if properties.get("delta.enableChangeDataFeed", "false").lower() != "true":
+        log.info("events: turning on the change data feed (%s)", path)
+        spark.sql(f"ALTER TABLE delta.`{path}` SET TBLPROPERTIES (delta.enableChangeDataFeed = true)")
+
+
 def commit_batch(batch: IngestBatch, warehouse: str) -> dict:
     """Events first (insert-only, exactly once), then this batch's quarantine rows (replaced)."""
     result: dict = {}
     spark = batch.events.sparkSession
     if batch.event_dates:
         before = current_version(spark, table_path(warehouse, "events"))
+        if before is not None:
+            enable_change_feed(spark, table_path(warehouse, "events"))
         version = merge_table(batch.events, warehouse, EVENTS, keys=["event_id"], update_matched=False,
                               partition_values=batch.event_dates)
         # A merge that inserts nothing commits nothing: then no version is new.
@@ -242,50 +252,4 @@ def commit_batch(batch: IngestBatch, warehouse: str) -> dict:
     return result
 
 
-# --- dimensions -------------------------------------------------------------------------
-
-def _dimension_rows(spark: SparkSession, path: str) -> DataFrame | None:
-    try:
-        files = raw_reader.list_files(spark, [path])
-    except Exception as exc:  # a missing folder is normal for platforms without dimension exports
-        log.info("no dimension files at %s (%s): skipped", path, type(exc).__name__)
-        return None
-    raw = raw_reader.read_records(spark, files, "parquet")
-    return raw.records if files else None
-
-
-def _latest_per_key(df: DataFrame, key: str) -> DataFrame:
-    w = Window.partitionBy(key).orderBy(F.col("source_file").desc(), F.col("raw_record").desc())
-    return df.withColumn("_n", F.row_number().over(w)).where("_n = 1").drop("_n")
-
-
-def ingest_dimensions(spark: SparkSession, cfg: PipelineConfig, key: HashKey) -> dict:
-    """users and items files -> MERGE (update) into the dimension tables; rows without a key skipped."""
-    s = cfg.ingest
-    result = {}
-    users_raw = _dimension_rows(spark, s.users_path or f"{cfg.raw_dir}/users")
-    if users_raw is not None:
-        src = F.col("src")
-        users = users_raw.select(
-            src["user_id"].alias("user_id"),
-            src["signup_date"].try_cast("date").alias("signup_date"),
-            src["region"].alias("region"), src["age_band"].alias("age_band"), src["gender"].alias("gender"),
-            "raw_record", "source_file").where(F.col("user_id").isNotNull())
-        users = with_user_key(_latest_per_key(users, "user_id"), key).drop("raw_record", "source_file")
-        result["users"] = {"version": merge_table(users, cfg.warehouse, USERS, ["user_key"], update_matched=True)}
-        users_raw.unpersist()
-    items_raw = _dimension_rows(spark, s.items_path or f"{cfg.raw_dir}/items")
-    if items_raw is not None:
-        src = F.col("src")
-        items = items_raw.select(
-            src["item_id"].alias("item_id"), src["category_id"].alias("category_id"),
-            src["brand"].alias("brand"), src["list_price"].try_cast("double").alias("list_price"),
-            "raw_record", "source_file").where(F.col("item_id").isNotNull())
-        items = _latest_per_key(items, "item_id").drop("raw_record", "source_file")
-        result["items"] = {"version": merge_table(items, cfg.warehouse, ITEMS, ["item_id"], update_matched=True)}
-        items_raw.unpersist()
-    return result
-
-
-__all__ = ["EVENTS", "QUARANTINE", "USERS", "ITEMS", "IngestBatch", "prepare_batch", "check_gate",
-           "commit_batch", "ingest_dimensions"]
+__all__ = ["EVENTS", "QUARANTINE", "IngestBatch", "prepare_batch", "check_gate", "commit_batch"]

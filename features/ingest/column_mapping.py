@@ -15,7 +15,7 @@ from pyspark.sql.utils import AnalysisException
 
 from demandcast.errors import ConfigError
 from demandcast.settings.ingest import ColumnMapping
-from features.event_contract import FIELD_NAMES, IGNORED_SOURCE_FIELDS
+from features.ingest.event_contract import FIELD_NAMES, IGNORED_SOURCE_FIELDS
 
 RECORD_COLUMNS = ("raw_record", "malformed", "source_file")
 

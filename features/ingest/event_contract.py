@@ -2,7 +2,7 @@
 
 Raw sources (JSON lines, CSV, Parquet; any platform's names through the config's column
 mapping) are reduced to these fields before validation; the Bronze `events` table holds them
-typed, with `user_id` replaced by `user_key` (features/pseudonymise.py).
+typed, with `user_id` replaced by `user_key` (features/ingest/pseudonymise.py).
 """
 from __future__ import annotations
 
