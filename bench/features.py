@@ -13,7 +13,7 @@ JVM, Python workers) and of DuckDB's own process (it runs in a child), CPU secon
 the load average after each engine (the machine may be shared), and events per second. `--replicate-from` makes a missing size
 from copies of an already generated one (see replicate_inputs), much faster than simulating.
 With `--runs N` the engines alternate, N rounds of Spark then DuckDB, and each round's ratio is
-printed too: this machine's speed drifts by up to 2x within minutes (bench/RESULTS.md session 19).
+printed too: a shared machine's speed can drift by up to 2x within minutes.
 """
 from __future__ import annotations
 
@@ -175,6 +175,9 @@ def main() -> None:
     parser.add_argument("--shuffle-partitions", type=int, default=16)
     parser.add_argument("--driver-memory", default="5g")
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--event-log", default=None,
+                        help="write Spark's event log to this folder and report shuffle bytes, tasks "
+                             "and per-task memory from it (bench/spark_event_log.py)")
     parser.add_argument("--replicate-from", default=None,
                         help="build missing inputs as copies of this generated warehouse "
                              "instead of running the simulator (see replicate_inputs)")
@@ -183,9 +186,14 @@ def main() -> None:
 
     from features.catalog import FeatureSpec
     from features.feature_tables import update_user_daily, write_snapshots
-    cfg = load_config(ROOT / "conf" / "local.yaml", [
-        f"spark.shuffle_partitions={args.shuffle_partitions}", f"spark.driver_memory={args.driver_memory}",
-        "spark.log_level=ERROR"])
+    overrides = [f"spark.shuffle_partitions={args.shuffle_partitions}",
+                 f"spark.driver_memory={args.driver_memory}", "spark.log_level=ERROR"]
+    if args.event_log:
+        shutil.rmtree(args.event_log, ignore_errors=True)
+        Path(args.event_log).mkdir(parents=True)
+        overrides += ["spark.conf.spark.eventLog.enabled=true",
+                      f"spark.conf.spark.eventLog.dir=file://{Path(args.event_log).resolve()}"]
+    cfg = load_config(ROOT / "conf" / "local.yaml", overrides)
     spark = build_spark_session("bench-features", cfg.spark)
     spec = FeatureSpec.from_config(cfg)
     results = []
@@ -248,6 +256,12 @@ def main() -> None:
             })
         results.append(emit("features", figures))
     spark.stop()
+    if args.event_log:
+        from bench.spark_event_log import application_log, per_event, task_figures
+
+        # The whole application: input building, every Spark round and the checks above.
+        totals = task_figures(application_log(args.event_log))
+        emit("features_event_log", {**totals, **per_event(totals, results[-1]["events"])})
 
 
 if __name__ == "__main__":

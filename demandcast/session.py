@@ -86,6 +86,10 @@ def spark_conf(app_name: str, settings: SparkSettings,
         "spark.sql.execution.arrow.maxRecordsPerBatch": str(settings.arrow_batch_size),
         "spark.sql.shuffle.partitions": str(settings.shuffle_partitions),
         "spark.sql.adaptive.enabled": "true",
+        # The features stage shuffles user_daily once by user_key and then joins and aggregates
+        # per (user_key, snapshot_date) inside those partitions: without this, every join on
+        # (user_key, snapshot_date) would shuffle both sides again.
+        "spark.sql.requireAllClusterKeysForCoPartition": "false",
         "spark.ui.showConsoleProgress": "true",
         "spark.executor.extraJavaOptions": f"-Duser.timezone=UTC {JIT_OPTIONS}",
         # Training reads Parquet files of the pinned Delta version directly (petastorm): rows a

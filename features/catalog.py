@@ -21,9 +21,6 @@ from features.daily import EventRoles
 
 DType = Literal["int", "double", "string"]
 
-SPARK_TYPES = {"int": "int", "double": "double", "string": "string"}
-
-
 @dataclass(frozen=True)
 class FeatureSpec:
     """The parameters the features depend on (from the `features` settings)."""
@@ -36,16 +33,6 @@ class FeatureSpec:
     top_k_categories: int = 3
     label_window_days: int = 30
     roles: EventRoles = EventRoles()
-    # Not a feature parameter: how user_daily splits a day's users (features.daily_user_groups).
-    daily_user_groups: int = 1
-    # Nor this: how user_daily reads the events (features.daily_read).
-    daily_read: str = "files"
-    # Nor this: how user_daily's rows reach its files (features.daily_write).
-    daily_write: str = "files"
-    # Nor this: how a snapshot sums user_daily (features.snapshot_read).
-    snapshot_read: str = "files"
-    # Nor this: how user_features' and labels' rows reach their files (features.snapshot_write).
-    snapshot_write: str = "files"
 
     @classmethod
     def from_config(cls, cfg) -> "FeatureSpec":  # cfg: demandcast.config.PipelineConfig
@@ -59,11 +46,6 @@ class FeatureSpec:
             top_k_categories=s.top_k_categories,
             label_window_days=cfg.label_window_days,
             roles=EventRoles(s.view_event, s.cart_event, s.purchase_event),
-            daily_user_groups=s.daily_user_groups,
-            daily_read=s.daily_read,
-            daily_write=s.daily_write,
-            snapshot_read=s.snapshot_read,
-            snapshot_write=s.snapshot_write,
         )
 
     @property

@@ -3,22 +3,25 @@
 Every windowed feature and every label is a sum (or max/min) over these rows, so a snapshot reads
 user_daily instead of rescanning the events. Columns are additive across days (counts, sums,
 per-category counts) or combine with max/min (times), which is what makes windows cheap.
+
+The aggregation is plain Spark: the events of the dates to compute are shuffled once by
+(user_key, event_date); sessions, days and categories are then hash aggregations inside those
+partitions (no further shuffle), so a task's memory is bounded by the shuffle partition size,
+not by the size of a day.
 """
 from __future__ import annotations
 
-import heapq
 from dataclasses import dataclass
 
-import pyarrow as pa
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from demandcast.tables import PartitionFiles
+from features.dimensions import attributes_on
 
 # Hours [start, end) of the four parts of the day the hour profile counts (UTC).
 DAY_PARTS = {"night": (0, 6), "morning": (6, 12), "afternoon": (12, 18), "evening": (18, 24)}
 
-# Additive columns of user_daily: windowed features are conditional sums of these.
+# Additive columns of user_daily: windowed features are sums of these over a window.
 ADDITIVE_COLUMNS = (
     "events", "views", "carts", "purchases",
     "viewed_value", "carted_value", "spend",
@@ -38,15 +41,23 @@ EXACT_SUM_COLUMNS = frozenset({"viewed_value", "carted_value", "spend", "viewed_
 # double sum changes in the last bits with the shuffle's arrival order).
 MICROS = 1_000_000
 
+KEYS = ["user_key", "event_date"]
+TIME_COLUMNS = ("first_event_time", "last_event_time", "last_view_time", "last_cart_time",
+                "last_purchase_time")
 
-def micros(value: Column) -> Column:
+
+def as_micros(value: Column) -> Column:
     """`value` as integer millionths (see `exact_sum`)."""
     return F.round(value * MICROS).cast("long")
 
 
+def from_micros(total: Column) -> Column:
+    return (total / MICROS).cast("double")
+
+
 def exact_sum(value: Column) -> Column:
     """sum(value) rounded to millionths, independent of row order; 0.0 when there are no values."""
-    return (F.coalesce(F.sum(micros(value)), F.lit(0)) / MICROS).cast("double")
+    return from_micros(F.coalesce(F.sum(as_micros(value)), F.lit(0)))
 
 
 # Struct of one entry of the `categories` array.
@@ -69,9 +80,11 @@ class EventRoles:
 DEVICE_CODES = 64
 
 
-def distinct_devices(df: DataFrame, column: str = "device") -> list[str | None]:
-    """Up to DEVICE_CODES distinct values of `column` (more means: do not pack)."""
-    return [r[0] for r in df.select(column).distinct().limit(DEVICE_CODES).collect()]
+def distinct_devices(df: DataFrame, column: str) -> list[str | None] | None:
+    """The distinct values of `column` when fewer than DEVICE_CODES (a few rows reach the
+    driver, whatever the size of `df`), else None: do not pack."""
+    devices = [r[0] for r in df.select(column).distinct().limit(DEVICE_CODES).collect()]
+    return devices if len(devices) < DEVICE_CODES else None
 
 
 def device_codes(devices: list[str | None] | None) -> list[str] | None:
@@ -79,7 +92,7 @@ def device_codes(devices: list[str | None] | None) -> list[str] | None:
     if devices is None:
         return None
     codes = sorted(d for d in set(devices) if d is not None)
-    return codes if len(codes) < DEVICE_CODES and len(devices) < DEVICE_CODES else None
+    return codes if len(codes) < DEVICE_CODES else None
 
 
 def packed_time_device(time: Column, device: Column, codes: list[str]) -> Column:
@@ -95,152 +108,145 @@ def unpacked_device(packed: Column, codes: list[str]) -> Column:
     return F.when(last_code > 0, F.element_at(vocabulary, last_code))
 
 
-# Codes of the event roles in features.day_aggregates.compact_events (0: any other event type).
-ROLE_VIEW, ROLE_CART, ROLE_PURCHASE = 1, 2, 3
+def last_device(time: str, device: str, codes: list[str] | None) -> Column:
+    """An aggregate: the `device` of the row with the latest `time` (ties: the larger name, a null
+    device lowest), packed into a long when `codes` is given, else a max over a struct."""
+    if codes is None:
+        return F.max(F.struct(F.col(time), F.col(device)))[device]
+    return unpacked_device(F.max(packed_time_device(F.col(time), F.col(device), codes)), codes)
 
 
-# user_daily's additive columns in table order: the per-event sums, then the session columns.
+# user_daily's columns in table order: the per-event sums, the session columns, times, device,
+# categories.
 SESSION_COLUMNS = ("sessions", "session_seconds", "active_days")
 DAILY_ADDITIVE_ORDER = (*[c for c in ADDITIVE_COLUMNS if c not in SESSION_COLUMNS], *SESSION_COLUMNS)
 USER_DAILY_COLUMNS = (
     ("user_key", "string"), ("event_date", "date"),
     *[(c, "double" if c in EXACT_SUM_COLUMNS else "int") for c in DAILY_ADDITIVE_ORDER],
-    *[(c, "timestamp") for c in ("first_event_time", "last_event_time", "last_view_time",
-                                 "last_cart_time", "last_purchase_time")],
+    *[(c, "timestamp") for c in TIME_COLUMNS],
     ("last_device", "string"), ("categories", f"array<struct<{CATEGORY_FIELDS}>>"))
 USER_DAILY_SCHEMA = ", ".join(f"{name} {dtype}" for name, dtype in USER_DAILY_COLUMNS)
 
 
-def item_context(items: DataFrame) -> pa.Table:
-    """What user_daily needs of the items dimension, as an Arrow table for the Python workers."""
-    from features.day_aggregates import ITEM_CONTEXT_SCHEMA  # here: it imports this module
+def events_with_item_context(events: DataFrame, items: DataFrame | None) -> DataFrame:
+    """`events` with `item_category_id` and `item_list_price`: the attributes of the event's item
+    valid on its event_date (null when there is no items dimension or no valid version).
 
-    return items.select(*ITEM_CONTEXT_SCHEMA.names).toArrow().cast(ITEM_CONTEXT_SCHEMA)
-
-
-def user_daily_aggregates(events: DataFrame, items: pa.Table, roles: EventRoles,
-                          user_groups: int = 1) -> DataFrame:
-    """One row per (user_key, event_date) of `events`, read through Spark.
-
-    The event columns user_daily reads are shuffled once by event_date, and each date's events
-    (split into `user_groups` groups of users by a hash of user_key: a group must fit in a Python
-    worker's memory, about 300 bytes per event) go to a Python worker as one Arrow table, where
-    features.day_aggregates compacts and aggregates them with numpy: counts and sums per user,
-    the day's sessions and their lengths, first and last times, the last device and the
-    per-category list. `items` (item_context) gives events without a category their item's.
+    A plain equi-join on item_id with the validity range as a filter: Spark broadcasts the items
+    when its own size estimate allows it and shuffles both sides otherwise.
     """
-    from features.day_aggregates import RAW_EVENT_SCHEMA, user_daily_rows
-
-    shipped = events.sparkSession.sparkContext.broadcast(items)
-
-    def rows(raw: pa.Table) -> pa.Table:
-        return user_daily_rows(raw, shipped.value, roles)
-
-    keys = [F.col("event_date")]
-    if user_groups > 1:
-        keys.append(F.pmod(F.xxhash64("user_key"), F.lit(user_groups)).alias("user_group"))
-    return (events.select(*RAW_EVENT_SCHEMA.names, "event_date").groupBy(*keys)
-            .applyInArrow(rows, USER_DAILY_SCHEMA))
+    if items is None:
+        return (events.withColumn("item_category_id", F.lit(None).cast("string"))
+                .withColumn("item_list_price", F.lit(None).cast("double")))
+    context = items.select("item_id", "valid_from", "valid_to",
+                           F.col("category_id").alias("item_category_id"),
+                           F.col("list_price").alias("item_list_price"))
+    return attributes_on(events, context, "item_id", "event_date")
 
 
-# The Delta writer sorts a task's rows by event_date in the JVM before it writes them, so a
-# task's rows are all in the JVM's memory at once: at 200M events in 8 tasks the sorts spilled
-# 4 GB and the driver's heap grew to its 5 GB cap (bench/RESULTS.md, session 17). A task of
-# about this many events (some 0.4M user_daily rows) keeps the sort small at any scale. (When the
-# workers write the files themselves, write_user_daily_files, nothing is sorted in the JVM; the
-# task size then only spreads the dates evenly.)
-EVENTS_PER_TASK = 2_000_000
+def classified_events(events: DataFrame, items: DataFrame | None, roles: EventRoles) -> DataFrame:
+    """One row per event with what user_daily sums: the role flags, amounts in integer millionths,
+    the part of the day and the weekend flag (UTC), the category (the item's when the event has
+    none) and the promotion flag (price below the item's list price)."""
+    quantity = F.coalesce(F.col("quantity"), F.lit(1))
+    typed = events_with_item_context(events, items)
+    promo = F.coalesce(F.col("price") < F.col("item_list_price"), F.lit(False))
+    hour = F.hour("event_time")
+    return typed.select(
+        "user_key", "event_date", "session_id", "event_time", "device",
+        F.coalesce(F.col("category_id"), F.col("item_category_id")).alias("category_id"),
+        (F.col("event_type") == roles.view).alias("is_view"),
+        (F.col("event_type") == roles.cart).alias("is_cart"),
+        (F.col("event_type") == roles.purchase).alias("is_purchase"),
+        as_micros(F.col("price")).alias("price_micros"),
+        as_micros(F.col("price") * quantity).alias("value_micros"),
+        quantity.alias("quantity"), promo.alias("promo"),
+        F.dayofweek("event_date").isin(1, 7).alias("weekend"),
+        *[((hour >= lo) & (hour < hi)).alias(f"in_{part}") for part, (lo, hi) in DAY_PARTS.items()],
+    )
 
 
-def balanced_tasks(weights: dict, tasks: int) -> list[list]:
-    """The keys of `weights` in at most `tasks` lists of similar total weight (heaviest first,
-    each to the lightest list so far), each list sorted."""
-    bins: list[tuple[int, int, list]] = [(0, i, []) for i in range(max(1, min(tasks, len(weights))))]
-    for key in sorted(weights, key=lambda k: (-weights[k], k)):
-        total, i, keys = heapq.heappop(bins)
-        keys.append(key)
-        heapq.heappush(bins, (total + weights[key], i, keys))
-    return [sorted(keys) for _, _, keys in sorted(bins, key=lambda b: b[1]) if keys]
+def _count(condition: Column) -> Column:
+    return F.count(F.when(condition, 1))
 
 
-def daily_tasks(events_per_date: dict, cores: int) -> list[list]:
-    """The dates of `events_per_date` in tasks of similar event counts: four per core at least
-    (the last tasks of a stage are short), and about EVENTS_PER_TASK events each at most (a
-    single date larger than that is one task)."""
-    total = sum(events_per_date.values())
-    return balanced_tasks(events_per_date, max(4 * cores, -(-total // EVENTS_PER_TASK)))
+def _micros_sum(condition: Column, micros: str) -> Column:
+    return F.coalesce(F.sum(F.when(condition, F.col(micros))), F.lit(0))
 
 
-def day_tasks(spark: SparkSession, source: PartitionFiles, events_per_date: dict) -> DataFrame:
-    """One row per task: the (event_date, files) of the dates it reads, spread over the tasks
-    by their row counts (`events_per_date`, from the log)."""
-    tasks = daily_tasks({d: events_per_date.get(d, 1) for d in source.files},
-                        spark.sparkContext.defaultParallelism)
-    days = [([(d, source.files[d]) for d in task],) for task in tasks]
-    return spark.createDataFrame(spark.sparkContext.parallelize(days, max(1, len(days))),
-                                 "days array<struct<event_date: date, files: array<string>>>")
+def _session_aggregates(events: DataFrame, codes: list[str] | None) -> DataFrame:
+    """One row per (user_key, event_date, session_id): counts, sums in millionths, times."""
+    view, cart, buy = F.col("is_view"), F.col("is_cart"), F.col("is_purchase")
+    priced = F.col("price_micros").isNotNull()
+    return events.groupBy(*KEYS, "session_id").agg(
+        F.count(F.lit(1)).alias("events"), _count(view).alias("views"), _count(cart).alias("carts"),
+        _count(buy).alias("purchases"),
+        _micros_sum(view, "value_micros").alias("viewed_value"),
+        _micros_sum(cart, "value_micros").alias("carted_value"),
+        _micros_sum(buy, "value_micros").alias("spend"),
+        _micros_sum(view, "price_micros").alias("viewed_price_sum"),
+        _count(view & priced).alias("views_priced"),
+        _micros_sum(buy, "price_micros").alias("bought_price_sum"),
+        _count(buy & priced).alias("purchases_priced"),
+        F.coalesce(F.sum(F.when(buy, F.col("quantity"))), F.lit(0)).alias("purchased_quantity"),
+        _count(buy & F.col("promo")).alias("promo_purchases"),
+        _count(F.col("weekend")).alias("weekend_events"),
+        *[_count(F.col(f"in_{part}")).alias(f"events_{part}") for part in DAY_PARTS],
+        F.min("event_time").alias("first_event_time"), F.max("event_time").alias("last_event_time"),
+        F.max(F.when(view, F.col("event_time"))).alias("last_view_time"),
+        F.max(F.when(cart, F.col("event_time"))).alias("last_cart_time"),
+        F.max(F.when(buy, F.col("event_time"))).alias("last_purchase_time"),
+        (F.max(packed_time_device(F.col("event_time"), F.col("device"), codes)) if codes is not None
+         else F.max(F.struct("event_time", "device"))).alias("last_device_key"),
+    )
 
 
-def _daily_rows_of_tasks(spark: SparkSession, source: PartitionFiles, items: pa.Table,
-                         roles: EventRoles):
-    """A function of a task's Arrow batches (`day_tasks` rows) that yields (event_date, that
-    date's user_daily rows as an Arrow table), each date's files read whole in the worker."""
-    from features.day_aggregates import user_daily_rows
-    from features.table_files import read_event_files
-
-    shipped = spark.sparkContext.broadcast(items)
-    root = source.root
-
-    def daily_rows(batches):
-        for batch in batches:
-            for task in batch.column("days").to_pylist():
-                for day in task:
-                    raw = read_event_files(root, day["files"], day["event_date"])
-                    yield day["event_date"], user_daily_rows(raw, shipped.value, roles)
-
-    return daily_rows
+def _day_rows(sessions: DataFrame, codes: list[str] | None) -> DataFrame:
+    """Sessions -> one row per (user_key, event_date) with the additive columns and times."""
+    summed = [c for c in DAILY_ADDITIVE_ORDER if c not in SESSION_COLUMNS]
+    session_micros = F.unix_micros(F.col("last_event_time")) - F.unix_micros(F.col("first_event_time"))
+    device = F.max("last_device_key")
+    device = unpacked_device(device, codes) if codes is not None else device["device"]
+    return sessions.groupBy(*KEYS).agg(
+        *[(from_micros(F.sum(c)) if c in EXACT_SUM_COLUMNS else F.sum(c).cast("int")).alias(c)
+          for c in summed],
+        F.count(F.lit(1)).cast("int").alias("sessions"),
+        from_micros(F.sum(session_micros)).alias("session_seconds"),
+        F.lit(1).alias("active_days"),
+        F.min("first_event_time").alias("first_event_time"),
+        *[F.max(c).alias(c) for c in TIME_COLUMNS[1:]],
+        device.alias("last_device"),
+    )
 
 
-def user_daily_from_files(spark: SparkSession, source: PartitionFiles, events_per_date: dict,
-                          items: pa.Table, roles: EventRoles) -> DataFrame:
-    """One row per (user_key, event_date) of the event dates in `source`, each date's Parquet
-    files read whole by one Python worker (features.table_files): no shuffle, no Spark rows."""
-    daily_rows = _daily_rows_of_tasks(spark, source, items, roles)
-
-    def rows_of_files(batches):
-        for _, rows in daily_rows(batches):
-            yield from rows.to_batches()
-
-    return day_tasks(spark, source, events_per_date).mapInArrow(rows_of_files, USER_DAILY_SCHEMA)
-
-
-def user_daily_file_schema() -> pa.Schema:
-    """user_daily's data-file schema: the table's columns less the partition column, as Spark
-    types them in Parquet (int32, float64, UTC microsecond timestamps, lists of structs)."""
-    from pyspark.sql.pandas.types import to_arrow_schema
-    from pyspark.sql.types import StructType
-
-    table = StructType.fromDDL(USER_DAILY_SCHEMA)  # parsed by the JVM: call it on the driver
-    return to_arrow_schema(StructType([f for f in table.fields if f.name != "event_date"]))
+def _category_lists(events: DataFrame) -> DataFrame:
+    """One row per (user_key, event_date) with events that have a category: views, purchases and
+    spend per category_id, sorted by category_id."""
+    per_category = (events.where(F.col("category_id").isNotNull())
+                     .groupBy(*KEYS, "category_id")
+                     .agg(_count(F.col("is_view")).alias("views"),
+                          _count(F.col("is_purchase")).alias("purchases"),
+                          from_micros(_micros_sum(F.col("is_purchase"), "value_micros")).alias("spend")))
+    entry = F.struct("category_id", "views", "purchases", "spend")
+    return per_category.groupBy(*KEYS).agg(F.array_sort(F.collect_list(entry)).alias("categories"))
 
 
-def write_user_daily_files(spark: SparkSession, source: PartitionFiles, events_per_date: dict,
-                           items: pa.Table, roles: EventRoles, table_root: str,
-                           not_null: Sequence[str] = ()) -> list[str]:
-    """Aggregates the event dates in `source` as user_daily_from_files does, but each worker
-    writes its dates' rows as Parquet files into the user_daily table location `table_root`
-    (one file per date) and returns only their Delta add actions (JSON), for the driver to
-    commit: the rows never become Spark rows. Files of a failed attempt stay unreferenced."""
-    from features.table_files import write_partition_file
+def user_daily_rows(events: DataFrame, items: DataFrame | None, roles: EventRoles,
+                    device_vocabulary: list[str | None] | None) -> DataFrame:
+    """One user_daily row per (user_key, event_date) of `events`.
 
-    daily_rows = _daily_rows_of_tasks(spark, source, items, roles)
-    schema = user_daily_file_schema()
-
-    def written_files(batches):
-        for event_date, rows in daily_rows(batches):
-            action = write_partition_file(table_root, "event_date", event_date,
-                                          rows.drop_columns(["event_date"]).cast(schema), not_null)
-            yield pa.record_batch([pa.array([action])], names=["add"])
-
-    added = day_tasks(spark, source, events_per_date).mapInArrow(written_files, "add string")
-    return [row["add"] for row in added.collect()]
+    `device_vocabulary` (distinct_devices of the events) lets the last device be a max over a
+    long; None falls back to a max over a struct (a sort aggregation). The events are shuffled
+    once by KEYS; the session, day and category aggregations and their join reuse that layout.
+    """
+    codes = device_codes(device_vocabulary)
+    events = classified_events(events, items, roles).repartition(*KEYS)
+    days = _day_rows(_session_aggregates(events, codes), codes)
+    categories = _category_lists(events)
+    if items is None:  # no list prices: promotions are unknown, not absent
+        days = days.withColumn("promo_purchases", F.lit(None))
+    empty = F.array().cast(f"array<struct<{CATEGORY_FIELDS}>>")
+    return (days.join(categories, KEYS, "left")
+            .select(*[F.col(name).cast(dtype).alias(name) if name != "categories"
+                      else F.coalesce(F.col(name), empty).alias(name)
+                      for name, dtype in USER_DAILY_COLUMNS]))

@@ -5,22 +5,23 @@ from __future__ import annotations
 import datetime as dt
 from typing import Sequence
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from demandcast.tables import PartitionFiles
 from features.daily import exact_sum
-from features.user_ranges import per_user_range
+from features.window_sums import snapshot_frame
 
 KEYS = ["user_key", "snapshot_date"]
 LABEL_COLUMNS = ("label_purchased", "label_spend", "label_n_purchases", "label_category_spend")
 
 
-def label_sums(user_daily: DataFrame, snapshots: DataFrame, window_days: int) -> DataFrame:
+def label_sums(user_daily: DataFrame, snapshot_dates: Sequence[dt.date], window_days: int) -> DataFrame:
     """Per (user_key, snapshot_date) with a purchase in the label window: spend, n_purchases and
-    category_spend (spend per category bought, keys sorted)."""
-    last = snapshots.agg(F.max(F.date_add("snapshot_date", window_days))).first()[0]
-    rows = (user_daily.where(F.col("event_date") < F.lit(last))
+    category_spend (spend per category bought, keys sorted). Only the event dates of some label
+    window are read (partition pruning)."""
+    first, end = min(snapshot_dates), max(snapshot_dates) + dt.timedelta(days=window_days)
+    snapshots = snapshot_frame(user_daily.sparkSession, snapshot_dates)
+    rows = (user_daily.where((F.col("event_date") >= F.lit(first)) & (F.col("event_date") < F.lit(end)))
             .join(F.broadcast(snapshots),
                   (F.col("event_date") >= F.col("snapshot_date"))
                   & (F.col("event_date") < F.date_add("snapshot_date", window_days)))
@@ -36,23 +37,9 @@ def label_sums(user_daily: DataFrame, snapshots: DataFrame, window_days: int) ->
     return totals.join(per_category, KEYS, "left")
 
 
-def label_sums_from_files(spark: SparkSession, source: PartitionFiles, rows_per_date: dict,
-                          snapshot_dates: Sequence[dt.date], window_days: int) -> DataFrame:
-    """label_sums computed by Python workers from user_daily's Parquet files (`source`) with
-    numpy (features.snapshot_aggregates.label_sums), per snapshot and range of users."""
-    from features.snapshot_aggregates import LABEL_SUMS_SCHEMA, label_sums as sums_of_files
-
-    def window_dates(snapshot: dt.date) -> list[dt.date]:
-        end = snapshot + dt.timedelta(days=window_days)
-        return [d for d in sorted(source.files) if snapshot <= d < end]
-
-    return per_user_range(spark, source, rows_per_date, snapshot_dates, window_dates,
-                          sums_of_files, LABEL_SUMS_SCHEMA)
-
-
 def labels(population: DataFrame, sums: DataFrame) -> DataFrame:
     """One label row per (user_key, snapshot_date) of `population` (the feature table's keys),
-    from `sums` (label_sums, or features.snapshot_aggregates.label_sums in Python workers)."""
+    from `sums` (label_sums)."""
     empty_map = F.create_map().cast("map<string,double>")
     return (population.select(*KEYS)
             .join(sums, KEYS, "left")

@@ -22,7 +22,8 @@ ITEMS_SCHEMA = "item_id string, category_id string, brand string, list_price dou
 # version per key, valid since before any test event, so every point-in-time join finds it.
 ALWAYS_VALID_FROM = dt.date(2000, 1, 1)
 
-EVENTS = TableSpec("events", "test events", ("event_date",))
+EVENTS = TableSpec("events", "test events", ("event_date",),
+                   properties={"delta.enableChangeDataFeed": "true"})
 USERS = TableSpec("users", "test users")
 ITEMS = TableSpec("items", "test items")
 

@@ -8,7 +8,7 @@ import math
 import pandas as pd
 import pytest
 
-from demandcast.tables import partition_record_counts, read_table, table_path, write_table
+from demandcast.tables import current_version, read_table, table_path, write_table
 from features.catalog import DOC_PATH, FeatureSpec, feature_catalog, label_section, render_markdown
 from demandcast.errors import ConfigError, DataQualityError
 from features.feature_tables import (event_date_range, label_window_complete, update_user_daily,
@@ -175,24 +175,37 @@ def test_labels_cover_the_window_from_d_to_d_plus_n(hand):
         == (0, 0, 0.0, {})
 
 
-def test_event_counts_per_date_come_from_the_delta_log(spark, tmp_path):
-    """Change detection counts events per date from numRecords in the log; files written
-    without statistics are counted by scanning their dates."""
+def test_user_daily_recomputes_only_dates_whose_events_changed(spark, tmp_path):
+    """The first run compares counts per date (no earlier run to start from); later runs read
+    the events' change data feed from the version user_daily last recorded. A late event
+    recomputes its date only; a rerun changes nothing; a feed that cannot be read (not enabled
+    for the versions in between) falls back to the count comparison."""
     warehouse = str(tmp_path / "warehouse")
-    day = lambda d, n: [dict(user_key="A", event_time=ts(f"2026-03-0{d} 1{i}:00"),  # noqa: E731
-                             event_type="view", event_id=f"{d}-{i}") for i in range(n)]
+    day = lambda d, n, tag="": [dict(user_key="A", event_time=ts(f"2026-03-0{d} 1{i}:00"),  # noqa: E731
+                                     event_type="view", event_id=f"{d}-{i}{tag}") for i in range(n)]
     write_table(events_frame(spark, day(1, 2) + day(2, 1)), warehouse, EVENTS, "append")
-    path = table_path(warehouse, "events")
-    assert partition_record_counts(spark, path, "event_date") == {
-        dt.date(2026, 3, 1): 2, dt.date(2026, 3, 2): 1}
-    spark.conf.set("spark.databricks.delta.stats.collect", "false")
-    try:
-        write_table(events_frame(spark, day(2, 3) + day(3, 1)), warehouse, EVENTS, "append")
-    finally:
-        spark.conf.unset("spark.databricks.delta.stats.collect")
-    assert partition_record_counts(spark, path, "event_date") == {
-        dt.date(2026, 3, 1): 2, dt.date(2026, 3, 2): 4, dt.date(2026, 3, 3): 1}
+    spec = FeatureSpec()
+    first = update_user_daily(spark, warehouse, spec)
+    assert first.processed_dates == [dt.date(2026, 3, 1), dt.date(2026, 3, 2)]
+    assert first.how.startswith("event counts per date")
+    assert update_user_daily(spark, warehouse, spec).processed_dates == []
+
+    write_table(events_frame(spark, day(2, 2, "late") + day(3, 1)), warehouse, EVENTS, "append")
+    late = update_user_daily(spark, warehouse, spec)
+    assert late.processed_dates == [dt.date(2026, 3, 2), dt.date(2026, 3, 3)]
+    assert late.how.startswith("change data feed of events versions")
+    counts = {r[0]: r[1] for r in read_table(spark, warehouse, "user_daily")
+              .groupBy("event_date").sum("events").collect()}
+    assert counts == {dt.date(2026, 3, 1): 2, dt.date(2026, 3, 2): 3, dt.date(2026, 3, 3): 1}
     assert event_date_range(spark, warehouse) == (dt.date(2026, 3, 1), dt.date(2026, 3, 3))
+
+    spark.sql(f"ALTER TABLE delta.`{table_path(warehouse, 'events')}` "
+              "SET TBLPROPERTIES (delta.enableChangeDataFeed = false)")
+    write_table(events_frame(spark, day(4, 1)), warehouse, EVENTS, "append")
+    fallback = update_user_daily(spark, warehouse, spec)
+    assert fallback.processed_dates == [dt.date(2026, 3, 4)]
+    assert fallback.how.startswith("event counts per date")
+    assert fallback.version == current_version(spark, table_path(warehouse, "user_daily"))
 
 
 def test_an_events_table_without_rows_has_no_date_range(spark, tmp_path):

@@ -11,13 +11,11 @@ from pyspark.sql import functions as F
 
 from demandcast.config import load_config
 from demandcast.tables import current_version, files_of_version, read_table, table_path, write_table
-from features.assemble import snapshot_aggregates_from_files, snapshot_frame, user_features
+from features.assemble import user_features
 from features.catalog import FeatureSpec
-from features.daily import item_context, user_daily_aggregates
-from features.feature_tables import (direct_event_files, direct_user_daily, readable_users,
-                                     update_user_daily, write_snapshots)
-from features.labels import label_sums, labels
-from features_data import EVENTS, events_frame, random_inputs, write_inputs
+from features.daily import user_daily_rows
+from features.feature_tables import update_user_daily, write_snapshots
+from features_data import EVENTS, EVENTS_SCHEMA, USERS, events_frame, random_inputs, write_inputs
 from reference import duckdb_features as reference
 
 S1, S2 = dt.date(2026, 3, 1), dt.date(2026, 4, 1)
@@ -41,7 +39,7 @@ def as_pairs(labels: pd.DataFrame) -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def built(spark, tmp_path_factory):
     """Generated inputs and one run of the features job over a two-snapshot range."""
-    from jobs.features import run
+    from jobs.build_features import run
 
     warehouse = str(tmp_path_factory.mktemp("pipeline") / "warehouse")
     events, users, items = random_inputs(seed=7, n_users=60, n_events=3000,
@@ -97,11 +95,7 @@ def test_backfill_equals_snapshots_one_by_one(spark, built):
     warehouse, spec = built["warehouse"], FeatureSpec()
     daily = read_table(spark, warehouse, "user_daily")
     users = read_table(spark, warehouse, "users")
-    files = direct_user_daily(spark, warehouse, spec)[0]
-    one_by_one = pd.concat([
-        user_features(daily, users, [s], spec, aggregates=snapshot_aggregates_from_files(
-            spark, files.source, files.rows_per_date, [s], spec)).toPandas()
-        for s in (S1, S2)])
+    one_by_one = pd.concat([user_features(daily, users, [s], spec).toPandas() for s in (S1, S2)])
     assert reference.differences(built["features"], one_by_one, KEYS, 0, 0) == []
 
 
@@ -116,84 +110,89 @@ def test_rerun_leaves_tables_identical(spark, built):
     pd.testing.assert_frame_equal(table_pandas(spark, warehouse, "labels"), built["labels"])
 
 
-def test_user_daily_read_through_spark_and_split_into_user_groups_is_the_same(spark, built):
-    """The job read the event files directly (features.table_files); Spark's reader with the
-    shuffle by date, each day split into user groups (features.daily_user_groups, for days too
-    big for one worker), must give the same rows."""
+def test_last_device_without_a_vocabulary_is_the_same(spark, built):
+    """The job packs (time, device) into a long to find the last device; with too many devices
+    to pack, a max over a struct must give the same rows."""
     warehouse, spec = built["warehouse"], FeatureSpec()
-    assert direct_event_files(spark, warehouse, [S1 - dt.timedelta(days=1)], spec)[0] is not None
-    whole_days = read_table(spark, warehouse, "user_daily")
-    split = user_daily_aggregates(read_table(spark, warehouse, "events"),
-                                  item_context(read_table(spark, warehouse, "items")), spec.roles,
-                                  user_groups=7)
-    assert split.count() == whole_days.count() > 100
-    assert split.exceptAll(whole_days.select(*split.columns)).count() == 0
+    events = read_table(spark, warehouse, "events")
+    stored = read_table(spark, warehouse, "user_daily")
+    unpacked = user_daily_rows(events, read_table(spark, warehouse, "items"), spec.roles, None)
+    assert unpacked.count() == stored.count() > 100
+    assert unpacked.exceptAll(stored.select(*unpacked.columns)).count() == 0
+    features = (user_features(stored, read_table(spark, warehouse, "users"), [S1, S2], spec, None)
+                .toPandas())
+    assert reference.differences(features, built["features"], KEYS, 0, 0) == []
 
 
-def test_snapshot_summed_through_spark_is_the_same(spark, built):
-    """The job summed user_daily's files per range of users with numpy
-    (features.snapshot_aggregates); Spark's aggregation of user_daily must give the same feature
-    and label rows (doubles to 1e-9: the entropy's logarithms are Java's there, numpy's here)."""
-    warehouse, spec = built["warehouse"], FeatureSpec()
-    daily = read_table(spark, warehouse, "user_daily")
-    files, why_not = direct_user_daily(spark, warehouse, spec)
-    assert files is not None, why_not
-    through_spark = (user_features(daily, read_table(spark, warehouse, "users"), [S1, S2], spec)
-                     .toPandas().sort_values(KEYS).reset_index(drop=True))
-    pd.testing.assert_frame_equal(through_spark, built["features"], check_exact=False, rtol=1e-9)
-    population = read_table(spark, warehouse, "user_features").select(*KEYS)
-    spark_labels = labels(population, label_sums(daily, snapshot_frame(spark, [S1, S2]), 30))
-    pd.testing.assert_frame_equal(spark_labels.toPandas().sort_values(KEYS).reset_index(drop=True),
-                                  built["labels"])
-    assert built["labels"].label_category_spend.map(len).sum() > 10
-
-
-def test_deleted_events_are_not_counted_when_deletion_vectors_hide_them(spark, tmp_path):
-    """With deletion vectors on events the files hold rows the table does not: user_daily must
-    read through Spark then (a direct read would count the deleted event)."""
+def test_events_deleted_later_are_taken_out_of_user_daily(spark, tmp_path):
+    """A delete in events (a user's erasure request, with deletion vectors on) reaches user_daily
+    through the change feed: the date is recomputed without the deleted event."""
     from delta.tables import DeltaTable
 
     warehouse = str(tmp_path / "warehouse")
     events, users, items = random_inputs(seed=3, n_users=5, n_events=200,
                                          start=dt.date(2026, 1, 1), days=3)
     write_inputs(spark, warehouse, events, users, items)
+    update_user_daily(spark, warehouse, FeatureSpec())
     path = table_path(warehouse, "events")
     spark.sql(f"ALTER TABLE delta.`{path}` SET TBLPROPERTIES ('delta.enableDeletionVectors' = 'true')")
     deleted = events.iloc[0]
     DeltaTable.forPath(spark, path).delete(F.col("event_id") == deleted.event_id)
-    source, why_not = direct_event_files(spark, warehouse, [deleted.event_time.date()], FeatureSpec())
-    assert source is None and "deletion vectors" in why_not
-    update_user_daily(spark, warehouse, FeatureSpec())
+    update = update_user_daily(spark, warehouse, FeatureSpec())
+    assert update.processed_dates == [deleted.event_time.date()]
+    assert update.how.startswith("change data feed")
     counted = read_table(spark, warehouse, "user_daily").agg(F.sum("events")).first()[0]
     assert counted == len(events) - 1
 
 
-def test_users_hidden_by_deletion_vectors_are_joined_through_spark(spark, tmp_path):
-    """The snapshot's workers join the users dimension from its files; with deletion vectors on
-    users the files hold a record the table does not, and Spark joins them instead."""
-    from delta.tables import DeltaTable
-
+def test_a_snapshot_sees_the_user_attributes_known_before_it(spark, tmp_path):
+    """Users keep history (valid_from inclusive, valid_to exclusive): a snapshot at D takes the
+    version valid on D - 1, so a backfilled snapshot never sees a later change; a user whose
+    first version starts on D or later has no attributes at D."""
     warehouse = str(tmp_path / "warehouse")
     events, users, items = random_inputs(seed=5, n_users=6, n_events=300,
                                          start=dt.date(2026, 1, 1), days=20)
     write_inputs(spark, warehouse, events, users, items)
-    assert readable_users(spark, warehouse, read_table(spark, warehouse, "users"))[0] is not None
-    path = table_path(warehouse, "users")
-    spark.sql(f"ALTER TABLE delta.`{path}` SET TBLPROPERTIES ('delta.enableDeletionVectors' = 'true')")
-    gone = events.user_key.iloc[0]
-    DeltaTable.forPath(spark, path).delete(F.col("user_key") == gone)
-    files, why_not = readable_users(spark, warehouse, read_table(spark, warehouse, "users"))
-    assert files is None and "deletion vectors" in why_not
+    changed, late = sorted(set(events.user_key))[:2]
+    snapshot = dt.date(2026, 1, 21)
+    history = users.assign(valid_from=dt.date(2025, 1, 1), valid_to=None)
+    history.loc[history.user_key == changed, "valid_to"] = snapshot - dt.timedelta(days=1)
+    moved = history[history.user_key == changed].assign(region="moved", valid_from=snapshot - dt.timedelta(days=1),
+                                                        valid_to=snapshot)
+    future = history[history.user_key == changed].assign(region="future", valid_from=snapshot, valid_to=None)
+    history.loc[history.user_key == late, "valid_from"] = snapshot
+    rows = pd.concat([history, moved, future], ignore_index=True)
+    write_table(spark.createDataFrame(rows, "user_key string, signup_date date, region string, age_band string, "
+                                      "gender string, valid_from date, valid_to date"),
+                warehouse, USERS, "overwrite")
     spec = FeatureSpec()
     daily = update_user_daily(spark, warehouse, spec)
-    snapshot = dt.date(2026, 1, 21)
     result = write_snapshots(spark, warehouse, [snapshot], spec, daily.last_event_date,
                              require_complete_labels=False)
     assert result["rows_without_user_record"] == {snapshot.isoformat(): 1}
-    rows = {r.user_key: r for r in read_table(spark, warehouse, "user_features").collect()}
-    assert rows[gone].region is None and rows[gone].days_since_signup is None
-    region = users.set_index("user_key").region.where(lambda r: r.notna(), None).to_dict()
-    assert {k: r.region for k, r in rows.items() if k != gone} == {k: region[k] for k in rows if k != gone}
+    features = {r.user_key: r for r in read_table(spark, warehouse, "user_features").collect()}
+    assert features[changed].region == "moved"
+    assert features[late].region is None and features[late].days_since_signup is None
+
+
+def test_a_source_without_dimensions_runs_with_their_features_null(spark, tmp_path):
+    """Most transaction exports come without users or items: features still run; the user
+    attributes and the promotion share are null, categories come from the events alone."""
+    from jobs.build_features import run
+
+    warehouse = str(tmp_path / "warehouse")
+    events, _, _ = random_inputs(seed=11, n_users=20, n_events=800, start=dt.date(2026, 1, 1), days=40)
+    write_table(spark.createDataFrame(events, EVENTS_SCHEMA), warehouse, EVENTS, "append")
+    cfg = load_config("conf/local.yaml", [f"warehouse={warehouse}", "snapshot_dates=[2026-02-01]",
+                                          "label_window_days=7"])
+    summary = run(cfg)
+    assert summary["labels_skipped"] == []
+    features = read_table(spark, warehouse, "user_features").toPandas()
+    assert len(features) > 10
+    assert features[["region", "age_band", "days_since_signup"]].isna().all().all()
+    assert features["share_bought_on_promotion_last_365d"].isna().all()
+    assert features["top_category_1"].notna().any()
+    assert read_table(spark, warehouse, "labels").count() == len(features)
 
 
 def test_late_events_at_or_after_the_snapshot_do_not_change_it(spark, built):

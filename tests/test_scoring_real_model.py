@@ -1,4 +1,4 @@
-"""The score stage with the project's real model (TF SavedModel via model_io.load_scoring_model,
+"""The score stage with the project's real model (TF SavedModel via model_directory.load_scoring_model,
 loaded in the Spark Python workers): Spark scores equal in-process predict to 1e-6."""
 from __future__ import annotations
 

@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Literal
-
 from pydantic import Field, model_validator
 
 from demandcast.settings.base import Section
@@ -37,35 +35,6 @@ class FeaturesSettings(Section):
     # today on everything up to yesterday); more accepts that days with no events (an outage, a
     # landing delay) read as inactivity in recency, frequency and trend features.
     max_days_after_last_event: int = Field(1, ge=1, le=366)
-    # user_daily aggregates each (event date, group of users) in one Python worker, whole, at
-    # about 300 bytes per event: raise this when a single day holds more than a few million
-    # events (users are split into this many groups by a hash of user_key).
-    daily_user_groups: int = Field(1, ge=1, le=4096)
-    # How user_daily reads the events: "files" lets each Python worker read whole event dates
-    # from the Parquet files the Delta log lists (no shuffle; user_daily from scratch at 50M
-    # events took 301 s instead of 402, bench/RESULTS.md session 15), falling back to Spark's
-    # reader by itself when the table or the file system does not allow it (deletion vectors,
-    # column mapping, s3a:// locations, daily_user_groups > 1); "spark" always reads through
-    # Spark and shuffles the events by date.
-    daily_read: Literal["files", "spark"] = "files"
-    # How user_daily's rows reach its files when the events are read directly: "files" lets each
-    # Python worker write its dates' Parquet files and the driver commit them to the Delta log in
-    # one commit (Spark's writer turned the Arrow rows into Spark rows and encoded them again,
-    # most of user_daily's time: bench/RESULTS.md session 18), falling back to Spark's writer by
-    # itself when the table needs it (column mapping, constraints, generated columns...) or
-    # pyarrow cannot open the location; "spark" always writes through Spark.
-    daily_write: Literal["files", "spark"] = "files"
-    # How a snapshot sums user_daily per user: "files" lets each Python worker read the user_daily
-    # files of a range of users with numpy (no shuffle, none of the JIT cost of Spark's wide
-    # aggregation; bench/RESULTS.md session 16), falling back to Spark by itself as daily_read
-    # does; "spark" always aggregates through Spark.
-    snapshot_read: Literal["files", "spark"] = "files"
-    # How user_features' and labels' rows reach their files: "files" lets each Spark task hand
-    # its rows to a Python worker as Arrow batches, which writes them as Parquet files the driver
-    # commits (Spark's Parquet and Delta writer cost more than computing the features: bench/
-    # RESULTS.md session 19), falling back to Spark's writer as daily_write does; "spark" always
-    # writes through Spark.
-    snapshot_write: Literal["files", "spark"] = "files"
     # Write labels only for snapshots whose whole label window lies inside the ingested events.
     require_complete_label_window: bool = True
 

@@ -55,9 +55,6 @@ def categories_in_profile_window(daily: DataFrame, spec: FeatureSpec) -> DataFra
 
     `daily` holds user_daily rows paired with snapshots and their `age_days` (see assemble).
     """
-    # user_key is never null in user_daily; the explicit filter makes the per-user totals read by
-    # the affinity (whose join infers it) and by the popularity (context) the same plan, so Spark
-    # reads the daily rows and shuffles them once for both.
     return (daily.where((F.col("age_days") <= spec.profile_window_days) & F.col("user_key").isNotNull())
             .select(*KEYS, F.inline("categories")))
 
@@ -65,11 +62,10 @@ def categories_in_profile_window(daily: DataFrame, spec: FeatureSpec) -> DataFra
 def category_window_totals(daily: DataFrame, spec: FeatureSpec) -> DataFrame:
     """Per (user_key, snapshot_date, category_id): views and purchases in the profile window.
 
-    Partitioned by (user_key, snapshot_date): the per-user aggregation that follows and the join
-    with the window totals (same keys) then need no further shuffle.
+    `daily` is partitioned by user_key (features.window_sums.daily_rows_by_snapshot): this
+    and the per-user aggregation and join that follow need no further shuffle.
     """
     return (categories_in_profile_window(daily, spec)
-            .repartition(*KEYS)
             .groupBy(*KEYS, "category_id")
             .agg(F.sum("views").alias("views"), F.sum("purchases").alias("purchases")))
 
@@ -107,13 +103,12 @@ def category_affinity_aggregates(category_totals: DataFrame, spec: FeatureSpec) 
 
 
 def add_category_affinity_features(base: DataFrame, spec: FeatureSpec,
-                                   category_totals: DataFrame | None = None) -> DataFrame:
-    """`base` carries the cat__ sums of category_affinity_aggregates already, or they come from
+                                   category_totals: DataFrame) -> DataFrame:
+    """`base` (one row per user and snapshot) with the affinity features computed from
     `category_totals` (category_window_totals)."""
-    if category_totals is not None:
-        aggregates = category_affinity_aggregates(category_totals, spec)
-        # Both sides are laid out by KEYS already: a hash join per partition, without sorting the
-        # wide window totals.
-        base = base.join(aggregates.hint("shuffle_hash"), KEYS, "left")
-    helpers = [c for c in base.columns if c.startswith("cat__")]
-    return with_features(base, definitions(spec)).drop(*helpers)
+    aggregates = category_affinity_aggregates(category_totals, spec)
+    # Both sides are laid out by user_key already: a hash join per partition, without sorting
+    # the wide window totals.
+    joined = base.join(aggregates.hint("shuffle_hash"), KEYS, "left")
+    helpers = [c for c in joined.columns if c.startswith("cat__")]
+    return with_features(joined, definitions(spec)).drop(*helpers)

@@ -47,9 +47,9 @@ def population_rates(daily: DataFrame, spec: FeatureSpec) -> DataFrame:
     """One row per snapshot: each ratio over all users of the snapshot.
 
     `daily` holds user_daily rows paired with snapshots and their `age_days` (see
-    assemble.daily_before_snapshots). The population's sums are the sums of those rows in each
-    window (integer counts: the same as summing the per-user totals), so this is a narrow scan
-    whose map-side partial sums leave one row per task and snapshot to shuffle.
+    features.window_sums.daily_rows_by_snapshot). The population's sums are the sums of those
+    rows in each window (integer counts: the same as summing the per-user totals), so this is a
+    narrow scan whose map-side partial sums leave one row per task and snapshot to shuffle.
     """
     def window_sum(column: str, w: int):
         return F.sum(F.when(F.col("age_days") <= w, F.col(column)))

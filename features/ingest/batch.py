@@ -40,7 +40,9 @@ EVENTS = TableSpec(
         "ingested_at": "clock of that batch (UTC)",
         "event_date": "UTC date of event_time",
     },
-    properties={"delta.enableDeletionVectors": "false"},
+    # The change data feed tells the features stage which event dates a batch touched (late
+    # events included), so user_daily recomputes only those.
+    properties={"delta.enableDeletionVectors": "false", "delta.enableChangeDataFeed": "true"},
 )
 QUARANTINE = TableSpec(
     name="quarantine",
@@ -218,12 +220,25 @@ def check_gate(batch: IngestBatch, max_bad_fraction: float) -> None:
                                "nothing was committed")
 
 
+def enable_change_feed(spark: SparkSession, path: str) -> None:
+    """Turns on the change data feed of an events table created without it (one commit, once):
+    the features stage reads what changed from the next batch on."""
+    from delta.tables import DeltaTable
+
+    properties = DeltaTable.forPath(spark, path).detail().select("properties").first()[0] or {}
+    if properties.get("delta.enableChangeDataFeed", "false").lower() != "true":
+        log.info("events: turning on the change data feed (%s)", path)
+        spark.sql(f"ALTER TABLE delta.`{path}` SET TBLPROPERTIES (delta.enableChangeDataFeed = true)")
+
+
 def commit_batch(batch: IngestBatch, warehouse: str) -> dict:
     """Events first (insert-only, exactly once), then this batch's quarantine rows (replaced)."""
     result: dict = {}
     spark = batch.events.sparkSession
     if batch.event_dates:
         before = current_version(spark, table_path(warehouse, "events"))
+        if before is not None:
+            enable_change_feed(spark, table_path(warehouse, "events"))
         version = merge_table(batch.events, warehouse, EVENTS, keys=["event_id"], update_matched=False,
                               partition_values=batch.event_dates)
         # A merge that inserts nothing commits nothing: then no version is new.

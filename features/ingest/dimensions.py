@@ -23,9 +23,9 @@ from pyspark.sql.types import DateType, DoubleType, StringType, StructField, Str
 from demandcast.config import PipelineConfig
 from demandcast.errors import ConfigError, StageFailed
 from demandcast.logs import get_logger
-from demandcast.tables import (TableSpec, _record_job_commit, _version_before_job_commit, commit_info,
-                               current_version, ensure_table, is_delta_table, schema_differences,
-                               table_path, with_retries)
+from demandcast.tables import (TableSpec, commit_info, current_version, ensure_table, is_delta_table,
+                               schema_differences, table_path, with_retries)
+from demandcast.tables.rollback import record_job_commit, version_before_job_commit
 from features.ingest import raw_reader
 from features.ingest.pseudonymise import HashKey, with_user_key
 
@@ -186,7 +186,7 @@ def merge_history(incoming: DataFrame, warehouse: str, dim: Dimension) -> dict:
     from delta.tables import DeltaTable
 
     spark = incoming.sparkSession
-    before = _version_before_job_commit(spark, warehouse, dim.spec)
+    before = version_before_job_commit(spark, warehouse, dim.spec)
     path = ensure_table(spark, warehouse, dim.spec, spark.createDataFrame([], table_schema(dim)))
     created = current_version(spark, path)
     updated = [*dim.attribute_names, "valid_to"]
@@ -206,7 +206,7 @@ def merge_history(incoming: DataFrame, warehouse: str, dim: Dimension) -> dict:
 
     with_retries(_merge, f"merge {dim.spec.name} history")
     version = current_version(spark, path)
-    _record_job_commit(spark, dim.spec, path, before, version)
+    record_job_commit(spark, dim.spec, path, before, version)
     metrics = commit_info(spark, path, version).get("metrics", {}) if version != created else {}
     counts = {what: int(metrics.get(f"numTargetRows{what.capitalize()}", 0))
               for what in ("inserted", "updated", "deleted")}

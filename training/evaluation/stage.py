@@ -42,7 +42,7 @@ def to_pandas(df: DataFrame, limit: int | None, seed: int) -> pd.DataFrame:
 def keyed_ground_truth(spark: SparkSession, cfg: PipelineConfig) -> DataFrame | None:
     """The simulator's true p_purchase / expected_spend per (user_key, snapshot), None on real
     data. Resolved before any work: without the hashing key (cluster mode) this fails at once."""
-    from features.pseudonymise import resolve_hash_key, with_user_key
+    from features.ingest.pseudonymise import resolve_hash_key, with_user_key
 
     path = f"{absolute_uri(cfg.raw_dir)}/ground_truth"
     if not is_delta_table(spark, path):
