@@ -95,25 +95,19 @@ def device_codes(devices: list[str | None] | None) -> list[str] | None:
     return codes if len(codes) < DEVICE_CODES else None
 
 
+def _vocabulary(codes: list[str]) -> Column:
+    return F.array(*[F.lit(c) for c in codes]) if codes else F.array().cast("array<string>")
+
+
 def packed_time_device(time: Column, device: Column, codes: list[str]) -> Column:
     """unix micros of `time` * DEVICE_CODES + code of `device`: max() of it is the last device."""
-    vocabulary = F.array(*[F.lit(c) for c in codes]) if codes else F.array().cast("array<string>")
-    code = F.coalesce(F.array_position(vocabulary, device), F.lit(0))
+    code = F.coalesce(F.array_position(_vocabulary(codes), device), F.lit(0))
     return F.unix_micros(time) * DEVICE_CODES + code
 
 
 def unpacked_device(packed: Column, codes: list[str]) -> Column:
-    vocabulary = F.array(*[F.lit(c) for c in codes]) if codes else F.array().cast("array<string>")
     last_code = (packed % DEVICE_CODES).cast("int")
-    return F.when(last_code > 0, F.element_at(vocabulary, last_code))
-
-
-def last_device(time: str, device: str, codes: list[str] | None) -> Column:
-    """An aggregate: the `device` of the row with the latest `time` (ties: the larger name, a null
-    device lowest), packed into a long when `codes` is given, else a max over a struct."""
-    if codes is None:
-        return F.max(F.struct(F.col(time), F.col(device)))[device]
-    return unpacked_device(F.max(packed_time_device(F.col(time), F.col(device), codes)), codes)
+    return F.when(last_code > 0, F.element_at(_vocabulary(codes), last_code))
 
 
 # user_daily's columns in table order: the per-event sums, the session columns, times, device,
@@ -125,7 +119,6 @@ USER_DAILY_COLUMNS = (
     *[(c, "double" if c in EXACT_SUM_COLUMNS else "int") for c in DAILY_ADDITIVE_ORDER],
     *[(c, "timestamp") for c in TIME_COLUMNS],
     ("last_device", "string"), ("categories", f"array<struct<{CATEGORY_FIELDS}>>"))
-USER_DAILY_SCHEMA = ", ".join(f"{name} {dtype}" for name, dtype in USER_DAILY_COLUMNS)
 
 
 def events_with_item_context(events: DataFrame, items: DataFrame | None) -> DataFrame:
