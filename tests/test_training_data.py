@@ -15,8 +15,7 @@ from demandcast.errors import ConfigError, DataQualityError
 from demandcast.tables import current_version, files_of_version, table_path, write_table
 from training_fixtures import FEATURES_SPEC, SNAPSHOTS, simulate, write_contract_tables
 from training.dataset import (SPLITS, build_training_set, pin_training_set, snapshot_gaps,
-                              split_class_counts, split_problems, train_split_profile,
-                              uninformative_features)
+                              split_class_counts, split_problems)
 from training.batches import STRINGS, WEIGHT, InputSpec, to_columns
 from training.input import Prefetcher, ShardReader, shard_batches
 from training.preprocessing import compute_state, numeric_statistics
@@ -238,16 +237,6 @@ def test_numerics_null_in_every_row_are_named_together(spark):
     with pytest.raises(DataQualityError, match=r"numeric features \['b', 'c'\] are null in every "
                                                r"training row: leave them out \(train.exclude_features="):
         numeric_statistics(train, ("a", "b", "c"), buckets=4)
-
-
-def test_numerics_null_or_constant_in_the_train_split_are_left_out_by_name(spark):
-    rows = spark.createDataFrame(
-        [("train", 1, 1.0, None, 5.0), ("train", 0, 2.0, None, 5.0), ("test", 0, 3.0, 1.0, 6.0),
-         ("train", 0, None, None, None)],
-        "split string, label_purchased int, a double, b double, c double")
-    _, non_null, constant = train_split_profile(rows, ("a", "b", "c"))
-    assert uninformative_features(non_null, constant) == {
-        "b": "null in every training row", "c": "one value in every training row"}
 
 
 def test_split_counts_and_train_non_nulls_come_from_one_pass(spark):

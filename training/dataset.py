@@ -214,40 +214,17 @@ def resolve_snapshots(spark: SparkSession, features: DataFrame, labels: DataFram
     return sorted(wanted)
 
 
-def train_split_profile(rows: DataFrame, numeric: tuple[str, ...] = ()
-                        ) -> tuple[dict[tuple[str, int], int], dict[str, int], list[str]]:
-    """Rows per (split, label_purchased), the non-null values of each numeric in the train split,
-    and the numerics with one value in every non-null train row, in one pass over the needed
-    columns only."""
-    counted = rows.groupBy(SPLIT_COLUMN, "label_purchased").agg(
-        F.count(F.lit(1)).alias("_rows"),
-        *[agg(c).alias(f"_{name}{i}") for i, c in enumerate(numeric)
-          for name, agg in (("nn", F.count), ("lo", F.min), ("hi", F.max))]).collect()
-    by_class = {(r[0], int(r[1])): int(r["_rows"]) for r in counted}
-    train = [r for r in counted if r[0] == "train"]
-    in_train = {c: sum(int(r[f"_nn{i}"]) for r in train) for i, c in enumerate(numeric)}
-    constant = []
-    for i, c in enumerate(numeric):
-        values = {v for r in train for v in (r[f"_lo{i}"], r[f"_hi{i}"]) if v is not None}
-        if len(values) == 1:
-            constant.append(c)
-    return by_class, in_train, constant
-
-
 def split_class_counts(rows: DataFrame, numeric: tuple[str, ...] = ()
                        ) -> tuple[dict[tuple[str, int], int], dict[str, int]]:
     """Rows per (split, label_purchased), and the non-null values of each numeric in the train
-    split (train_split_profile without the constant columns)."""
-    by_class, in_train, _ = train_split_profile(rows, numeric)
+    split, in one pass over the needed columns only."""
+    counted = rows.groupBy(SPLIT_COLUMN, "label_purchased").agg(
+        F.count(F.lit(1)).alias("_rows"), *[F.count(c).alias(f"_nn{i}") for i, c in enumerate(numeric)]
+    ).collect()
+    by_class = {(r[0], int(r[1])): int(r["_rows"]) for r in counted}
+    in_train = {c: sum(int(r[f"_nn{i}"]) for r in counted if r[0] == "train")
+                for i, c in enumerate(numeric)}
     return by_class, in_train
-
-
-def uninformative_features(non_null: dict[str, int], constant: list[str]) -> dict[str, str]:
-    """Numeric features the model cannot learn from, with the reason: null in every training
-    row (a purchase-only source has no views or carts), or one value in every row."""
-    reasons = {c: "null in every training row" for c, n in non_null.items() if n == 0}
-    reasons.update({c: "one value in every training row" for c in constant if c not in reasons})
-    return reasons
 
 
 def all_null_error(columns: list[str]) -> DataQualityError:
@@ -310,20 +287,16 @@ def build_training_set(spark: SparkSession, warehouse: str, settings: TrainSetti
     rows = joined_training_rows(features, labels, columns, categories,
                                 split_column(settings, test_snapshot))
     # Counted on the narrow join before the write: a refused set leaves training_set untouched.
-    by_class, non_null, constant = train_split_profile(rows, columns.numeric)
+    by_class, non_null = split_class_counts(rows, columns.numeric)
     check_splits(by_class, "training set refused, nothing written",
                  "add snapshots or users, or change train.test_percent/validation_percent")
-    left_out = uninformative_features(non_null, constant)
-    if left_out and settings.refuse_uninformative_features:
-        all_null = [c for c, n in non_null.items() if n == 0]
-        if all_null:
-            raise all_null_error(all_null)
-        raise DataQualityError(f"numeric features {sorted(left_out)} have one value in every training "
-                               f"row: leave them out (train.exclude_features) or set "
-                               "train.refuse_uninformative_features=false")
-    if left_out:
-        log.warning("features left out of the model (train.refuse_uninformative_features=true "
-                    "refuses them instead): %s", left_out)
+    all_null = [c for c, n in non_null.items() if n == 0]
+    if all_null and settings.refuse_all_null_features:
+        raise all_null_error(all_null)
+    if all_null:
+        left_out = {c: "null in every training row" for c in all_null}
+        log.warning("numeric features null in every training row, left out of the model "
+                    "(train.refuse_all_null_features=true refuses them instead): %s", all_null)
         columns = FeatureColumns(tuple(c for c in columns.numeric if c not in left_out),
                                  columns.categorical, {**columns.ignored, **left_out})
         rows = joined_training_rows(features, labels, columns, categories,

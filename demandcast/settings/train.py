@@ -28,10 +28,10 @@ class TrainSettings(Section):
     top_k_categories: int = Field(10, ge=0, le=100)
     # Feature columns to leave out (e.g. leakage suspects); keys and label_* are never features.
     exclude_features: list[str] = Field(default_factory=list)
-    # Numeric features null or with one value in every training row (a purchase-only export has
-    # no views or carts) are left out with one warning and listed under `ignored` in the model's
-    # metadata; true refuses the training set instead (exit 3), naming them.
-    refuse_uninformative_features: bool = False
+    # Numeric features null in every training row (a purchase-only export has no views or carts)
+    # are left out with one warning and listed under `ignored` in the model's metadata; true
+    # refuses the training set instead (exit 3), naming them.
+    refuse_all_null_features: bool = False
 
     # Preprocessing (computed once in Spark on the train split, saved with the model).
     vocab_max_size: int = Field(1000, ge=1)
