@@ -184,7 +184,7 @@ def main() -> None:
     args = parser.parse_args()
     configure_logging("WARNING")
 
-    from features.catalog import FeatureSpec
+    from features.feature_spec import FeatureSpec
     from features.feature_tables import update_user_daily, write_snapshots
     overrides = [f"spark.shuffle_partitions={args.shuffle_partitions}",
                  f"spark.driver_memory={args.driver_memory}", "spark.log_level=ERROR"]

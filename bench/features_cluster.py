@@ -97,7 +97,7 @@ def main() -> None:
     from demandcast.logs import configure_logging
     from demandcast.session import build_spark_session
     from demandcast.tables import read_table
-    from features.catalog import FeatureSpec
+    from features.feature_spec import FeatureSpec
     from features.feature_tables import update_user_daily, write_snapshots
 
     configure_logging("WARNING")

@@ -69,7 +69,7 @@ def main() -> None:
     if args.part == "snapshot" and not (Path(args.warehouse) / "user_daily").exists():
         sys.exit(f"no user_daily in {args.warehouse}: run --part user_daily (or both) first")
 
-    from features.catalog import FeatureSpec
+    from features.feature_spec import FeatureSpec
     from features.feature_tables import update_user_daily, write_snapshots
 
     event_log = tempfile.mkdtemp(prefix="dc-eventlog-")

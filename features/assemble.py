@@ -13,7 +13,7 @@ from typing import Sequence
 from pyspark.sql import Column, DataFrame, Observation
 from pyspark.sql import functions as F
 
-from features.catalog import FeatureSpec, feature_catalog
+from features.catalog import feature_catalog
 from features.dimensions import HISTORY_COLUMNS, attributes_on, snapshot_day_of
 from features.families.category_affinity import add_category_affinity_features, category_window_totals
 from features.families.context import add_context_features
@@ -23,6 +23,7 @@ from features.families.price import add_price_features
 from features.families.recency import add_recency_features
 from features.families.sessions import add_session_features
 from features.families.trend import add_trend_features
+from features.feature_spec import FeatureSpec
 from features.window_sums import KEYS, daily_rows_by_snapshot, window_totals
 
 # The users dimension's attributes the families read, and the names the feature rows carry

@@ -5,72 +5,17 @@ computes them); `feature_catalog` collects them in output order. The table's col
 docs/FEATURES.md are generated from this list, and `assemble` checks that the feature table has
 exactly these columns, so the catalog cannot drift from the code.
 
-Regenerate the document with `python -m features.catalog` (tests/test_features_catalog.py fails
-when it is stale).
+Regenerate the document with `python -m features.catalog` (tests/test_features.py fails when
+it is stale).
 """
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Literal, Sequence
+from typing import Sequence
 
-from pyspark.sql import Column
-
-from features.daily import EventRoles
-
-DType = Literal["int", "double", "string"]
-
-@dataclass(frozen=True)
-class FeatureSpec:
-    """The parameters the features depend on (from the `features` settings)."""
-
-    windows_days: tuple[int, ...] = (1, 7, 30, 90, 365)
-    profile_window_days: int = 90
-    price_window_days: int = 365
-    funnel_windows_days: tuple[int, ...] = (30, 365)
-    funnel_prior_strength: float = 5.0
-    top_k_categories: int = 3
-    label_window_days: int = 30
-    roles: EventRoles = EventRoles()
-
-    @classmethod
-    def from_config(cls, cfg) -> "FeatureSpec":  # cfg: demandcast.config.PipelineConfig
-        s = cfg.features
-        return cls(
-            windows_days=tuple(sorted(set(s.windows_days))),
-            profile_window_days=s.profile_window_days,
-            price_window_days=s.price_window_days,
-            funnel_windows_days=tuple(sorted(set(s.funnel_windows_days))),
-            funnel_prior_strength=s.funnel_prior_strength,
-            top_k_categories=s.top_k_categories,
-            label_window_days=cfg.label_window_days,
-            roles=EventRoles(s.view_event, s.cart_event, s.purchase_event),
-        )
-
-    @property
-    def all_windows(self) -> tuple[int, ...]:
-        """Every window some feature sums over (the conditional sums of one pass)."""
-        trend = (7, 30, 90, 365)
-        return tuple(sorted({*self.windows_days, *self.funnel_windows_days, *trend,
-                             self.profile_window_days, self.price_window_days, 30}))
-
-
-@dataclass(frozen=True)
-class Feature:
-    name: str
-    description: str
-    dtype: DType
-    family: str
-    source: str
-    window_days: int | None = None
-    # Builds the column from the window totals; None when the family computes it as a table.
-    compute: Callable[[], Column] | None = field(default=None, compare=False, repr=False)
-
-    @property
-    def window(self) -> str:
-        return f"{self.window_days}d" if self.window_days else "all history"
-
+from features.families import FAMILIES
+from features.feature_spec import Feature, FeatureSpec
 
 KEY_COMMENTS = {
     "user_key": "Pseudonymous user id (HMAC of the raw id).",
@@ -80,8 +25,6 @@ KEY_COMMENTS = {
 
 def feature_catalog(spec: FeatureSpec = FeatureSpec()) -> list[Feature]:
     """All feature columns in the order of the user_features table (keys excluded)."""
-    from features.families import FAMILIES
-
     features: list[Feature] = []
     for family in FAMILIES:
         features.extend(family.definitions(spec))

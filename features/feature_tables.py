@@ -14,8 +14,9 @@ from demandcast.tables import (NO_DELETION_VECTORS, TableSpec, current_version, 
                                metadata_of_current_state, read_optional_table, read_table, table_path,
                                write_table)
 from features.assemble import user_features
-from features.catalog import FeatureSpec, column_comments
+from features.catalog import column_comments
 from features.daily import ADDITIVE_COLUMNS, distinct_devices, user_daily_rows
+from features.feature_spec import FeatureSpec
 from features.labels import label_sums, labels
 
 log = get_logger("features")

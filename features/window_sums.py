@@ -19,7 +19,7 @@ from typing import Sequence
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from features.catalog import FeatureSpec
+from features.feature_spec import FeatureSpec
 from features.daily import (ADDITIVE_COLUMNS, EXACT_SUM_COLUMNS, TIME_COLUMNS, as_micros, device_codes,
                             from_micros, packed_time_device, unpacked_device)
 from features.families.common import total_name

@@ -4,7 +4,7 @@ from __future__ import annotations
 from demandcast.cli import job_main
 from demandcast.config import PipelineConfig
 from demandcast.session import build_spark_session
-from features.catalog import FeatureSpec
+from features.feature_spec import FeatureSpec
 from features.feature_tables import event_date_range, update_user_daily, write_snapshots
 from features.snapshots import check_snapshots_in_events, resolve_snapshots, snapshot_source
 

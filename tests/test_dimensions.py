@@ -174,7 +174,7 @@ def test_attributes_on_joins_the_version_valid_on_the_day(spark):
 
 
 def test_duckdb_reference_reads_users_as_of_the_day_before_and_items_as_of_the_event(tmp_path):
-    from features.catalog import FeatureSpec
+    from features.feature_spec import FeatureSpec
     from reference import duckdb_features as reference
 
     utc = dt.timezone.utc

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from demandcast.tables import current_version, read_table, table_path, write_table
-from features.catalog import DOC_PATH, FeatureSpec, feature_catalog, label_section, render_markdown
+from features.catalog import DOC_PATH, feature_catalog, label_section, render_markdown
+from features.feature_spec import FeatureSpec
 from demandcast.errors import ConfigError, DataQualityError
 from features.feature_tables import (event_date_range, label_window_complete, update_user_daily,
                                      write_snapshots)

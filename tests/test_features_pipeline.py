@@ -12,7 +12,7 @@ from pyspark.sql import functions as F
 from demandcast.config import load_config
 from demandcast.tables import current_version, files_of_version, read_table, table_path, write_table
 from features.assemble import user_features
-from features.catalog import FeatureSpec
+from features.feature_spec import FeatureSpec
 from features.daily import user_daily_rows
 from features.feature_tables import update_user_daily, write_snapshots
 from features_data import EVENTS, EVENTS_SCHEMA, USERS, events_frame, random_inputs, write_inputs

@@ -1,9 +1,8 @@
 """Feature families: each module declares its features (catalog metadata + expression).
 
 Families whose features are column expressions over the window totals (per-user sums of
-user_daily, see features.assemble) give each Feature a `compute`; the category families' sums
-come with the totals or from a keyed table of their own (features.families.category_affinity /
-context).
+user_daily, see features.window_sums) give each Feature a `compute`; the category families' sums
+come from a keyed table of their own (features.families.category_affinity / context).
 """
 from __future__ import annotations
 

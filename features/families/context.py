@@ -5,7 +5,7 @@ from __future__ import annotations
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
-from features.catalog import Feature, FeatureSpec
+from features.feature_spec import Feature, FeatureSpec
 from features.families.category_affinity import top_category_name
 from features.families.common import ratio, with_features
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pyspark.sql import DataFrame
 
-from features.catalog import Feature, FeatureSpec
+from features.feature_spec import Feature, FeatureSpec
 from features.families.common import total, with_features
 
 FAMILY = "frequency"

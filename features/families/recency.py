@@ -4,7 +4,7 @@ from __future__ import annotations
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from features.catalog import Feature, FeatureSpec
+from features.feature_spec import Feature, FeatureSpec
 from features.families.common import days_before_snapshot, with_features
 
 FAMILY = "recency"

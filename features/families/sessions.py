@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pyspark.sql import DataFrame
 
-from features.catalog import Feature, FeatureSpec
+from features.feature_spec import Feature, FeatureSpec
 from features.daily import DAY_PARTS
 from features.families.common import ratio, total, with_features
 

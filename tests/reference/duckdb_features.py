@@ -18,7 +18,7 @@ from typing import Sequence
 import duckdb
 import pandas as pd
 
-from features.catalog import FeatureSpec
+from features.feature_spec import FeatureSpec
 from features.daily import DAY_PARTS
 
 
