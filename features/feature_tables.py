@@ -105,11 +105,16 @@ class DailyUpdate:
     how: str = ""
 
 
-def event_date_range(spark: SparkSession, warehouse: str) -> tuple[dt.date | None, dt.date | None]:
-    """First and last event_date of the events table; (None, None) if it has no rows. A min and
-    max over the partition column, which Delta answers from the log's partition values."""
-    row = read_table(spark, warehouse, "events").agg(F.min("event_date"), F.max("event_date")).first()
+def event_date_bounds(events: DataFrame) -> tuple[dt.date | None, dt.date | None]:
+    """First and last event_date of `events`; (None, None) if it has no rows. A min and max over
+    the partition column, which Delta answers from the log's partition values."""
+    row = events.agg(F.min("event_date"), F.max("event_date")).first()
     return row[0], row[1]
+
+
+def event_date_range(spark: SparkSession, warehouse: str) -> tuple[dt.date | None, dt.date | None]:
+    """event_date_bounds of the events table's current version."""
+    return event_date_bounds(read_table(spark, warehouse, "events"))
 
 
 def dates_in_change_feed(spark: SparkSession, path: str, first_version: int, last_version: int) -> list[dt.date]:
@@ -171,7 +176,8 @@ def update_user_daily(spark: SparkSession, warehouse: str, spec: FeatureSpec) ->
     items = read_optional_table(spark, warehouse, "items")
     existing = read_optional_table(spark, warehouse, "user_daily")
     changed, how = changed_event_dates(spark, warehouse, events, events_version, existing)
-    result = DailyUpdate(changed, event_date_range(spark, warehouse)[1], None, how)
+    # The bounds of the version this update reads, the one its commit records.
+    result = DailyUpdate(changed, event_date_bounds(events)[1], None, how)
     if not changed:
         log.info("user_daily is up to date (%s)", how)
         return result

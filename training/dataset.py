@@ -284,8 +284,8 @@ def build_training_set(spark: SparkSession, warehouse: str, settings: TrainSetti
     columns = feature_columns(features.schema, settings.exclude_features)
     train_labels = labels if test_snapshot is None else labels.where(F.col("snapshot_date") != test_snapshot)
     categories = top_categories(train_labels, settings.top_k_categories)
-    rows = joined_training_rows(features, labels, columns, categories,
-                                split_column(settings, test_snapshot))
+    split = split_column(settings, test_snapshot)
+    rows = joined_training_rows(features, labels, columns, categories, split)
     # Counted on the narrow join before the write: a refused set leaves training_set untouched.
     by_class, non_null = split_class_counts(rows, columns.numeric)
     check_splits(by_class, "training set refused, nothing written",
@@ -299,8 +299,7 @@ def build_training_set(spark: SparkSession, warehouse: str, settings: TrainSetti
                     "(train.refuse_all_null_features=true refuses them instead): %s", all_null)
         columns = FeatureColumns(tuple(c for c in columns.numeric if c not in left_out),
                                  columns.categorical, {**columns.ignored, **left_out})
-        rows = joined_training_rows(features, labels, columns, categories,
-                                    split_column(settings, test_snapshot))
+        rows = joined_training_rows(features, labels, columns, categories, split)
     counts = rows_per_split(by_class)
     rows = rows.repartition(settings.files_per_split * len(SPLITS), SPLIT_COLUMN,
                             file_bucket(settings.files_per_split))
