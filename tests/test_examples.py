@@ -43,7 +43,11 @@ def test_a_plain_transaction_export_runs_every_stage(spark, project_root, tmp_pa
          "--conf", str(project_root / "conf" / "examples" / "transactions.yaml"),
          "--set", f"warehouse={warehouse}", "--set", f"raw_dir={tmp_path / 'raw'}",
          "--set", f"runs_dir={runs}", "--set", f"ingest.paths=[{landing}]",
-         "--set", "spark.shuffle_partitions=2", "--set", "spark.driver_memory=2g"],
+         "--set", "spark.shuffle_partitions=2", "--set", "spark.driver_memory=2g",
+         # The export's path through every stage is under test, not the model's fit: one rank,
+         # in this process, for two epochs of one deep tower keeps the run short.
+         "--set", "train.launcher=inprocess", "--set", "train.num_proc=1",
+         "--set", "train.epochs=2", "--set", "train.ensemble_members=1"],
         cwd=project_root, capture_output=True, text=True, timeout=1200)
     assert result.returncode == 0, result.stderr[-3000:]
 
