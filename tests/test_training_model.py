@@ -179,10 +179,36 @@ def test_gpu_path_refuses_clearly_without_a_gpu():
     hvd.init()
     with pytest.raises(RuntimeError, match="no GPU"):
         configure_devices(hvd, use_gpu=True, mixed_precision=False)
-    with pytest.raises(ConfigError, match="mixed_precision"):
-        load_config("conf/local.yaml", ["train.mixed_precision=true"])
+    # Mixed precision is a policy, not a device: it loads on CPU (and trains, see
+    # test_training_precision.py).
+    assert load_config("conf/local.yaml", ["train.mixed_precision=true"]).train.mixed_precision
     with pytest.raises(ConfigError, match="inprocess"):
         load_config("conf/local.yaml", ["train.launcher=inprocess", "train.num_proc=2"])
+
+
+def test_device_plan_gives_each_local_rank_its_own_gpu():
+    from training.devices import DevicePlan, device_plan
+
+    # horovodrun on a 4-GPU node: local rank r keeps GPU r, memory grows as needed.
+    plans = [device_plan(r, 4, 4, use_gpu=True, mixed_precision=True, cpu_count=32)
+             for r in range(4)]
+    assert [p.gpu for p in plans] == [0, 1, 2, 3]
+    assert all(p.memory_growth and p.policy == "mixed_float16" and not p.hide_gpus for p in plans)
+    assert plans[2].describe() == "gpu:2/mixed_float16"
+    # horovod.spark.run with GPU-aware scheduling: the GPU Spark assigned wins over the local rank.
+    assert device_plan(0, 2, 4, True, False, 32, assigned_gpus=["3"]).gpu == 3
+    # A container that shows its task only the assigned GPU: that one, whatever Spark calls it.
+    assert device_plan(0, 1, 1, True, False, 8, assigned_gpus=["5"]).gpu == 0
+    with pytest.raises(RuntimeError, match="assigned GPU 5"):
+        device_plan(0, 1, 2, True, False, 8, assigned_gpus=["5"])
+    # More ranks than GPUs on a node would make two ranks share one: refused, naming the fix.
+    with pytest.raises(RuntimeError, match="3 ranks on this node but TensorFlow sees 2"):
+        device_plan(2, 3, 2, True, False, 8)
+    with pytest.raises(RuntimeError, match="no GPU"):
+        device_plan(0, 1, 0, True, False, 8)
+    # CPU: GPUs hidden if any, the cores shared among the node's ranks, float32 unless asked.
+    assert device_plan(1, 2, 0, False, False, 8) == DevicePlan(None, False, False, "float32", 4, 2)
+    assert device_plan(0, 4, 2, False, True, 2) == DevicePlan(None, True, False, "mixed_float16", 1, 2)
 
 
 def test_warmup_schedule_reaches_the_scaled_rate():
@@ -209,3 +235,22 @@ def test_embedding_edges_are_train_quantiles_from_minimum_to_maximum(spark):
     # Tied quantiles merge: a constant column has one edge, hence no bin (it encodes to zeros).
     assert stats["flag"]["embedding_edges"] == [pytest.approx(np.log1p(3.0))]
     assert "embedding_edges" not in numeric_statistics(df, ("spend",), buckets=4)["spend"]
+
+
+@pytest.mark.parametrize("params", [PARAMS, ENSEMBLE], ids=["plain", "ensemble"])
+def test_mixed_float16_model_keeps_raw_values_and_outputs_in_float32(params):
+    import tensorflow as tf
+
+    tf.keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        model = build_model(STATE_EMBEDDED, params)
+        # 1e6 and 7e4 are infinities in float16; preprocessed in float32 they stay finite.
+        out = model({"recency": tf.constant([3.0, np.nan, 1e6]), "spend": tf.constant([0.0, 5, 7e4]),
+                     "region": tf.constant(["north", "", "mars"]), "device": tf.constant(["a", "b", ""])})
+        dtypes = {layer.name: layer.compute_dtype for layer in model.layers}
+    finally:
+        tf.keras.mixed_precision.set_global_policy("float32")
+    assert all(v.dtype == tf.float32 and np.isfinite(v.numpy()).all() for v in out.values())
+    assert dtypes["num_recency"] == dtypes["numeric_embeddings"] == dtypes["calibration"] == "float32"
+    assert dtypes["wide_region"] == dtypes["category_head"] == dtypes["spend_head"] == "float32"
+    assert dtypes["deep_0"] == dtypes["emb_region"] == "float16"

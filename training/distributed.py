@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from training.batches import InputSpec
+from training.devices import configure_devices
 from training.input import ShardReader
 from training.progress import EpochProgress
 from training.trainer import (BEST_WEIGHTS, Batching, Checkpoints, FitResult, LossWeights,
@@ -37,28 +38,6 @@ def weights_checksum(variables) -> str:
         digest.update(v.name.encode())
         digest.update(np.ascontiguousarray(v.numpy()).tobytes())
     return digest.hexdigest()
-
-
-def configure_devices(hvd, use_gpu: bool, mixed_precision: bool) -> str:
-    """One GPU per local rank (Horovod's recipe), or CPU threads shared among local ranks."""
-    import tensorflow as tf
-
-    gpus = tf.config.list_physical_devices("GPU")
-    if use_gpu:
-        if not gpus:
-            raise RuntimeError("train.use_gpu is true but TensorFlow sees no GPU on this node")
-        for gpu in gpus:
-            tf.config.experimental.set_memory_growth(gpu, True)
-        tf.config.set_visible_devices(gpus[hvd.local_rank() % len(gpus)], "GPU")
-        if mixed_precision:
-            tf.keras.mixed_precision.set_global_policy("mixed_float16")
-        return f"gpu:{hvd.local_rank() % len(gpus)}"
-    if gpus:
-        tf.config.set_visible_devices([], "GPU")
-    threads = max(1, (os.cpu_count() or 1) // hvd.local_size())
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(2)
-    return f"cpu:{threads}threads"
 
 
 def reader_spec(spec: dict) -> InputSpec:
@@ -150,7 +129,8 @@ def train_worker(spec: dict) -> dict:
     hvd.init()
     rank, size = hvd.rank(), hvd.size()
     settings = spec["settings"]
-    device = configure_devices(hvd, settings["use_gpu"], settings["mixed_precision"])
+    plan = configure_devices(hvd, settings["use_gpu"], settings["mixed_precision"])
+    device = plan.describe()
     seed = int(spec["seed"])
     seed_everything(seed)
     run_dir = Path(spec["run_dir"])
@@ -181,7 +161,8 @@ def train_worker(spec: dict) -> dict:
     calibration, validation = calibrate(trainable, predict_logits, batching, spec, seed, run_dir)
     metrics = {"validation": validation, "history": fitted.history,
                "best_val_auc": float(checkpoints.best_auc.numpy()),
-               "examples_per_s": result["examples_per_s"], "ranks": size, "device": device}
+               "examples_per_s": result["examples_per_s"], "ranks": size, "device": device,
+               "dtype_policy": plan.policy}
     save_model(trainable, state, spec, calibration, metrics, run_dir)
     result.update({"model_dir": spec["model_dir"], "metrics": metrics})
     (run_dir / RESULT_FILE).write_text(json.dumps(result, indent=1, default=str))

@@ -22,6 +22,11 @@ import tensorflow as tf
 
 WIDE_PREFIX = "wide_"
 SPEND_LOG_CLIP = 20.0
+# Layers that keep float32 under a mixed_float16 policy: the preprocessing of raw values (float16
+# turns a value above 65504 into infinity and keeps only ~3 significant digits), the wide part
+# and every output, so the losses and calibrated probabilities are float32. Only the deep part's
+# categorical embeddings and MLP compute in the global policy's dtype.
+FLOAT32 = "float32"
 
 
 def logit(p: float, eps: float = 1e-4) -> float:
@@ -62,7 +67,7 @@ class NumericFeature(tf.keras.layers.Layer):
         return len(self.boundaries) + 1 + int(self.missing_bucket)
 
     def call(self, x):
-        x = tf.cast(x, tf.float32)
+        x = tf.cast(x, tf.float32)  # built with dtype float32: never autocast to float16 first
         transformed = tf.sign(x) * tf.math.log1p(tf.abs(x))
         missing = tf.logical_not(tf.math.is_finite(transformed))
         transformed = tf.where(missing, self.mean, transformed)
@@ -213,14 +218,15 @@ def build_model(state: dict, params: ModelParams) -> tf.keras.Model:
     dense_parts, normalised_columns, missing_columns = [], [], []
     for name, stats in numeric.items():
         layer = NumericFeature(stats["mean"], stats["std"], stats["boundaries"], flag_missing,
-                               name=f"num_{name}")
+                               name=f"num_{name}", dtype=FLOAT32)
         normalised, bucket, missing = layer(inputs[name])
-        normalised_columns.append(tf.keras.layers.Reshape((1,))(normalised))
-        missing_columns.append(tf.keras.layers.Reshape((1,))(missing))
+        normalised_columns.append(tf.keras.layers.Reshape((1,), dtype=FLOAT32)(normalised))
+        missing_columns.append(tf.keras.layers.Reshape((1,), dtype=FLOAT32)(missing))
         ids[name], sizes[name] = bucket, layer.n_buckets
 
     def stacked(columns, name):
-        return tf.keras.layers.Concatenate(name=name)(columns) if len(columns) > 1 else columns[0]
+        return (tf.keras.layers.Concatenate(name=name, dtype=FLOAT32)(columns) if len(columns) > 1
+                else columns[0])
 
     if numeric:
         numerics, nulls = stacked(normalised_columns, "numeric_normalised"), None
@@ -235,7 +241,8 @@ def build_model(state: dict, params: ModelParams) -> tf.keras.Model:
             edges = [[(e - s["mean"]) / s["std"] for e in s["embedding_edges"]]
                      for s in numeric.values()]
             dense_parts.append(PiecewiseLinearEmbedding(edges, params.embedding_dim, regularizer,
-                                                        name="numeric_embeddings")([numerics, nulls]))
+                                                        name="numeric_embeddings",
+                                                        dtype=FLOAT32)([numerics, nulls]))
     for name, spec in categorical.items():
         vocabulary = spec["vocabulary"] or ["<no frequent value>"]
         lookup = tf.keras.layers.StringLookup(vocabulary=vocabulary, num_oov_indices=1,
@@ -246,17 +253,18 @@ def build_model(state: dict, params: ModelParams) -> tf.keras.Model:
     wide_terms = []
     for name, index in ids.items():
         wide_terms.append(tf.keras.layers.Embedding(sizes[name], 1, embeddings_initializer="zeros",
-                                                    name=f"{WIDE_PREFIX}{name}")(index))
+                                                    name=f"{WIDE_PREFIX}{name}", dtype=FLOAT32)(index))
     for cross in state["crosses"]:
         label = "_x_".join(cross)
         hashed = HashedCross(state["cross_hash_buckets"], name=f"cross_{label}")([ids[c] for c in cross])
         wide_terms.append(tf.keras.layers.Embedding(state["cross_hash_buckets"], 1,
-                                                    embeddings_initializer="zeros",
+                                                    embeddings_initializer="zeros", dtype=FLOAT32,
                                                     name=f"{WIDE_PREFIX}cross_{label}")(hashed))
-    wide_sum = tf.keras.layers.Add(name="sum_of_wide_terms")(wide_terms) if len(wide_terms) > 1 else wide_terms[0]
+    wide_sum = (tf.keras.layers.Add(name="sum_of_wide_terms", dtype=FLOAT32)(wide_terms)
+                if len(wide_terms) > 1 else wide_terms[0])
     # Class imbalance: the bias starts at the base rate's log-odds, so training starts calibrated.
     wide_logit = tf.keras.layers.Dense(
-        1, name=f"{WIDE_PREFIX}bias", kernel_initializer="ones", trainable=True,
+        1, name=f"{WIDE_PREFIX}bias", kernel_initializer="ones", trainable=True, dtype=FLOAT32,
         bias_initializer=tf.keras.initializers.Constant(logit(labels["base_rate"])))(wide_sum)
 
     # Deep: embeddings + normalised numerics -> MLP.
@@ -277,14 +285,14 @@ def build_model(state: dict, params: ModelParams) -> tf.keras.Model:
         if params.dropout:
             hidden = tf.keras.layers.Dropout(params.dropout, name=f"dropout_{i}")(hidden)
     deep_logit = tf.keras.layers.Dense(1, use_bias=False, name="deep_logit", dtype="float32")(hidden)
-    purchase_logit = tf.keras.layers.Reshape((), name="logit")(
-        tf.keras.layers.Add()([wide_logit, deep_logit]))
+    purchase_logit = tf.keras.layers.Reshape((), name="logit", dtype=FLOAT32)(
+        tf.keras.layers.Add(dtype=FLOAT32)([wide_logit, deep_logit]))
 
-    spend_log = tf.keras.layers.Reshape((), name="spend_log")(
+    spend_log = tf.keras.layers.Reshape((), name="spend_log", dtype=FLOAT32)(
         tf.keras.layers.Dense(1, name="spend_head", dtype="float32")(hidden))
     outputs = {
         "logit": purchase_logit,
-        "p_purchase": PlattCalibration(name="calibration")(purchase_logit),
+        "p_purchase": PlattCalibration(name="calibration", dtype=FLOAT32)(purchase_logit),
         "spend_log": spend_log,
     }
     if n_categories:
@@ -304,23 +312,25 @@ def _ensemble_model(inputs, deep_input, wide_logit, n_categories, category_bias,
         if params.dropout:
             # Element-wise, so every member draws its own mask.
             hidden = tf.keras.layers.Dropout(params.dropout, name=f"dropout_{i}")(hidden)
-    squeeze = lambda name: tf.keras.layers.Reshape((k,), name=name)
-    deep_logits = squeeze("deep_logits")(EnsembleDense(k, 1, use_bias=False, name="deep_logit")(hidden))
-    member_logits = tf.keras.layers.Add(name="member_logits")([wide_logit, deep_logits])
-    member_spend = squeeze("member_spend_log")(EnsembleDense(k, 1, name="spend_head")(hidden))
-    purchase_logit = MemberMean(name="logit")(member_logits)
+    squeeze = lambda name: tf.keras.layers.Reshape((k,), name=name, dtype=FLOAT32)
+    deep_logits = squeeze("deep_logits")(EnsembleDense(k, 1, use_bias=False, name="deep_logit",
+                                                       dtype=FLOAT32)(hidden))
+    member_logits = tf.keras.layers.Add(name="member_logits", dtype=FLOAT32)([wide_logit, deep_logits])
+    member_spend = squeeze("member_spend_log")(EnsembleDense(k, 1, name="spend_head",
+                                                             dtype=FLOAT32)(hidden))
+    purchase_logit = MemberMean(name="logit", dtype=FLOAT32)(member_logits)
     outputs = {
         "logit": purchase_logit,
-        "p_purchase": PlattCalibration(name="calibration")(purchase_logit),
-        "spend_log": MemberMean(name="spend_log")(member_spend),
+        "p_purchase": PlattCalibration(name="calibration", dtype=FLOAT32)(purchase_logit),
+        "spend_log": MemberMean(name="spend_log", dtype=FLOAT32)(member_spend),
         "member_logits": member_logits,
         "member_spend_log": member_spend,
     }
     if n_categories:
         member_categories = EnsembleDense(k, n_categories, bias_initializer=category_bias,
-                                          name="category_head")(hidden)
+                                          name="category_head", dtype=FLOAT32)(hidden)
         outputs["member_category_logits"] = member_categories
-        outputs["category_logits"] = MemberMean(name="category_logits")(member_categories)
+        outputs["category_logits"] = MemberMean(name="category_logits", dtype=FLOAT32)(member_categories)
     return tf.keras.Model(inputs=inputs, outputs=outputs, name="wide_and_deep")
 
 

@@ -196,13 +196,20 @@ def multitask_losses(out: dict, batch: dict, weights: LossWeights):
 
 def make_train_step(hvd, trainable: Trainable, inputs: InputSpec, weights: LossWeights):
     """One step on a packed batch: the gradients averaged over the ranks, the wide and the deep
-    variables each updated by their own optimiser. Returns the four losses and the batch weight."""
+    variables each updated by their own optimiser. Under mixed precision the loss is scaled and
+    the gradients unscaled by the deep optimiser's LossScaleOptimizer (TF 2.15's custom training
+    loop recipe); the wide part is float32 and shares its scale. Returns the four losses and the
+    batch weight."""
     import tensorflow as tf
 
     model, wide_vars, deep_vars = trainable.model, trainable.wide_vars, trainable.deep_vars
     wide_opt, deep_opt, mixed = trainable.wide_opt, trainable.deep_opt, trainable.mixed_precision
     n_wide = len(wide_vars)
     feature_names = [*inputs.numeric, *inputs.categorical]
+
+    def apply_wide(wide_grads):
+        wide_opt.apply_gradients(zip(wide_grads, wide_vars))
+        return tf.constant(True)
 
     @tf.function(input_signature=[packed_signature(inputs)], autograph=False)
     def train_step(packed):
@@ -217,8 +224,12 @@ def make_train_step(hvd, trainable: Trainable, inputs: InputSpec, weights: LossW
         grads = tape.gradient(objective, wide_vars + deep_vars)
         if mixed:
             grads = deep_opt.get_unscaled_gradients(grads)
-            grads[:n_wide] = [tf.where(tf.math.is_finite(g), g, tf.zeros_like(g)) for g in grads[:n_wide]]
-        wide_opt.apply_gradients(zip(grads[:n_wide], wide_vars))
+            # A step whose float16 gradients overflowed: the LossScaleOptimizer skips it and
+            # lowers its scale, and the wide part skips it too, so both parts see the same steps.
+            finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads])
+            tf.cond(finite, lambda: apply_wide(grads[:n_wide]), lambda: tf.constant(False))
+        else:
+            apply_wide(grads[:n_wide])
         deep_opt.apply_gradients(zip(grads[n_wide:], deep_vars))
         return tf.stack([total, purchase, spend, category]), tf.reduce_sum(batch[WEIGHT])
 

@@ -82,7 +82,11 @@ class TrainSettings(Section):
     # function with horovod.spark.run on the session's cluster; inprocess needs num_proc == 1.
     launcher: Literal["horovodrun", "spark", "inprocess"] = "horovodrun"
     num_proc: int = Field(2, ge=1)
+    # One GPU per rank (training/devices.py, deploy/GPU.md); true on a node without GPUs stops.
     use_gpu: bool = False
+    # Keras mixed_float16 policy with loss scaling: the deep MLP and categorical embeddings in
+    # float16, preprocessing, wide part, outputs and losses in float32. Meant for GPUs; it also
+    # runs on CPUs, slower than float32 there.
     mixed_precision: bool = False
     # Seconds the launcher waits for the training processes before it gives up.
     timeout_s: int = Field(3600, ge=10)
@@ -91,8 +95,6 @@ class TrainSettings(Section):
     def _consistent(self) -> "TrainSettings":
         if self.launcher == "inprocess" and self.num_proc != 1:
             raise ValueError("launcher 'inprocess' runs one process: set num_proc to 1")
-        if self.mixed_precision and not self.use_gpu:
-            raise ValueError("mixed_precision needs use_gpu (float16 is slower on CPUs)")
         if self.validation_percent + self.test_percent >= 80:
             raise ValueError("validation_percent + test_percent leave too few training users")
         for cross in self.crosses:
