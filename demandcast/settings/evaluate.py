@@ -16,6 +16,10 @@ class EvaluateSettings(Section):
     calibration_bins: int = Field(10, ge=2, le=100)
     # Recency baseline: score = -value of this feature (fewer days since last purchase = likelier).
     recency_feature: str = "days_since_last_purchase"
+    # Test rows brought to the driver (the model, the baselines and the oracle are scored there):
+    # a larger test split is evaluated on a uniform sample of this many rows, which metrics.json
+    # and the report state. Also caps the baselines' training rows.
+    max_driver_rows: int = Field(200_000, ge=100)
     # Baselines train on at most this many training rows (a uniform sample beyond it).
     baseline_max_rows: int = Field(200_000, ge=100)
     # Rows of the test set used for permutation feature importance.

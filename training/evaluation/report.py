@@ -85,8 +85,10 @@ def scorer_rows(results: dict) -> list[dict]:
 def html_report(report: dict, curves: dict) -> str:
     results = report["scorers"]
     model = results.get("wide_and_deep", next(iter(results.values())))
+    # Reports written before the test rows were bounded have no statement of them.
+    rows = report.get("test_rows", {}).get("statement", f"test rows: {model['rows']}")
     page = HtmlReport(f"Evaluation of model {report['model_version']}",
-                      f"Protocol: {report['protocol']}; test rows: {model['rows']}; purchase rate "
+                      f"Protocol: {report['protocol']}; metrics {rows}; purchase rate "
                       f"{model['positive_rate']:.4f}; threshold {report['threshold']}, "
                       f"top k = {report['top_k_percent']}%.")
     page.section("Scorers on the same test rows").table(scorer_rows(results))

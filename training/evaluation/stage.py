@@ -3,6 +3,10 @@
 The protocol is the one the training set was built with (train.protocol): `holdout` (users held
 out by a stable hash at the same snapshots) or `out_of_time` (the last snapshot is the test set).
 On simulated data the oracle (the simulator's true probabilities) is scored too.
+
+The driver holds at most `evaluate.max_driver_rows` test rows: a larger test split is evaluated
+on a uniform sample of that many rows (joined to the oracle in Spark), and metrics.json, the
+report and the summary say so. The baselines fit on at most `evaluate.baseline_max_rows` rows.
 """
 from __future__ import annotations
 
@@ -23,20 +27,12 @@ from training import metrics as M
 from training.dataset import KEYS, TrainingSet, category_label_column
 from training.evaluation.baselines import WideIds, lightgbm, logistic_regression, recency_scores
 from training.evaluation.report import html_report
+from training.evaluation.sampling import collect_bounded
 from training.lineage import latest_model_version, model_record, record_evaluation
 from training.model_directory import (EVALUATION_FILES, load_failed, load_keras_model,
                                       load_scoring_model, read_model_info, require_model_dir)
 
 log = get_logger("training.evaluation.stage")
-
-
-def to_pandas(df: DataFrame, limit: int | None, seed: int) -> pd.DataFrame:
-    """Arrow collect, with a uniform sample when the split is larger than `limit`."""
-    if limit is not None:
-        n = df.count()
-        if n > limit:
-            df = df.sample(fraction=min(1.0, 1.1 * limit / n), seed=seed).limit(limit)
-    return df.toPandas()
 
 
 def keyed_ground_truth(spark: SparkSession, cfg: PipelineConfig) -> DataFrame | None:
@@ -98,11 +94,17 @@ def evaluate(spark: SparkSession, cfg: PipelineConfig) -> dict:
                   *[category_label_column(i) for i in range(len(categories))]]
     wanted = [*KEYS, *features, *label_cols]
 
-    test_df = training_set.read(spark, "test").select(*wanted)
-    test = to_pandas(test_df, None, cfg.seed)
-    train = to_pandas(training_set.read(spark, "train").select(*wanted), settings.baseline_max_rows, cfg.seed)
-    validation = to_pandas(training_set.read(spark, "validation").select(*wanted),
-                           settings.baseline_max_rows, cfg.seed)
+    with_oracle = (lambda df: df.join(truth.select(*KEYS, "oracle_p", "oracle_spend"), list(KEYS),
+                                      "left")) if truth is not None else None
+    test, test_rows = collect_bounded(training_set.read(spark, "test").select(*wanted),
+                                      settings.max_driver_rows, cfg.seed, with_oracle)
+    baseline_rows = min(settings.baseline_max_rows, settings.max_driver_rows)
+    train, train_rows = collect_bounded(training_set.read(spark, "train").select(*wanted),
+                                        baseline_rows, cfg.seed)
+    validation, _ = collect_bounded(training_set.read(spark, "validation").select(*wanted),
+                                    baseline_rows, cfg.seed)
+    if test_rows.sampled:
+        log.info("test split: %s (evaluate.max_driver_rows)", test_rows.statement("test rows"))
     y = test["label_purchased"].to_numpy(np.float64)
     if len(y) == 0 or y.sum() in (0, len(y)):
         raise StageFailed(f"the test split of training_set v{training_set.version} has {len(y)} rows "
@@ -120,22 +122,23 @@ def evaluate(spark: SparkSession, cfg: PipelineConfig) -> dict:
     lgb_predict, lgb_importance = lightgbm(train, validation, state, settings.lightgbm_rounds, cfg.seed)
     scores["lightgbm"] = lgb_predict(test)
 
-    oracle = test_df.select(*KEYS).join(truth, list(KEYS), "inner").toPandas() if truth is not None else None
+    # The test rows the simulator knows, in test order (the oracle columns were joined in Spark).
+    index = np.flatnonzero(test["oracle_p"].notna().to_numpy()) if truth is not None else []
     oracle_block = None
-    if oracle is not None and len(oracle):
-        merged = test[list(KEYS)].reset_index().merge(oracle, on=list(KEYS), how="inner")
-        index = merged["index"].to_numpy()
+    if len(index):
+        oracle_p = test["oracle_p"].to_numpy(np.float64)[index]
         oracle_block = {
-            "coverage": float(len(merged) / len(test)),
-            "oracle": M.classification_metrics(y[index], merged["oracle_p"], settings.threshold,
+            "coverage": float(len(index) / len(test)),
+            "oracle": M.classification_metrics(y[index], oracle_p, settings.threshold,
                                                settings.top_k_percent, settings.calibration_bins),
             "wide_and_deep_same_rows": M.classification_metrics(
                 y[index], scores["wide_and_deep"][index], settings.threshold,
                 settings.top_k_percent, settings.calibration_bins),
-            "oracle_spend": M.spend_errors(test["label_spend"].to_numpy()[index], merged["oracle_spend"]),
+            "oracle_spend": M.spend_errors(test["label_spend"].to_numpy()[index],
+                                           test["oracle_spend"].to_numpy(np.float64)[index]),
         }
-        if len(merged) == len(test):
-            scores["oracle"] = merged.sort_values("index")["oracle_p"].to_numpy()
+        if len(index) == len(test):
+            scores["oracle"] = oracle_p
     elif settings.oracle:
         skipped["oracle"] = "no simulator ground truth for these rows"
 
@@ -169,6 +172,8 @@ def evaluate(spark: SparkSession, cfg: PipelineConfig) -> dict:
         "category_roc_auc": category_auc, "oracle": oracle_block,
         "feature_importance": importance,
         "train_rows_for_baselines": int(len(train)),
+        "test_rows": test_rows.to_json("test rows"),
+        "baseline_train_rows": train_rows.to_json("train rows"),
     }
     out_dir = local_dir(cfg.runs_dir) / "evaluations" / version
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -178,7 +183,8 @@ def evaluate(spark: SparkSession, cfg: PipelineConfig) -> dict:
     (out_dir / "report.html").write_text(html_report(report, curves))
     record_evaluation(spark, cfg.warehouse, version, results["wide_and_deep"])
     summary = {"model_version": version, "protocol": training_set.protocol,
-               "test_rows": int(len(test)), "report": str(out_dir / "report.html"),
+               "test_rows": int(len(test)), "test_split_rows": test_rows.of_rows,
+               "report": str(out_dir / "report.html"),
                **{f"auc_{k}": round(v["roc_auc"], 4) for k, v in results.items()}}
     if oracle_block:
         summary["auc_oracle_same_rows"] = round(oracle_block["oracle"]["roc_auc"], 4)
