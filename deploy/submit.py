@@ -67,9 +67,9 @@ def load_profiles(path: Path = PROFILES_FILE) -> dict[str, Profile]:
             raise ConfigError(f"{path}: profile '{name}': {exc}") from None
         if profile.deploy_mode not in ("client", "cluster"):
             raise ConfigError(f"{path}: profile '{name}': deploy_mode must be client or cluster")
-        if profile.package not in PACKAGES or profile.jars not in ("local", "packages"):
+        if profile.package not in PACKAGES or profile.jars not in ("local", "packages", "image"):
             raise ConfigError(f"{path}: profile '{name}': package must be one of {PACKAGES}, "
-                              "jars local or packages")
+                              "jars local, packages or image")
         profiles[name] = Profile(**{**profile.__dict__,
                                     "env": {k: str(v) for k, v in profile.env.items()},
                                     "conf": {k: str(v) for k, v in profile.conf.items()}})
@@ -236,6 +236,9 @@ def build_command(
         if not jars:
             raise ConfigError(f"profile {profile.name}: no Delta jars in {jars_dir}; run `make install`")
         argv += ["--jars", ",".join(jars)]
+        job_sets += ["spark.packages=[]", "spark.jars_dir=null"]
+    elif profile.jars == "image":
+        # The image has Delta and S3A in Spark's own jars folder (deploy/gpu/Dockerfile).
         job_sets += ["spark.packages=[]", "spark.jars_dir=null"]
     elif cfg.spark.packages:
         argv += ["--packages", ",".join(cfg.spark.packages)]
