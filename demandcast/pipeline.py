@@ -24,12 +24,12 @@ STAGE_OUTPUT_TABLES: dict[str, tuple[str, ...]] = {
     # Not `models`: evaluate writes test metrics back into it, which is no change to training.
     "train": ("training_set",),
     "evaluate": (),
-    "score": ("predictions", "category_demand"),
+    "score": ("predictions", "category_demand", "predictions_current"),
 }
 
 # Config that changes no stage's output (where and how Spark runs, logging, run-all itself,
-# the run report written after the stages).
-_NEUTRAL_KEYS = {"spark", "log_level", "run_all", "report"}
+# the run report written after the stages, table upkeep, catalog names).
+_NEUTRAL_KEYS = {"spark", "log_level", "run_all", "report", "maintain", "catalog"}
 
 
 @dataclass

@@ -16,6 +16,8 @@ from demandcast.errors import ConfigError, StageFailed
 TABLE_NAMES = (
     "events", "quarantine", "user_daily", "user_features", "labels",
     "predictions", "category_demand", "models",
+    # The latest scores of the champion, one row per user, replaced by every score run.
+    "predictions_current",
     # The dimensions ingest pseudonymises, and the materialised training set whose pinned
     # version training reads.
     "users", "items", "training_set",

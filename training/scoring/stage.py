@@ -18,6 +18,7 @@ from demandcast.settings.score import ScoreSettings
 from demandcast.tables import last_commit_time, read_table, require_same_schema, table_path
 from training.evaluation.champion import choose_model
 from training.model_directory import load_failed
+from training.scoring.current import publish_current_predictions
 from training.scoring.drift import feature_drift, reference_profile
 from training.scoring.explanations import feature_groups, global_importance
 from training.scoring.model_loading import DEFAULT_LOADER, ScoringModel, cached_model
@@ -86,7 +87,9 @@ def run_score(spark: SparkSession, cfg: PipelineConfig,
     if not settings.force and already_scored(spark, cfg.warehouse, snapshot, choice.model_version):
         log.info("snapshot %s is already scored by model %s; nothing to do "
                  "(--set score.force=true rescores it)", snapshot, choice.model_version)
-        return {**summary, "skipped": "already scored"}
+        # The champion may have changed since (a promotion or a rollback to a model that had
+        # scored this snapshot): the current table follows it without rescoring.
+        return {**summary, "skipped": "already scored", **publish_current_predictions(spark, cfg)}
 
     try:
         model = cached_model(choice.model_dir, loader)
@@ -138,6 +141,9 @@ def run_score(spark: SparkSession, cfg: PipelineConfig,
     finally:
         if previous_batch is not None:
             spark.conf.set(ARROW_BATCH_CONF, previous_batch)
+    # Last, after both tables: a failure before leaves the current scores as they were, and
+    # one after is undone with the stage's other commits (tables.rollback).
+    summary.update(publish_current_predictions(spark, cfg))
     summary.update({
         "users_scored": scored.n_users, "users_explained": scored.n_explained,
         "predictions_version": predictions_version, "category_demand_version": demand_version,
