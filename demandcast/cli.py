@@ -30,6 +30,7 @@ STAGES = {
     "score": "jobs.score",
     "run-all": "jobs.run_all",
     "report": "jobs.report",
+    "maintain": "jobs.maintain",
 }
 
 # Stages that write model folders, checkpoints, evaluations, reports or the run ledger under
@@ -92,7 +93,23 @@ def run_stage(stage: str, cfg: PipelineConfig) -> dict:
         check_writable_dir(cfg.runs_dir, "runs_dir")
     module = importlib.import_module(STAGES[stage])
     with stage_timer(stage), rolled_back_on_failure(stage):
-        return module.run(cfg)
+        summary = module.run(cfg)
+    if cfg.catalog.database:
+        register_in_catalog(cfg)
+    return summary
+
+
+def register_in_catalog(cfg: PipelineConfig) -> list[str]:
+    """After a stage: its tables under `catalog.database` in the stage's session catalog. Outside
+    the stage's rollback: a catalog that refuses an entry takes nothing back from good tables."""
+    from pyspark.sql import SparkSession
+
+    from demandcast.tables.catalog import register_tables
+
+    spark = SparkSession.getActiveSession()
+    if spark is None:  # a stage without Spark (generate writes files) has no catalog to update
+        return []
+    return register_tables(spark, cfg.warehouse, cfg.catalog.database)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
