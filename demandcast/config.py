@@ -15,10 +15,12 @@ import yaml
 from pydantic import ValidationError
 
 from demandcast.errors import ConfigError
+from demandcast.settings.catalog import CatalogSettings
 from demandcast.settings.evaluate import EvaluateSettings
 from demandcast.settings.features import FeaturesSettings
 from demandcast.settings.generate import GenerateSettings
 from demandcast.settings.ingest import IngestSettings
+from demandcast.settings.maintain import MaintainSettings
 from demandcast.settings.report import ReportSettings
 from demandcast.settings.run_all import RunAllSettings
 from demandcast.settings.runtime import RuntimeSettings, SparkSettings
@@ -42,6 +44,8 @@ class PipelineConfig(RuntimeSettings):
     score: ScoreSettings = ScoreSettings()
     run_all: RunAllSettings = RunAllSettings()
     report: ReportSettings = ReportSettings()
+    maintain: MaintainSettings = MaintainSettings()
+    catalog: CatalogSettings = CatalogSettings()
 
 
 class _Loader(yaml.SafeLoader):

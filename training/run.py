@@ -25,11 +25,16 @@ def new_model_version(training_set: TrainingSet) -> str:
     return f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-ts{training_set.version}"
 
 
+def unfinished_runs(runs_dir: Path) -> list[Path]:
+    """Runs that have a spec but no result, oldest first: each can still be resumed."""
+    return sorted((p for p in (runs_dir / "train_runs").glob("*")
+                   if (p / SPEC_FILE).is_file() and not (p / RESULT_FILE).is_file()),
+                  key=lambda p: p.name)
+
+
 def unfinished_run(runs_dir: Path) -> Path:
     """The newest run that has a spec and a checkpoint but no result: what --resume continues."""
-    candidates = sorted((p for p in (runs_dir / "train_runs").glob("*")
-                         if (p / SPEC_FILE).is_file() and not (p / RESULT_FILE).is_file()),
-                        key=lambda p: p.name)
+    candidates = unfinished_runs(runs_dir)
     if not candidates:
         raise StageFailed(f"--resume: no unfinished training run under {runs_dir / 'train_runs'} "
                           "(every run there finished, or none started): run `train` without --resume")
