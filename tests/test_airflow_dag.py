@@ -86,6 +86,14 @@ def test_weekly_retrain_waits_for_features_then_trains_and_evaluates(dags):
     assert weekly["schedule"].split()[:2] == dags["demandcast_daily"]["schedule"].split()[:2]
 
 
+def test_weekly_maintain_runs_after_the_days_score(dags):
+    weekly = dags["demandcast_weekly_maintain"]
+    assert _edges(weekly) == {("wait_for_daily_score", "maintain")}
+    assert weekly["tasks"]["wait_for_daily_score"]["external"] == ["demandcast_daily", "score"]
+    assert weekly["schedule"].split()[:2] == dags["demandcast_daily"]["schedule"].split()[:2]
+    assert weekly["max_active_runs"] == 1
+
+
 def _pairs(argv: list[str], flag: str) -> list[str]:
     return [argv[i + 1] for i, word in enumerate(argv[:-1]) if word == flag]
 
@@ -110,7 +118,7 @@ def test_spark_tasks_submit_like_the_wrapper_yarn_profile(dags, tmp_path):
 
     spark_tasks = {task_id: t["argv"] for dag in dags.values() for task_id, t in dag["tasks"].items()
                    if t["operator"] == "SparkSubmitOperator"}
-    assert set(spark_tasks) == {"ingest", "features", "score", "train", "evaluate"}
+    assert set(spark_tasks) == {"ingest", "features", "score", "train", "evaluate", "maintain"}
     for stage, argv in spark_tasks.items():
         assert stage in STAGES  # each task is a stage of the CLI ...
         application, args = _job_args(argv)

@@ -2,6 +2,7 @@
 
 - demandcast_daily  (02:00 UTC every day):  ingest >> features >> score
 - demandcast_weekly_retrain (02:00 UTC on Mondays): wait for that day's features >> train >> evaluate
+- demandcast_weekly_maintain (02:00 UTC on Sundays): wait for that day's score >> maintain
 
 Every task is a SparkSubmitOperator running `stage_launcher.py STAGE --conf cluster.yaml` (the
 `demandcast STAGE` CLI from the shipped code) with the same packaging deploy/submit.py uses for
@@ -125,3 +126,26 @@ with DAG(
            "spark.task.cpus": "4"},
     )
     features_done >> train >> stage_task("evaluate")
+
+
+with DAG(
+    dag_id="demandcast_weekly_maintain",
+    description="Weekly: compact small files and vacuum within the retention pinned models need.",
+    schedule="0 2 * * 0",  # Sundays, after that day's daily run, away from Monday's retrain
+    start_date=datetime(2025, 1, 5),
+    catchup=False,
+    max_active_runs=1,
+    default_args=DEFAULT_ARGS,
+    tags=["demandcast"],
+) as maintenance:
+    # After the day's score: OPTIMIZE rewrites the files the daily stages append to, and two
+    # writers of one table would make one of them retry or fail on Delta's conflict check.
+    score_done = ExternalTaskSensor(
+        task_id="wait_for_daily_score",
+        external_dag_id="demandcast_daily",
+        external_task_id="score",
+        mode="reschedule",
+        poke_interval=300,
+        timeout=12 * 3600,
+    )
+    score_done >> stage_task("maintain")
