@@ -1,6 +1,6 @@
-"""predictions and category_demand as a warehouse contract: read with Spark SQL (partitions,
-comments, time travel to the previous model's scores) and, slow-marked, with no Spark at all
-from the consumer venv (deltalake + DuckDB, its own pins: scripts/consumer_venv.sh)."""
+"""predictions, category_demand and predictions_current as a warehouse contract: read with
+Spark SQL (partitions, comments, time travel to the previous model's scores) and, slow-marked,
+with no Spark at all from the consumer venv (deltalake + DuckDB, its own pins: scripts/consumer_venv.sh)."""
 from __future__ import annotations
 
 import json
@@ -65,7 +65,8 @@ import json, sys
 import duckdb
 from deltalake import DeltaTable
 
-predictions_path, demand_path, old_version = sys.argv[1], sys.argv[2], int(sys.argv[3])
+predictions_path, demand_path, old_version, current_path = (
+    sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4])
 predictions = DeltaTable(predictions_path)
 demand = DeltaTable(demand_path)
 scores = predictions.to_pyarrow_dataset()
@@ -76,7 +77,11 @@ old = DeltaTable(predictions_path, version=old_version).to_pyarrow_table(
     columns=["model_version", "p_purchase"])
 rollup = demand.to_pyarrow_table(
     filters=[("model_version", "=", "m2")]).to_pandas()
+current = DeltaTable(current_path).to_pyarrow_dataset()
+per_user = duckdb.sql("SELECT count(*), count(DISTINCT user_key), min(model_version), "
+                      "max(model_version), sum(p_purchase) FROM current").fetchone()
 print(json.dumps({
+    "current": list(per_user),
     "partition_columns": predictions.metadata().partition_columns,
     "description": predictions.metadata().description,
     "by_model": [[m, n, p, t] for m, n, p, t in by_model],
@@ -97,7 +102,8 @@ def test_consumer_without_spark_reads_the_tables(spark, two_models_scored):
     consumer_python = PROJECT_ROOT / ".venv-consumer" / "bin" / "python"
     out = subprocess.run(
         [str(consumer_python), "-c", CONSUMER_SCRIPT, table_path(warehouse, "predictions"),
-         table_path(warehouse, "category_demand"), str(runs["m2"]["predictions_version"])],
+         table_path(warehouse, "category_demand"), str(runs["m2"]["predictions_version"]),
+         table_path(warehouse, "predictions_current")],
         capture_output=True, text=True, timeout=300)
     # Its stderr in the message: one CI run saw this process die with SIGABRT (not reproduced
     # in 22 reruns, idle or loaded), and check=True would have hidden why.
@@ -118,3 +124,7 @@ def test_consumer_without_spark_reads_the_tables(spark, two_models_scored):
         f"SELECT category_id, expected_buyers FROM delta.`{table_path(warehouse, 'category_demand')}`"
         f" WHERE model_version = 'm2'").collect()}
     assert seen["m2_buyers"] == pytest.approx(spark_buyers, rel=1e-12)
+    # predictions_current: one row per user, the champion m2's scores (m1 was a pinned run).
+    n, users, low, high, p_current = seen["current"]
+    assert (n, users, low, high) == (N_USERS, N_USERS, "m2", "m2")
+    assert p_current == pytest.approx(expected["m2"][1], rel=1e-12)

@@ -13,6 +13,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from demandcast.config import PipelineConfig
+from demandcast.errors import StageFailed
 from demandcast.logs import get_logger
 from demandcast.tables import (TableSpec, current_version, metadata_of_current_state, read_table,
                                table_path, write_table)
@@ -34,12 +35,16 @@ PREDICTIONS_CURRENT = TableSpec(
 PUBLISHED = "published"
 
 
-def champion_model_version(spark: SparkSession, cfg: PipelineConfig) -> str:
+def champion_model_version(spark: SparkSession, cfg: PipelineConfig) -> str | None:
     """The model whose scores predictions_current holds: the one score picks when no version is
-    pinned. A pinned run (a challenger scored beside the champion, an old model re-scored)
-    writes its own predictions partition and leaves the warehouse's current scores alone."""
+    pinned; None when there is none. A pinned run (a challenger scored beside the champion, an
+    old model re-scored) writes its own predictions partition and leaves the current scores."""
     unpinned = cfg.model_copy(update={"score": cfg.score.model_copy(update={"model_version": None})})
-    return choose_model(spark, unpinned).model_version
+    try:
+        return choose_model(spark, unpinned).model_version
+    except StageFailed as exc:  # a pinned run can score while no model qualifies as champion
+        log.warning("no champion (%s): predictions_current keeps the scores it holds", exc)
+        return None
 
 
 def latest_snapshot_of(predictions: DataFrame, model_version: str) -> dt.date | None:
@@ -68,6 +73,8 @@ def publish_current_predictions(spark: SparkSession, cfg: PipelineConfig) -> dic
         return {"predictions_current": "no predictions yet"}
     predictions = read_table(spark, cfg.warehouse, PREDICTIONS.name, version=version)
     champion = champion_model_version(spark, cfg)
+    if champion is None:
+        return {"predictions_current": "kept: no champion"}
     snapshot = latest_snapshot_of(predictions, champion)
     if snapshot is None:
         log.warning("the champion %s has scored no snapshot yet: predictions_current keeps the "
