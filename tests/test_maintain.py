@@ -31,6 +31,7 @@ def _config(project_root: Path, warehouse: str, runs_dir: Path, *extra: str):
         "maintain.vacuum_tables=[events, training_set, predictions]", *extra])
 
 
+@pytest.mark.slow
 def test_maintain_keeps_pinned_training_sets_and_removes_the_rest(spark, warehouse, tmp_path,
                                                                   project_root):
     from jobs.maintain import run as maintain

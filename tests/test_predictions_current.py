@@ -41,6 +41,7 @@ def test_holds_the_champions_scores_and_a_pinned_run_leaves_it(spark, scored_wor
     assert detail.partitionColumns == [] and "champion" in detail.description
 
 
+@pytest.mark.slow
 def test_follows_a_new_champion_without_rescoring_and_rolls_back(spark, scored_world):
     cfg, warehouse = scored_world["cfg"], scored_world["warehouse"]
     path = table_path(warehouse, "predictions_current")
