@@ -15,6 +15,7 @@ from pyspark.sql import functions as F
 
 from features.catalog import feature_catalog
 from features.dimensions import HISTORY_COLUMNS, attributes_on, snapshot_day_of
+from features.families.btyd import Parameters, add_btyd_features, fit_parameters
 from features.families.category_affinity import add_category_affinity_features, category_window_totals
 from features.families.context import add_context_features
 from features.families.frequency import add_frequency_features
@@ -59,13 +60,16 @@ def rows_without_user(snapshot_dates: Sequence[dt.date]) -> list[Column]:
 
 def user_features(user_daily: DataFrame, users: DataFrame | None, snapshot_dates: Sequence[dt.date],
                   spec: FeatureSpec, devices: list[str | None] | None = None,
-                  without_user: Observation | None = None) -> DataFrame:
+                  without_user: Observation | None = None,
+                  btyd_parameters: Parameters | None = None) -> DataFrame:
     """The feature table: one row per (user with any event before D, snapshot D) for every D
     in `snapshot_dates`.
 
     `devices` (features.daily.distinct_devices of user_daily's last_device) makes the last
     device a max over a long. `without_user` receives `rows_without_user` per snapshot when the
     result is computed: the counts come with the action that writes the rows, not another pass.
+    `btyd_parameters` (features.families.btyd.fit_parameters) are fitted here when not given:
+    a job over user_daily's purchase days whose sample, bounded per snapshot, reaches the driver.
     """
     snapshots = sorted(set(snapshot_dates))
     rows = daily_rows_by_snapshot(user_daily, snapshots)
@@ -79,6 +83,9 @@ def user_features(user_daily: DataFrame, users: DataFrame | None, snapshot_dates
     base = add_price_features(base, spec)
     base = add_trend_features(base, spec)
     base = add_context_features(base, category_totals, spec)
+    if btyd_parameters is None:
+        btyd_parameters = fit_parameters(user_daily, snapshots, spec)
+    base = add_btyd_features(base, rows, btyd_parameters, spec)
     features = base.select(*KEYS, *[f.name for f in feature_catalog(spec)], IN_USERS)
     if without_user is not None:
         features = features.observe(without_user, *rows_without_user(snapshots))

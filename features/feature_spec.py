@@ -24,6 +24,7 @@ class FeatureSpec:
     funnel_prior_strength: float = 5.0
     top_k_categories: int = 3
     label_window_days: int = 30
+    btyd_fit_max_customers: int = 20_000
     roles: EventRoles = EventRoles()
 
     @classmethod
@@ -37,6 +38,7 @@ class FeatureSpec:
             funnel_prior_strength=s.funnel_prior_strength,
             top_k_categories=s.top_k_categories,
             label_window_days=cfg.label_window_days,
+            btyd_fit_max_customers=s.btyd_fit_max_customers,
             roles=EventRoles(s.view_event, s.cart_event, s.purchase_event),
         )
 

@@ -12,6 +12,7 @@ from pyspark.sql import functions as F
 from demandcast.config import load_config
 from demandcast.tables import current_version, files_of_version, read_table, table_path, write_table
 from features.assemble import user_features
+from features.families import btyd
 from features.feature_spec import FeatureSpec
 from features.daily import user_daily_rows
 from features.feature_tables import update_user_daily, write_snapshots
@@ -78,7 +79,15 @@ def test_equals_independent_duckdb_implementation(spark, built):
     reference.register_inputs(con, files["events"], files["users"], files["items"])
 
     expected = reference.features(con, [S1, S2], spec)
-    assert reference.differences(built["features"], expected, KEYS, abs_tol=1e-6) == []
+    # The BTYD features come out of a numerical fit: inputs equal to the last bits (sums of
+    # spend) give parameters equal to the optimiser's tolerance, not to 1e-9.
+    fitted = [f.name for f in btyd.definitions(spec)]
+    assert reference.differences(built["features"].drop(columns=fitted), expected.drop(columns=fitted),
+                                 KEYS, abs_tol=1e-6) == []
+    assert reference.differences(built["features"][KEYS + fitted], expected[KEYS + fitted], KEYS,
+                                 rel_tol=1e-4, abs_tol=1e-6) == []
+    # the world has customers enough for every model: the fitted values are compared, not nulls
+    assert expected[fitted].notna().sum().min() > 20
 
     expected_labels, expected_category_spend = reference.labels(con, [S1, S2], 30, spec)
     actual_labels = built["labels"].drop(columns=["label_category_spend"])

@@ -27,6 +27,9 @@ class FeaturesSettings(Section):
     funnel_prior_strength: float = Field(5.0, ge=0)
     # Number of top categories (by views in the profile window) kept as categorical features.
     top_k_categories: int = Field(3, ge=1, le=20)
+    # Customers (with a purchase before the snapshot) a snapshot's BG/NBD, Pareto/NBD and
+    # Gamma-Gamma parameters are fitted on, on the driver: a sample chosen by a hash of user_key.
+    btyd_fit_max_customers: int = Field(20_000, ge=100, le=1_000_000)
     # Event types of the source data that play the roles view, cart and purchase.
     view_event: str = "view"
     cart_event: str = "add_to_cart"

@@ -6,8 +6,8 @@ come from a keyed table of their own (features.families.category_affinity / cont
 """
 from __future__ import annotations
 
-from features.families import (category_affinity, context, frequency, funnel, price, recency,
-                               sessions, trend)
+from features.families import (btyd, category_affinity, context, frequency, funnel, price,
+                               recency, sessions, trend)
 
 # Output order of the feature table.
-FAMILIES = (recency, frequency, funnel, sessions, category_affinity, price, trend, context)
+FAMILIES = (recency, frequency, funnel, sessions, category_affinity, price, trend, context, btyd)

@@ -261,9 +261,47 @@ GROUP BY ALL ORDER BY ALL
 """
 
 
+def purchase_history_sql(snapshot: dt.date, spec: FeatureSpec) -> str:
+    """x, t_x, T and mean spend per purchase day of every customer, from the purchase events
+    before the snapshot grouped by their UTC date."""
+    d = f"TIMESTAMP '{snapshot.isoformat()} 00:00:00'"
+    return f"""
+WITH days AS (
+    SELECT user_key, CAST(event_time AS DATE) AS day,
+           coalesce(sum(price * coalesce(quantity, 1)), 0) AS spend
+    FROM events WHERE event_type = {_q(spec.roles.purchase)} AND event_time < {d}
+    GROUP BY ALL
+)
+SELECT user_key, count(*) - 1.0 AS x, date_diff('day', min(day), max(day))::DOUBLE AS t_x,
+       date_diff('day', min(day), DATE '{snapshot.isoformat()}')::DOUBLE AS T,
+       sum(spend) / count(*) AS mean_spend
+FROM days GROUP BY user_key
+"""
+
+
+def btyd_features(con: duckdb.DuckDBPyConnection, snapshot: dt.date, spec: FeatureSpec) -> pd.DataFrame:
+    """The BTYD family: fitted on every customer (the test worlds are below the sample bound)."""
+    from features import btyd_models
+    from features.families.btyd import OUTPUTS, definitions
+
+    history = con.execute(purchase_history_sql(snapshot, spec)).fetchdf()
+    ordered = history.sort_values(["x", "t_x", "T", "mean_spend", "user_key"], kind="mergesort")
+    params, _ = btyd_models.fit_all(btyd_models.RFM.of(ordered.x, ordered.t_x, ordered["T"],
+                                                       ordered.mean_spend))
+    rfm = btyd_models.RFM.of(history.x, history.t_x, history["T"], history.mean_spend)
+    predicted = btyd_models.predict_all(params, float(spec.label_window_days), rfm)
+    out = pd.DataFrame({"user_key": history.user_key})
+    for feature, name in zip(definitions(spec), OUTPUTS):
+        out[feature.name] = predicted[name]
+    return out
+
+
 def features(con: duckdb.DuckDBPyConnection, snapshots: Sequence[dt.date], spec: FeatureSpec) -> pd.DataFrame:
-    return pd.concat([con.execute(features_sql(s, spec)).fetchdf() for s in snapshots],
-                     ignore_index=True)
+    frames = []
+    for s in snapshots:
+        frame = con.execute(features_sql(s, spec)).fetchdf()
+        frames.append(frame.merge(btyd_features(con, s, spec), on="user_key", how="left"))
+    return pd.concat(frames, ignore_index=True)
 
 
 def labels(con: duckdb.DuckDBPyConnection, snapshots: Sequence[dt.date], window_days: int,
