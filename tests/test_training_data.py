@@ -241,8 +241,11 @@ def test_numerics_null_in_every_row_are_named_together(spark):
 
 def test_split_counts_and_train_non_nulls_come_from_one_pass(spark):
     rows = spark.createDataFrame(
-        [("train", 1, 1.0, None), ("train", 0, None, None), ("test", 0, 2.0, 3.0), ("train", 0, 4.0, None)],
-        "split string, label_purchased int, a double, b double")
-    by_class, non_null = split_class_counts(rows, ("a", "b"))
+        [("train", 1, 1.0, None, 5.0, 5.0), ("train", 0, None, None, 5.0, None),
+         ("test", 0, 2.0, 3.0, 6.0, 5.0), ("train", 0, 4.0, None, 5.0, 5.0)],
+        "split string, label_purchased int, a double, b double, c double, d double")
+    by_class, non_null, constant = split_class_counts(rows, ("a", "b", "c", "d"))
     assert by_class == {("train", 1): 1, ("train", 0): 2, ("test", 0): 1}
-    assert non_null == {"a": 2, "b": 0}  # b has a value only outside the train split
+    assert non_null == {"a": 2, "b": 0, "c": 3, "d": 2}  # b has a value only outside the train split
+    # c is 5.0 in every train row (6.0 in test counts not); d is null in one: its nullness informs
+    assert constant == ["c"]

@@ -215,16 +215,23 @@ def resolve_snapshots(spark: SparkSession, features: DataFrame, labels: DataFram
 
 
 def split_class_counts(rows: DataFrame, numeric: tuple[str, ...] = ()
-                       ) -> tuple[dict[tuple[str, int], int], dict[str, int]]:
-    """Rows per (split, label_purchased), and the non-null values of each numeric in the train
-    split, in one pass over the needed columns only."""
+                       ) -> tuple[dict[tuple[str, int], int], dict[str, int], list[str]]:
+    """Rows per (split, label_purchased), the non-null values of each numeric in the train split,
+    and the numerics with one and the same value in every train row, in one pass over the
+    needed columns only."""
     counted = rows.groupBy(SPLIT_COLUMN, "label_purchased").agg(
-        F.count(F.lit(1)).alias("_rows"), *[F.count(c).alias(f"_nn{i}") for i, c in enumerate(numeric)]
+        F.count(F.lit(1)).alias("_rows"),
+        *[agg for i, c in enumerate(numeric) for agg in (
+            F.count(c).alias(f"_nn{i}"), F.min(c).alias(f"_lo{i}"), F.max(c).alias(f"_hi{i}"))]
     ).collect()
     by_class = {(r[0], int(r[1])): int(r["_rows"]) for r in counted}
     in_train = {c: sum(int(r[f"_nn{i}"]) for r in counted if r[0] == "train")
                 for i, c in enumerate(numeric)}
-    return by_class, in_train
+    train_rows = sum(n for (split, _), n in by_class.items() if split == "train")
+    groups = [r for r in counted if r[0] == "train"]
+    constant = [c for i, c in enumerate(numeric) if train_rows and in_train[c] == train_rows
+                and len({r[f"_lo{i}"] for r in groups} | {r[f"_hi{i}"] for r in groups}) == 1]
+    return by_class, in_train, constant
 
 
 def all_null_error(columns: list[str]) -> DataQualityError:
@@ -287,16 +294,19 @@ def build_training_set(spark: SparkSession, warehouse: str, settings: TrainSetti
     split = split_column(settings, test_snapshot)
     rows = joined_training_rows(features, labels, columns, categories, split)
     # Counted on the narrow join before the write: a refused set leaves training_set untouched.
-    by_class, non_null = split_class_counts(rows, columns.numeric)
+    by_class, non_null, constant = split_class_counts(rows, columns.numeric)
     check_splits(by_class, "training set refused, nothing written",
                  "add snapshots or users, or change train.test_percent/validation_percent")
     all_null = [c for c, n in non_null.items() if n == 0]
     if all_null and settings.refuse_all_null_features:
         raise all_null_error(all_null)
-    if all_null:
-        left_out = {c: "null in every training row" for c in all_null}
-        log.warning("numeric features null in every training row, left out of the model "
-                    "(train.refuse_all_null_features=true refuses them instead): %s", all_null)
+    # A constant teaches the model nothing and its standard deviation is 0: the same treatment.
+    left_out = {**{c: "null in every training row" for c in all_null},
+                **{c: "the same value in every training row" for c in constant}}
+    if left_out:
+        log.warning("numeric features null or constant in every training row, left out of the "
+                    "model (train.refuse_all_null_features=true refuses the null ones instead): %s",
+                    left_out)
         columns = FeatureColumns(tuple(c for c in columns.numeric if c not in left_out),
                                  columns.categorical, {**columns.ignored, **left_out})
         rows = joined_training_rows(features, labels, columns, categories, split)

@@ -29,8 +29,9 @@ class TrainSettings(Section):
     # Feature columns to leave out (e.g. leakage suspects); keys and label_* are never features.
     exclude_features: list[str] = Field(default_factory=list)
     # Numeric features null in every training row (a purchase-only export has no views or carts)
-    # are left out with one warning and listed under `ignored` in the model's metadata; true
-    # refuses the training set instead (exit 3), naming them.
+    # or with one value in every training row (has_viewed = 0) are left out with one warning
+    # and listed under `ignored` in the model's metadata; true refuses the training set instead
+    # (exit 3) when some are null in every row, naming them.
     refuse_all_null_features: bool = False
 
     # Preprocessing (computed once in Spark on the train split, saved with the model).
