@@ -30,20 +30,14 @@ def truth_cutoffs(cfg: PipelineConfig) -> list[dt.date]:
     return [last]
 
 
-def run(cfg: PipelineConfig) -> dict:
-    s = cfg.generate
-    if cfg.env != "local":
-        raise ConfigError("generate writes simulated data and runs in local mode only (env=local)")
-    cutoffs = truth_cutoffs(cfg)
-    spark = build_spark_session("generate", cfg.spark)
-    raw = absolute_uri(cfg.raw_dir)
-    world = simulate(spark, s, cfg.seed)
-
+def write_events(world, s, raw: str, seed: int) -> dict[str, int]:
+    """The full behaviour log with its flaws, and the users and items files; landed records
+    per kind."""
     population.user_dimension(world.users, s.start_date).coalesce(max(1, s.n_users // 1_000_000)) \
         .write.mode("overwrite").parquet(f"{raw}/users")
     population.item_dimension(world.items).coalesce(1).write.mode("overwrite").parquet(f"{raw}/items")
 
-    landed = landing.with_flaws(world.events, s.flaws, cfg.seed)
+    landed = landing.with_flaws(world.events, s.flaws, seed)
     # Landed records per kind, counted while the first format is written (no extra job).
     counted = Observation("landed_records")
     kinds = ["valid", *landing.BAD_KINDS]
@@ -59,6 +53,31 @@ def run(cfg: PipelineConfig) -> dict:
             landing.write_parquet(source, f"{raw}/events/parquet")
         log.info("wrote %s events under %s/events/%s", fmt, raw, fmt)
     kinds = {k: n for k, n in counted.get.items() if n}
+    return kinds
+
+
+def write_purchases(world, path: str) -> dict[str, int]:
+    """Only the purchases, as an order export (landing.write_purchase_export)."""
+    counted = Observation("exported_purchases")
+    rows = world.events.observe(counted, F.count_if(F.col("event_type") == "purchase").alias("purchases"))
+    landing.write_purchase_export(rows, path)
+    log.info("wrote the purchase export under %s", path)
+    return {"purchase_lines": counted.get["purchases"]}
+
+
+def run(cfg: PipelineConfig) -> dict:
+    s = cfg.generate
+    if cfg.env != "local":
+        raise ConfigError("generate writes simulated data and runs in local mode only (env=local)")
+    cutoffs = truth_cutoffs(cfg)
+    spark = build_spark_session("generate", cfg.spark)
+    raw = absolute_uri(cfg.raw_dir)
+    world = simulate(spark, s, cfg.seed)
+
+    if s.export == "purchases":
+        kinds = write_purchases(world, f"{raw}/transactions")
+    else:
+        kinds = write_events(world, s, raw, cfg.seed)
 
     truth = ground_truth(world, s, cfg.seed, cutoffs, cfg.label_window_days)
     truth_path = f"{raw}/ground_truth"
@@ -77,7 +96,8 @@ def run(cfg: PipelineConfig) -> dict:
     world.items.unpersist()
     return {
         "raw_dir": raw,
-        "formats": s.formats,
+        "export": s.export,
+        "formats": s.formats if s.export == "events" else [],
         "users": s.n_users,
         "items": s.n_items,
         "days": f"{s.start_date}..{s.start_date + dt.timedelta(days=s.n_days - 1)}",

@@ -41,6 +41,11 @@ class GenerateSettings(Section):
     # Landing formats of the events. The default is what ingest reads by default (ingest.format:
     # json); each further format writes every event again (its events are simulated again too).
     formats: list[Literal["json", "parquet"]] = ["json"]
+    # What lands: `events`, the full behaviour log (sessions, views, carts, purchases) with the
+    # users and items files; or `purchases`, an order export of the same world and truth, one
+    # CSV line `customer_id,date,quantity,amount` per purchase under raw_dir/transactions, no
+    # dimension files (what conf/examples/transactions.yaml reads).
+    export: Literal["events", "purchases"] = "events"
     # zlib level of the JSON files' gzip (1 fastest .. 9 smallest). Level 1 writes them in about
     # half the CPU of zlib's default 6 for ~20% more bytes.
     json_gzip_level: int = Field(1, ge=1, le=9)

@@ -150,3 +150,24 @@ def write_parquet(landed: DataFrame, path: str, codec: str = "snappy") -> None:
     (parquet_rows(landed).write.mode("overwrite").partitionBy("event_date")
      .options(**no_dictionary_options(PLAIN_COLUMNS))
      .option("compression", codec).parquet(path))
+
+
+# The columns of a plain order export (conf/examples/transactions.yaml maps them).
+PURCHASE_EXPORT_COLUMNS = ("customer_id", "date", "quantity", "amount")
+
+
+def purchase_export_rows(events: DataFrame) -> DataFrame:
+    """The purchases of the simulated events as an order export: one row per purchase line with
+    the customer (the simulator's user_id, so the ground truth keys still match), the UTC date
+    and the line's total amount. Nothing else of the world: no sessions, views, carts, items."""
+    bought = events.where(F.col("event_type") == "purchase")
+    return bought.select(F.col("user_id").alias("customer_id"),
+                         F.to_date("event_time").alias("date"),
+                         F.col("quantity").cast("int").alias("quantity"),
+                         F.round(F.col("price") * F.col("quantity"), 2).alias("amount"))
+
+
+def write_purchase_export(events: DataFrame, path: str) -> None:
+    """CSV files with a header line, no flaws: the export of a shop's order system."""
+    (purchase_export_rows(events).write.mode("overwrite").option("header", "true")
+     .csv(path))
