@@ -25,6 +25,7 @@ from demandcast.run_folders import local_dir
 from demandcast.tables import absolute_uri, is_delta_table, read_table, table_path
 from training import metrics as M
 from training.dataset import KEYS, TrainingSet, category_label_column
+from training.evaluation.btyd_baselines import btyd_scores, expected_spend
 from training.evaluation.baselines import WideIds, lightgbm, logistic_regression, recency_scores
 from training.evaluation.report import html_report
 from training.evaluation.sampling import collect_bounded
@@ -121,6 +122,10 @@ def evaluate(spark: SparkSession, cfg: PipelineConfig) -> dict:
     scores["logistic_regression_wide"] = logistic_regression(WideIds(keras_model, state), train)(test)
     lgb_predict, lgb_importance = lightgbm(train, validation, state, settings.lightgbm_rounds, cfg.seed)
     scores["lightgbm"] = lgb_predict(test)
+    btyd, btyd_skipped = btyd_scores(train, test, cfg.label_window_days)
+    scores.update(btyd)
+    skipped.update(btyd_skipped)
+    btyd_spend = expected_spend(test, cfg.label_window_days)
 
     # The test rows the simulator knows, in test order (the oracle columns were joined in Spark).
     index = np.flatnonzero(test["oracle_p"].notna().to_numpy()) if truth is not None else []
@@ -169,6 +174,8 @@ def evaluate(spark: SparkSession, cfg: PipelineConfig) -> dict:
         "threshold": settings.threshold, "top_k_percent": settings.top_k_percent,
         "scorers": results, "skipped": skipped,
         "spend": M.spend_errors(test["label_spend"], predictions["expected_spend"]),
+        "spend_baselines": ({"bgnbd_gamma_gamma": M.spend_errors(test["label_spend"], btyd_spend)}
+                            if btyd_spend is not None else {}),
         "category_roc_auc": category_auc, "oracle": oracle_block,
         "feature_importance": importance,
         "train_rows_for_baselines": int(len(train)),
