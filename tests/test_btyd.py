@@ -103,14 +103,14 @@ def test_features_at_a_snapshot_ignore_purchases_on_or_after_it(spark):
     daily = user_daily(spark, history)
     params = btyd.fit_parameters(daily, [snapshot], spec)
     assert set(params[snapshot]) == {"bgnbd", "pareto_nbd", "gamma_gamma"}
-    before = btyd_columns(spark, daily, snapshot, spec)
+    before = btyd_columns(spark, daily, snapshot, spec, params)
 
     # A big spender buying every day from the snapshot on, and a customer new on the snapshot.
     after = [(u, snapshot + dt.timedelta(days=d), 5, 1000.0) for u in ("u000", "u001", "new")
              for d in range(60)]
     later = user_daily(spark, history + after)
     assert btyd.fit_parameters(later, [snapshot], spec) == params
-    pd.testing.assert_frame_equal(btyd_columns(spark, later, snapshot, spec), before)
+    pd.testing.assert_frame_equal(btyd_columns(spark, later, snapshot, spec, params), before)
 
     names = [f.name for f in btyd.definitions(spec)]
     customers = before[before[names[0]].notna()]
@@ -126,3 +126,30 @@ def test_a_world_with_few_buyers_leaves_the_features_null(spark):
     features = btyd_columns(spark, daily, snapshot, FeatureSpec())
     assert len(features) == 3
     assert features[[f.name for f in btyd.definitions(FeatureSpec())]].isna().all().all()
+
+
+def test_evaluate_scores_the_models_on_the_same_rows_and_says_when_it_cannot():
+    from training.evaluation.btyd_baselines import btyd_columns, btyd_scores, expected_spend
+
+    rng = np.random.default_rng(3)
+    n = 2000
+    expected = np.where(rng.random(n) < 0.3, np.nan, rng.gamma(0.7, 0.5, n))
+    bought = (rng.random(n) < 1 - np.exp(-np.nan_to_num(expected, nan=0.05))).astype(int)
+    names = btyd_columns(30)
+    frame = pd.DataFrame({names["bgnbd"]: expected, names["pareto_nbd"]: expected * 1.1,
+                          "days_since_last_purchase": rng.uniform(1, 100, n),
+                          "btyd_expected_spend_next_30d": expected * 40, "label_purchased": bought})
+    train, test = frame.iloc[:1000], frame.iloc[1000:].reset_index(drop=True)
+    scores, skipped = btyd_scores(train, test, 30)
+    assert skipped == {} and set(scores) == {"bgnbd", "pareto_nbd", "logistic_regression_rfm_btyd"}
+    # Calibration keeps the model's ranking of its customers and gives probabilities.
+    customers = test[names["bgnbd"]].notna().to_numpy()
+    order = np.argsort(test[names["bgnbd"]].to_numpy()[customers])
+    assert (np.diff(scores["bgnbd"][customers][order]) >= 0).all()
+    assert ((scores["bgnbd"] > 0) & (scores["bgnbd"] < 1)).all()
+    assert (expected_spend(test, 30)[~customers] == 0).all()
+
+    without = test.drop(columns=[names["pareto_nbd"]])
+    assert "not a model input" in btyd_scores(train, without, 30)[1]["pareto_nbd"]
+    never_fitted = train.assign(**{names["bgnbd"]: np.nan})
+    assert "null in every train row" in btyd_scores(never_fitted, test, 30)[1]["bgnbd"]

@@ -36,8 +36,8 @@ def spend_column(label_window_days: int) -> str:
 def _design(df: pd.DataFrame, columns: list[str]) -> np.ndarray:
     """log1p of each column's magnitude with nulls at 0, and one null flag per column."""
     values = np.column_stack([pd.to_numeric(df[c], errors="coerce").to_numpy(np.float64) for c in columns])
-    missing = np.isnan(values)
-    return np.hstack([np.sign(values) * np.log1p(np.abs(np.nan_to_num(values))), missing.astype(np.float64)])
+    missing, filled = np.isnan(values), np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
+    return np.hstack([np.sign(filled) * np.log1p(np.abs(filled)), missing.astype(np.float64)])
 
 
 def calibrated(train: pd.DataFrame, columns: list[str], label: str = "label_purchased"):
