@@ -22,6 +22,8 @@ MODEL_DIR_ARTIFACT = "model_dir"
 # The model's run-time needs, stated so that MLflow does not infer them by loading the model in
 # a subprocess (slow, and a guess).
 PIP_REQUIREMENTS = ["tensorflow-cpu==2.15.1", "keras==2.15.0", "numpy==1.26.4", "pandas==2.2.3"]
+# The pyfunc, logged as code (no pickle in the registry).
+PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
 _MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
 
 
@@ -49,8 +51,6 @@ def log_training(settings: MlflowSettings, model_version: str, model_dir: str, p
     a new version of mlflow.registered_model. Returns the run id and registered version."""
     import mlflow
 
-    from training.pyfunc_model import DemandcastModel
-
     client = _client(settings)
     mlflow.set_experiment(settings.experiment)
     with mlflow.start_run(run_name=model_version, tags={VERSION_TAG: model_version}) as run:
@@ -63,7 +63,7 @@ def log_training(settings: MlflowSettings, model_version: str, model_dir: str, p
         mlflow.log_metrics({f"val_{k}": float(v) for k, v in validation.items()
                             if isinstance(v, (int, float))})
         info = mlflow.pyfunc.log_model(
-            name="model", python_model=DemandcastModel(), artifacts={MODEL_DIR_ARTIFACT: model_dir},
+            name="model", python_model=str(PYFUNC_CODE), artifacts={MODEL_DIR_ARTIFACT: model_dir},
             registered_model_name=settings.registered_model, pip_requirements=PIP_REQUIREMENTS)
         registered = str(info.registered_model_version)
     client.set_model_version_tag(settings.registered_model, registered, VERSION_TAG, model_version)

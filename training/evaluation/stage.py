@@ -198,4 +198,5 @@ def evaluate(spark: SparkSession, cfg: PipelineConfig) -> dict:
         from training.evaluation.promotion import decide
 
         summary["promotion"] = decide(spark, cfg, version)
+        summary["status"] = summary["promotion"]["status"]  # a scalar for run-all's table
     return summary
