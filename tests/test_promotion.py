@@ -130,3 +130,17 @@ def test_margin_direction_and_out_of_time_snapshot():
     out_of_time = {"snapshot_dates": [S0, S1, S2], "protocol": "out_of_time"}  # S2 held out
     assert out_of_time_snapshot([S0, S1, S2], holdout, out_of_time) == S2
     assert out_of_time_snapshot([S0, S1], holdout) is None
+
+
+def test_a_models_table_from_before_the_decisions_gets_their_columns(spark, warehouse, tmp_path):
+    """A models table written before the decision columns existed: the next record adds them
+    (ALTER TABLE ADD COLUMNS), its old rows have no status, and the new model is champion."""
+    legacy_schema = SCHEMA.split(", status string")[0]
+    legacy = model_row("old", str(tmp_path / "old"), [S0], 0)
+    names = [c.strip().split(" ")[0] for c in legacy_schema.split(",") if " " in c.strip()]
+    spark.createDataFrame([[legacy[n] for n in names]], legacy_schema) \
+        .write.format("delta").save(table_path(warehouse, "models"))
+    record_model(spark, warehouse, first_model_status(
+        spark, warehouse, model_row("new", str(tmp_path / "new"), [S0], 1)))
+    assert statuses(spark, warehouse) == {"old": None, "new": "champion"}
+    assert "decisions" in read_table(spark, warehouse, "models").columns

@@ -43,8 +43,9 @@ def choose_model(spark: SparkSession, cfg: PipelineConfig) -> ModelChoice:
                               f"table (versions: {sorted(known)})")
         row = rows[-1]
     else:
+        latest = [F.col("decided_at").desc_nulls_last()] if "decided_at" in columns else []
         champions = (models.where(F.col("status") == "champion")
-                     .orderBy(F.col("decided_at").desc_nulls_last(), F.col("model_version").desc())
+                     .orderBy(*latest, F.col("model_version").desc())
                      if "status" in columns else models.limit(0))
         row = champions.first()
         if row is None:
