@@ -53,6 +53,7 @@ def statuses(spark, warehouse) -> dict[str, str]:
     return {r.model_version: r.status for r in read_table(spark, warehouse, "models").collect()}
 
 
+@pytest.mark.slow  # three decisions, four models scored in the UDF, a dozen Delta commits
 def test_first_model_champion_challengers_decided_on_out_of_time_rows_and_rollback(
         spark, warehouse, tmp_path, project_root):
     data = simulate(600, [S0, S1, S2], seed=5)
