@@ -13,12 +13,13 @@ install:
 demo: install
 	$(VENV)/bin/demandcast run-all --conf conf/demo.yaml
 
-# The throwaway venvs two slow tests load (Airflow; delta-rs + DuckDB), built before the suite
+# The throwaway venvs slow tests load (Airflow; delta-rs + DuckDB; an MLflow server), built before the suite
 # starts so their install time is not spent inside it. The tests call the same idempotent
 # scripts, so a single test file still works without this step.
 test-envs:
 	bash scripts/airflow_venv.sh
 	bash scripts/consumer_venv.sh
+	bash scripts/mlflow_venv.sh
 
 # The full suite, slow end-to-end tests included (CI runs exactly this).
 test: install test-envs

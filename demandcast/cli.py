@@ -28,6 +28,7 @@ STAGES = {
     "train": "jobs.train",
     "evaluate": "jobs.evaluate",
     "score": "jobs.score",
+    "promote": "jobs.promote",
     "run-all": "jobs.run_all",
     "report": "jobs.report",
     "maintain": "jobs.maintain",
@@ -39,7 +40,7 @@ STAGES = {
 RUNS_DIR_STAGES = {"train", "evaluate", "score", "run-all", "report"}
 
 # Flags that are shorthands for a config key, so `--resume` reads as the issue asks.
-FLAG_KEYS = {"resume": "train.resume", "force": "run_all.force"}
+FLAG_KEYS = {"resume": "train.resume", "force": "run_all.force", "rollback": "promote.rollback"}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -58,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
                         metavar="KEY=VALUE", help="override one config key, e.g. spark.master=local[1]")
     parser.add_argument("--resume", action="store_true", help="train: continue from the last checkpoint")
     parser.add_argument("--force", action="store_true", help="run-all: rerun stages whose outputs exist")
+    parser.add_argument("--rollback", action="store_true",
+                        help="promote: make the previous champion champion again")
     return parser
 
 

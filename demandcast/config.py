@@ -21,10 +21,12 @@ from demandcast.settings.features import FeaturesSettings
 from demandcast.settings.generate import GenerateSettings
 from demandcast.settings.ingest import IngestSettings
 from demandcast.settings.maintain import MaintainSettings
+from demandcast.settings.promote import PromoteSettings
 from demandcast.settings.report import ReportSettings
 from demandcast.settings.run_all import RunAllSettings
 from demandcast.settings.runtime import RuntimeSettings, SparkSettings
 from demandcast.settings.score import ScoreSettings
+from demandcast.settings.tracking import MlflowSettings
 from demandcast.settings.train import TrainSettings
 
 __all__ = ["PipelineConfig", "SparkSettings", "load_config", "DEFAULT_CONF"]
@@ -41,11 +43,13 @@ class PipelineConfig(RuntimeSettings):
     features: FeaturesSettings = FeaturesSettings()
     train: TrainSettings = TrainSettings()
     evaluate: EvaluateSettings = EvaluateSettings()
+    promote: PromoteSettings = PromoteSettings()
     score: ScoreSettings = ScoreSettings()
     run_all: RunAllSettings = RunAllSettings()
     report: ReportSettings = ReportSettings()
     maintain: MaintainSettings = MaintainSettings()
     catalog: CatalogSettings = CatalogSettings()
+    mlflow: MlflowSettings = MlflowSettings()
 
 
 class _Loader(yaml.SafeLoader):

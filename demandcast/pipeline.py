@@ -28,8 +28,9 @@ STAGE_OUTPUT_TABLES: dict[str, tuple[str, ...]] = {
 }
 
 # Config that changes no stage's output (where and how Spark runs, logging, run-all itself,
-# the run report written after the stages, table upkeep, catalog names).
-_NEUTRAL_KEYS = {"spark", "log_level", "run_all", "report", "maintain", "catalog"}
+# the run report written after the stages, table upkeep, catalog names, the MLflow copy of
+# what the tables record).
+_NEUTRAL_KEYS = {"spark", "log_level", "run_all", "report", "maintain", "catalog", "mlflow"}
 
 
 @dataclass

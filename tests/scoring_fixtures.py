@@ -133,12 +133,13 @@ def save_linear_model(model_dir: Path, reference: pd.DataFrame, seed: int,
 
 
 def write_models_table(spark, warehouse: str, rows: list[tuple]) -> int:
-    """rows: (model_version, val_roc_auc, model_dir, train snapshot, created_at), in the columns
-    of training.lineage's models table that scoring reads."""
+    """rows: (model_version, val_roc_auc, model_dir, train snapshot, created_at[, status]), in
+    the columns of training.lineage's models table that scoring reads; status by default
+    champion (what score uses unless a version is pinned)."""
     df = spark.createDataFrame(
-        [(v, c, d, [t], m) for v, m, d, t, c in rows],
+        [(v, c, d, [t], m, s[0] if s else "champion") for v, m, d, t, c, *s in rows],
         "model_version string, created_at timestamp, model_dir string, snapshot_dates array<date>, "
-        "val_roc_auc double")
+        "val_roc_auc double, status string")
     return write_table(df, warehouse, MODELS_SPEC, "overwrite")
 
 
@@ -186,9 +187,9 @@ def scored_world(spark, tmp_path_factory):
 
 def _build_scored_world(spark, tmp_path_factory) -> dict:
     """One warehouse shared by the scoring and consumer tests (two scoring runs in all):
-    two snapshots of features (sessions shifted in the second), models m1 < m2 by val_roc_auc and
-    m3 without a metric; the default run scores snapshot 2 with m2 and explains a subset, then
-    m1 (pinned) scores the same snapshot beside it."""
+    two snapshots of features (sessions shifted in the second), models m1 and m2 (the champion,
+    by status, not by its higher val_roc_auc) and m3 without a metric; the default run scores
+    snapshot 2 with m2 and explains a subset, then m1 (pinned) scores the same snapshot beside it."""
     from demandcast.config import load_config
     from training.scoring.stage import run_score
 
@@ -201,9 +202,9 @@ def _build_scored_world(spark, tmp_path_factory) -> dict:
     m1 = save_linear_model(models / "m1", train, seed=11)
     m2 = save_linear_model(models / "m2", train, seed=12)
     write_models_table(spark, warehouse, [
-        ("m1", 0.60, str(m1), SNAPSHOTS[0], CREATED),
-        ("m2", 0.65, str(m2), SNAPSHOTS[0], CREATED),
-        ("m3", None, str(models / "m3"), SNAPSHOTS[0], CREATED),  # no metric: never the default
+        ("m1", 0.70, str(m1), SNAPSHOTS[0], CREATED, "retired"),
+        ("m2", 0.65, str(m2), SNAPSHOTS[0], CREATED, "champion"),
+        ("m3", None, str(models / "m3"), SNAPSHOTS[0], CREATED, "challenger"),
     ])
     cfg = load_config(PROJECT_ROOT / "conf" / "local.yaml", [
         f"warehouse={warehouse}", f"runs_dir={tmp / 'runs'}", "spark.arrow_batch_size=64",

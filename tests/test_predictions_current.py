@@ -49,13 +49,17 @@ def test_follows_a_new_champion_without_rescoring_and_rolls_back(spark, scored_w
     predictions_before = current_version(spark, table_path(warehouse, "predictions"))
     m1, m2 = str(scored_world["m1"]), str(scored_world["m2"])
 
-    def models(m1_auc: float) -> None:
+    def models(champion: str) -> None:
+        def status(version: str) -> str:
+            return "champion" if version == champion else "retired"
+
         write_models_table(spark, warehouse, [
-            ("m1", m1_auc, m1, SNAPSHOTS[0], CREATED), ("m2", 0.65, m2, SNAPSHOTS[0], CREATED),
-            ("m3", None, str(scored_world["m2"].parent / "m3"), SNAPSHOTS[0], CREATED)])
+            ("m1", 0.70, m1, SNAPSHOTS[0], CREATED, status("m1")),
+            ("m2", 0.65, m2, SNAPSHOTS[0], CREATED, status("m2")),
+            ("m3", None, str(scored_world["m2"].parent / "m3"), SNAPSHOTS[0], CREATED, "challenger")])
 
     try:
-        models(0.70)  # m1 becomes the champion; it has scored snapshot 2 already
+        models("m1")  # m1 becomes the champion; it has scored snapshot 2 already
         promoted = run_score(spark, cfg, loader=load_linear_model)
         assert promoted["skipped"] == "already scored"
         assert promoted["predictions_current_version"] == before + 1
@@ -67,7 +71,7 @@ def test_follows_a_new_champion_without_rescoring_and_rolls_back(spark, scored_w
         assert current_version(spark, path) == before + 1
 
         # A stage failing after it republished leaves the table at its last good version.
-        models(0.60)
+        models("m2")
         with pytest.raises(RuntimeError, match="later step"):
             with rolled_back_on_failure("score"):
                 assert run_score(spark, cfg, loader=load_linear_model)[
@@ -75,6 +79,6 @@ def test_follows_a_new_champion_without_rescoring_and_rolls_back(spark, scored_w
                 raise RuntimeError("a later step of the stage failed")
         _matches_partition(spark, warehouse, "m1")
     finally:
-        models(0.60)
+        models("m2")
         run_score(spark, cfg, loader=load_linear_model)
     _matches_partition(spark, warehouse, "m2")

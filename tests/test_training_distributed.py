@@ -165,3 +165,6 @@ def test_two_ranks_fail_fast_when_one_dies_resume_identical_and_beat_the_recency
     assert html.count("<img") >= 5 and "lightgbm" in html
     evaluated = read_table(spark, cfg.warehouse, "models").first()
     assert evaluated.test_roc_auc == pytest.approx(scorers["wide_and_deep"]["roc_auc"])
+    # The first model has no champion to beat: train made it champion, evaluate leaves it so.
+    assert evaluated.status == "champion" and result["status"] == "champion"
+    assert evaluated.decisions[0].reason == "first model: there is no champion to compare with"

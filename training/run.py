@@ -15,7 +15,8 @@ from training.dataset import TrainingSet, build_training_set, pin_training_set
 from training.distributed import RESULT_FILE
 from training.launch import SPEC_FILE, launch
 from training.lineage import model_row, record_model
-from training.model_directory import code_version
+from training.model_directory import METRICS_JSON, code_version
+from training.model_status import CHAMPION, first_model_status
 from training.preprocessing import compute_state, save_state
 
 log = get_logger("training.run")
@@ -113,7 +114,14 @@ def train(spark: SparkSession, cfg: PipelineConfig) -> dict:
     else:
         spec = prepare_run(spark, cfg)
     result = launch(spec, settings.launcher, settings.num_proc, settings.timeout_s, settings.use_gpu)
-    models_version = record_model(spark, cfg.warehouse, model_row(result, spec["model_info"]))
+    row = first_model_status(spark, cfg.warehouse, model_row(result, spec["model_info"]))
+    if cfg.mlflow.tracking_uri:  # before the table, so the row can say where MLflow has it
+        row.update(track_training(cfg, spec, result))
+    models_version = record_model(spark, cfg.warehouse, row)
+    if cfg.mlflow.tracking_uri and row["status"] == CHAMPION:
+        from training import tracking
+
+        tracking.move_champion_alias(cfg.mlflow, row)
     val = result["metrics"]["validation"]["calibrated"]
     return {
         "model_version": spec["model_info"]["model_version"],
@@ -122,5 +130,18 @@ def train(spark: SparkSession, cfg: PipelineConfig) -> dict:
         "ranks": result["size"], "resumed_from_epoch": result["resumed_from_epoch"],
         "epochs_run": result["start_epoch"] + result["epochs_run"],
         "val_roc_auc": round(val["roc_auc"], 4), "val_ece": round(val["ece"], 4),
-        "models_table_version": models_version,
+        "models_table_version": models_version, "status": row["status"],
     }
+
+
+def track_training(cfg: PipelineConfig, spec: dict, result: dict) -> dict[str, str]:
+    """Logs the finished run to MLflow: train.* and the training set as parameters, the
+    per-epoch history, the model. Returns the row's mlflow_* columns."""
+    from training import tracking
+
+    info = spec["model_info"]
+    metrics = json.loads((Path(result["model_dir"]) / METRICS_JSON).read_text())
+    params = {"train": cfg.train.model_dump(mode="json"),
+              "training_set": {k: info["training_set"][k] for k in ("version", "snapshot_dates", "protocol")},
+              "code_version": info["code_version"], "label_window_days": cfg.label_window_days}
+    return tracking.log_training(cfg.mlflow, info["model_version"], result["model_dir"], params, metrics)

@@ -11,11 +11,11 @@ from demandcast.settings.base import Section
 class ScoreSettings(Section):
     # Snapshot of user_features to score; None = the latest snapshot in the table.
     snapshot_date: dt.date | None = None
-    # Pin a model version; None = the best version with status ok in the `models` table.
+    # Pin a model version of the `models` table; None = the champion (models.status).
     model_version: str | None = None
-    # Column of the models table (training.lineage) that picks the best version, and its direction.
-    selection_metric: str = "val_roc_auc"
-    selection_higher_is_better: bool = True
+    # Load the model from the MLflow registry instead, e.g. models:/demandcast@champion (needs
+    # mlflow.tracking_uri); the version scored is the one the registered version was made from.
+    model_uri: str | None = None
     # Rows per Arrow batch sent to the Python workers; None = spark.arrow_batch_size.
     arrow_batch_size: int | None = Field(None, ge=1)
     # How many categories (best first) each prediction row keeps in top_categories.

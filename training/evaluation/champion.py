@@ -1,16 +1,15 @@
-"""The champion: the model version the score stage uses, pinned or the best one of the models
-table by the configured metric."""
+"""The model the score stage uses: pinned, from the MLflow registry, or the champion of the
+models table."""
 from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
 
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from demandcast.config import PipelineConfig
 from demandcast.errors import StageFailed
-from demandcast.settings.score import ScoreSettings
 from demandcast.tables import read_table
 
 
@@ -26,9 +25,14 @@ def model_dir_of(runs_dir: str, model_version: str) -> str:
 
 
 def choose_model(spark: SparkSession, cfg: PipelineConfig) -> ModelChoice:
-    """The pinned version, or the best version by the configured metric (a models column; rows
-    without it come last). A `status` column, when the table has one, must say 'ok'."""
+    """The pinned version (score.model_version), the MLflow registry's (score.model_uri), or the
+    champion: the row of the models table whose status is 'champion' (training.model_status)."""
     settings = cfg.score
+    if settings.model_uri:
+        from training import tracking
+
+        version, model_dir = tracking.registry_model(cfg.mlflow, settings.model_uri, cfg.runs_dir)
+        return ModelChoice(version, model_dir, _recorded_train_snapshot(model_dir))
     models = read_table(spark, cfg.warehouse, "models")
     columns = set(models.columns)
     if settings.model_version:
@@ -38,29 +42,29 @@ def choose_model(spark: SparkSession, cfg: PipelineConfig) -> ModelChoice:
             raise StageFailed(f"score.model_version {settings.model_version!r} is not in the models "
                               f"table (versions: {sorted(known)})")
         row = rows[-1]
-        if "status" in columns and row["status"] != "ok":
-            raise StageFailed(f"model {settings.model_version} has status {row['status']!r}, "
-                              "not 'ok': refusing to score with it")
     else:
-        candidates = models.where(F.col("status") == "ok") if "status" in columns else models
-        metric = _metric_column(models, settings)
-        order = metric.desc_nulls_last() if settings.selection_higher_is_better \
-            else metric.asc_nulls_last()
-        tiebreak = [F.col("created_at").desc()] if "created_at" in columns else []
-        row = candidates.orderBy(order, *tiebreak, F.col("model_version").desc()).first()
+        latest = [F.col("decided_at").desc_nulls_last()] if "decided_at" in columns else []
+        champions = (models.where(F.col("status") == "champion")
+                     .orderBy(*latest, F.col("model_version").desc())
+                     if "status" in columns else models.limit(0))
+        row = champions.first()
         if row is None:
-            raise StageFailed("the models table has no usable model; run train first")
+            raise StageFailed(
+                "the models table has no champion: run `train` (the first model becomes "
+                "champion), `demandcast promote --set promote.model_version=<version>`, or pin "
+                "one with --set score.model_version=<version>")
     version = str(row["model_version"])
     model_dir = row["model_dir"] if "model_dir" in columns and row["model_dir"] \
         else model_dir_of(cfg.runs_dir, version)
     return ModelChoice(version, model_dir, _train_snapshot(row))
 
 
-def _metric_column(models: DataFrame, settings: ScoreSettings) -> Column:
-    if settings.selection_metric not in models.columns:
-        raise StageFailed(f"score.selection_metric {settings.selection_metric!r} is not a column of "
-                          f"the models table (columns: {models.columns})")
-    return F.col(settings.selection_metric)
+def _recorded_train_snapshot(model_dir: str) -> dt.date | None:
+    """The latest training snapshot model.json records (a registry model has no models row here)."""
+    from training.model_directory import read_model_info
+
+    dates = read_model_info(model_dir).get("training_set", {}).get("snapshot_dates") or []
+    return dt.date.fromisoformat(max(dates)) if dates else None
 
 
 def _train_snapshot(row) -> dt.date | None:

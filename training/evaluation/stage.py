@@ -189,6 +189,11 @@ def evaluate(spark: SparkSession, cfg: PipelineConfig) -> dict:
     (out_dir / "curves.json").write_text(json.dumps(curves, default=float))
     (out_dir / "report.html").write_text(html_report(report, curves))
     record_evaluation(spark, cfg.warehouse, version, results["wide_and_deep"])
+    if cfg.mlflow.tracking_uri:
+        from training import tracking
+
+        tracking.log_evaluation(cfg.mlflow, record.get("mlflow_run_id"), version, report,
+                                [out_dir / "metrics.json", out_dir / "report.html"])
     summary = {"model_version": version, "protocol": training_set.protocol,
                "test_rows": int(len(test)), "test_split_rows": test_rows.of_rows,
                "report": str(out_dir / "report.html"),
@@ -196,4 +201,9 @@ def evaluate(spark: SparkSession, cfg: PipelineConfig) -> dict:
     if oracle_block:
         summary["auc_oracle_same_rows"] = round(oracle_block["oracle"]["roc_auc"], 4)
         summary["auc_model_same_rows"] = round(oracle_block["wide_and_deep_same_rows"]["roc_auc"], 4)
+    if cfg.promote.on_evaluate:
+        from training.evaluation.promotion import decide
+
+        summary["promotion"] = decide(spark, cfg, version)
+        summary["status"] = summary["promotion"]["status"]  # a scalar for run-all's table
     return summary
