@@ -32,6 +32,11 @@ class ScoreSettings(Section):
     # Population stability index: bins from the training snapshot's quantiles, warn above this.
     psi_bins: int = Field(10, ge=2, le=100)
     psi_warn_threshold: float = Field(0.2, gt=0.0)
+    # A numeric input above the PSI threshold alerts only when it also moved materially: the
+    # mean of its values by this relative amount, or its share of nulls by this much. PSI alone
+    # flags any move of a value many users share (a category's rate recomputed over a new window).
+    psi_min_relative_change: float = Field(0.1, ge=0.0)
+    psi_min_null_share_change: float = Field(0.05, ge=0.0, le=1.0)
     # Most frequent categorical values kept as PSI bins; the rest fall into one "other" bin.
     psi_max_categories: int = Field(20, ge=1)
     # Reference snapshot for drift and occlusion; None = the model's training snapshot.

@@ -148,7 +148,7 @@ def run_score(spark: SparkSession, cfg: PipelineConfig,
         "users_scored": scored.n_users, "users_explained": scored.n_explained,
         "predictions_version": predictions_version, "category_demand_version": demand_version,
         "arrow_batch_size": batch_size, "reference_snapshot_date": str(reference_date),
-        "drift_warnings": [d.feature for d in drift if d.psi > settings.psi_warn_threshold],
+        "drift_warnings": [d.feature for d in drift if d.alert],
     })
     report = {**summary, "scored_at": scored_at.isoformat(),
               "psi_warn_threshold": settings.psi_warn_threshold,
@@ -175,7 +175,8 @@ def _drift(features: DataFrame, current: DataFrame, reference_date: dt.date | No
                                 settings.psi_max_categories)
     if reference is None:
         return [], profile
-    return feature_drift(reference, current, profile, settings.psi_warn_threshold), profile
+    return feature_drift(reference, current, profile, settings.psi_warn_threshold,
+                         settings.psi_min_relative_change, settings.psi_min_null_share_change), profile
 
 
 def write_report(runs_dir: str, snapshot: dt.date, model_version: str, report: dict) -> str:
@@ -197,7 +198,7 @@ def render_report(report: dict) -> str:
              f"## Feature drift (PSI, warning above {threshold})", "",
              "| feature | kind | PSI | |", "|---|---|---|---|"]
     for d in report["drift"]:
-        flag = "WARNING" if not math.isnan(d["psi"]) and d["psi"] > threshold else ""
+        flag = "WARNING" if d.get("alert", not math.isnan(d["psi"]) and d["psi"] > threshold) else ""
         lines.append(f"| {d['feature']} | {d['kind']} | {d['psi']:.4f} | {flag} |")
     lines += ["", "## Global importance (occlusion, explained users)", "",
               "| feature group | mean abs contribution | mean contribution |", "|---|---|---|"]
