@@ -14,8 +14,8 @@ from pyspark.sql import functions as F
 
 from demandcast.logs import get_logger
 from demandcast.tables import (NO_DELETION_VECTORS, TableSpec, current_version,
-                               effective_commit_metadata, is_delta_table, metadata_of_current_state, read_optional_table, read_table, table_path,
-                               write_table)
+                               effective_commit_metadata, is_delta_table, metadata_of_current_state,
+                               read_optional_table, read_table, table_path, write_table)
 from features.assemble import user_features
 from features.catalog import column_comments
 from features.daily import ADDITIVE_COLUMNS, distinct_devices, user_daily_rows

@@ -19,7 +19,7 @@ from training.window import retrain_due, rolling_window
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 START = dt.date(2025, 1, 1)
 WINDOW = 3  # label_window_days: labels of a snapshot appear three days after it
-TABLES = ("events", "quarantine", "ingested_files", "user_daily", "user_features", "labels")
+TABLES = ("events", "quarantine", "ingested_files", "users", "items", "user_daily", "user_features", "labels")
 
 
 def _day(n: int) -> dt.date:
@@ -55,25 +55,24 @@ def _run_day(cfg, day: dt.date) -> dict:
 @pytest.mark.slow
 def test_days_run_once_rerun_commits_nothing_and_a_skipped_day_catches_up(spark, world):
     cfg = world
-    # The backlog before the schedule starts: an explicit ingest of the folders up to day 3.
-    backlog = cfg.model_copy(update={"ingest": cfg.ingest.model_copy(update={"date_to": _day(3)})})
+    # The backlog before the schedule starts: an explicit ingest of the folders up to day 4.
+    backlog = cfg.model_copy(update={"ingest": cfg.ingest.model_copy(update={"date_to": _day(4)})})
     run_stage("ingest", backlog)
 
-    day4 = _run_day(cfg, _day(4))
-    # The margin's folders (days 2, 3) were ingested by the backlog: only day 4's files are read.
-    assert day4["ingest"]["files_already_ingested"] == 2 and day4["ingest"]["files"] == 1
-    assert day4["features"]["snapshots"] == [str(_day(4))] and day4["features"]["labels_written"] == []
+    day5 = _run_day(cfg, _day(5))
+    # The margin's folders (days 3, 4) were ingested by the backlog: only day 5's files are read.
+    assert day5["ingest"]["files_already_ingested"] == 2 and day5["ingest"]["files"] == 1
+    assert day5["features"]["snapshots"] == [str(_day(5))] and day5["features"]["labels_written"] == []
 
-    _run_day(cfg, _day(5))
     before = _versions(spark, cfg)
     again = _run_day(cfg, _day(5))
     assert _versions(spark, cfg) == before  # the rerun of a day commits nothing
     assert again["ingest"]["files"] == 0 and again["features"]["snapshots_up_to_date"] == [str(_day(5))]
 
-    # Day 6 is skipped; day 7's run writes the labels of every snapshot whose window closed
-    # (days 4 and 5: their windows end on days 6 and 7), not only those of day 7 - N.
+    # Day 6 is skipped; day 7's run writes the labels of day 5, whose window (days 5..7) has
+    # closed, although day 7 - N is day 4: a snapshot's labels come whenever its window closes.
     day7 = _run_day(cfg, _day(7))
-    assert day7["features"]["labels_written"] == [str(_day(4)), str(_day(5))]
+    assert day7["features"]["labels_written"] == [str(_day(5))]
 
     landed = read_table(spark, cfg.warehouse, "ingested_files")
     assert landed.count() == landed.select("path").distinct().count() == 8  # days 0..7, each read once
@@ -81,13 +80,13 @@ def test_days_run_once_rerun_commits_nothing_and_a_skipped_day_catches_up(spark,
     assert quarantine.count() > 0
     assert quarantine.count() == quarantine.select("source_file", "raw_record", "reason").distinct().count()
 
-    # The labels of day 4 count the purchases of days 4..6 in the events as they are now (late
+    # The labels of day 5 count the purchases of days 5..7 in the events as they are now (late
     # events of those days landed in later folders and were re-aggregated).
-    labels = read_table(spark, cfg.warehouse, "labels").where(F.col("snapshot_date") == _day(4))
+    labels = read_table(spark, cfg.warehouse, "labels").where(F.col("snapshot_date") == _day(5))
     population = (read_table(spark, cfg.warehouse, "user_features")
-                  .where(F.col("snapshot_date") == _day(4)).select("user_key"))
+                  .where(F.col("snapshot_date") == _day(5)).select("user_key"))
     buyers = (read_table(spark, cfg.warehouse, "events")
-              .where((F.col("event_type") == "purchase") & F.col("event_date").between(_day(4), _day(6)))
+              .where((F.col("event_type") == "purchase") & F.col("event_date").between(_day(5), _day(7)))
               .select("user_key").distinct().join(population, "user_key"))
     assert labels.count() == population.count() > 0
     assert labels.where("label_purchased = 1").count() == buyers.count() > 0
