@@ -28,7 +28,8 @@ def _day(n: int) -> dt.date:
 
 @pytest.fixture(scope="module")
 def world(spark, tmp_path_factory):
-    """500 simulated users over 10 days with late events and bad rows in the landing files."""
+    """500 simulated users over 10 days with late events and bad rows in the landing files, one
+    file per landing folder (one generating task)."""
     from jobs import generate
 
     root = tmp_path_factory.mktemp("as_of")
@@ -36,7 +37,7 @@ def world(spark, tmp_path_factory):
         f"warehouse={root / 'warehouse'}", f"raw_dir={root / 'raw'}", f"runs_dir={root / 'runs'}",
         f"label_window_days={WINDOW}", f"snapshot_dates=[{_day(5)}]", "generate.n_users=500",
         "generate.n_items=200", f"generate.start_date={START}", "generate.n_days=10",
-        "generate.mean_daily_activity=0.3", "generate.partitions=2",
+        "generate.mean_daily_activity=0.3", "generate.partitions=1",
         "generate.flaws.late_fraction=0.05", "generate.flaws.bad_row_fraction=0.01",
         "ingest.max_bad_fraction=0.2", "ingest.late_margin_days=2"])
     generate.run(cfg)
