@@ -13,7 +13,8 @@ from pyspark.sql import types as T
 from demandcast.config import load_config
 from demandcast.tables import read_table
 from demandcast.settings.score import ScoreSettings
-from training.scoring.drift import feature_drift, reference_profile
+from training.scoring.drift import feature_drift
+from training.scoring.stage import active_populations
 
 pytestmark = pytest.mark.slow
 
@@ -44,10 +45,10 @@ def _drift(features, reference: dt.date, current: dt.date) -> dict:
     skip = {"user_key", "snapshot_date"}
     kinds = {f.name: "categorical" if isinstance(f.dataType, T.StringType) else "numeric"
              for f in features.schema.fields if f.name not in skip}
-    ref = features.where(F.col("snapshot_date") == reference)
-    cur = features.where(F.col("snapshot_date") == current)
-    profile = reference_profile(ref, kinds, bins=10, max_categories=20)
     settings = ScoreSettings()
+    # As score compares them: the users active in the last psi_active_days days of each snapshot.
+    ref, cur, profile = active_populations(features.where(F.col("snapshot_date") == reference),
+                                           features.where(F.col("snapshot_date") == current), kinds, settings)
     return {d.feature: d for d in feature_drift(ref, cur, profile, settings.psi_warn_threshold,
                                                 settings.psi_min_relative_change,
                                                 settings.psi_min_null_share_change)}
