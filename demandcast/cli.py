@@ -61,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--force", action="store_true", help="run-all: rerun stages whose outputs exist")
     parser.add_argument("--rollback", action="store_true",
                         help="promote: make the previous champion champion again")
+    parser.add_argument("--as-of", dest="as_of", metavar="YYYY-MM-DD",
+                        help="do this day's work: sets the config key as_of")
     return parser
 
 
@@ -70,6 +72,8 @@ def parse(argv: Sequence[str]) -> tuple[str, PipelineConfig]:
     for flag, key in FLAG_KEYS.items():
         if getattr(args, flag):
             overrides.append(f"{key}=true")
+    if args.as_of is not None:
+        overrides.append(f"as_of={args.as_of}")
     return args.stage, load_config(args.conf, overrides)
 
 

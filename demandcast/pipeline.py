@@ -19,7 +19,7 @@ STAGE_ORDER = ("generate", "ingest", "features", "train", "evaluate", "score")
 # The warehouse tables each stage leaves behind; their versions decide whether it reruns.
 STAGE_OUTPUT_TABLES: dict[str, tuple[str, ...]] = {
     "generate": (),
-    "ingest": ("events", "quarantine", "users", "items"),
+    "ingest": ("events", "quarantine", "users", "items", "ingested_files"),
     "features": ("user_daily", "user_features", "labels"),
     # Not `models`: evaluate writes test metrics back into it, which is no change to training.
     "train": ("training_set",),
@@ -36,7 +36,7 @@ _NEUTRAL_KEYS = {"spark", "log_level", "run_all", "report", "maintain", "catalog
 @dataclass
 class StageOutcome:
     stage: str
-    status: str  # ran | skipped | missing | failed
+    status: str  # ran | skipped | not scheduled | missing | failed
     seconds: float
     summary: dict[str, Any]
     reason: str = ""

@@ -2,7 +2,10 @@
 idempotent per-snapshot writes of user_features and labels."""
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import hashlib
+import json
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -10,14 +13,15 @@ from pyspark.sql import DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
 
 from demandcast.logs import get_logger
-from demandcast.tables import (NO_DELETION_VECTORS, TableSpec, current_version, is_delta_table,
-                               metadata_of_current_state, read_optional_table, read_table, table_path,
-                               write_table)
+from demandcast.tables import (NO_DELETION_VECTORS, TableSpec, current_version,
+                               effective_commit_metadata, is_delta_table, metadata_of_current_state,
+                               read_optional_table, read_table, table_path, write_table)
 from features.assemble import user_features
 from features.catalog import column_comments
 from features.daily import ADDITIVE_COLUMNS, distinct_devices, user_daily_rows
 from features.feature_spec import FeatureSpec
 from features.labels import label_sums, labels
+from features.snapshots import label_window_complete, labels_due
 
 log = get_logger("features")
 
@@ -95,6 +99,9 @@ LABELS = TableSpec(
 # user_daily's commits carry the events version they were computed from: the next run reads
 # only what changed in events since (its change data feed).
 EVENTS_VERSION_KEY = "events_version"
+# user_features' commits carry the user_daily version and feature spec they were computed from.
+USER_DAILY_VERSION_KEY = "user_daily_version"
+SPEC_KEY = "feature_spec"
 
 
 @dataclass
@@ -193,16 +200,93 @@ def update_user_daily(spark: SparkSession, warehouse: str, spec: FeatureSpec) ->
     return result
 
 
-def label_window_complete(snapshot: dt.date, window_days: int, last_event_date: dt.date | None) -> bool:
-    return last_event_date is not None and snapshot + dt.timedelta(days=window_days - 1) <= last_event_date
+def feature_spec_fingerprint(spec: FeatureSpec) -> str:
+    """A short stable hash of everything that shapes a snapshot's features and labels."""
+    text = json.dumps(dataclasses.asdict(spec), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def up_to_date_snapshots(spark: SparkSession, warehouse: str, user_daily_version: int | None,
+                         spec_fingerprint: str) -> set[dt.date]:
+    """Snapshots of user_features whose latest write was computed from this user_daily version
+    with this feature spec (each write records both with its commit): rewriting them would
+    produce the same rows and one more table version."""
+    seen: set[str] = set()
+    current: set[dt.date] = set()
+    for _, metadata in effective_commit_metadata(spark, table_path(warehouse, "user_features")):
+        for day in metadata.get("snapshots") or []:
+            if day in seen:
+                continue
+            seen.add(day)
+            if (metadata.get(USER_DAILY_VERSION_KEY) == user_daily_version
+                    and metadata.get(SPEC_KEY) == spec_fingerprint):
+                current.add(dt.date.fromisoformat(day))
+    return current
+
+
+def snapshot_dates_of(table: DataFrame | None) -> set[dt.date]:
+    """The snapshot_date values of a table (its partition column): one row per snapshot."""
+    if table is None:
+        return set()
+    return {r[0] for r in table.select("snapshot_date").distinct().collect() if r[0] is not None}
 
 
 def write_snapshots(spark: SparkSession, warehouse: str, snapshots: Sequence[dt.date],
                     spec: FeatureSpec, last_event_date: dt.date | None,
-                    require_complete_labels: bool = True) -> dict:
-    """Computes and writes user_features and labels for `snapshots` (replaceWhere on them)."""
+                    require_complete_labels: bool = True, changed_event_dates: Sequence[dt.date] = (),
+                    skip_up_to_date: bool = False) -> dict:
+    """Computes and writes user_features for `snapshots` (replaceWhere on them), then labels for
+    them and for every earlier snapshot whose labels are due (features.snapshots.labels_due):
+    a snapshot's label window closes days after its features are written.
+
+    `changed_event_dates` are the user_daily dates just re-aggregated (late events): labels whose
+    window holds one are rewritten. With `skip_up_to_date`, snapshots computed from the current
+    user_daily version with the same spec are not rewritten, so rerunning a day commits nothing.
+    """
     snapshots = sorted(set(snapshots))
+    daily_version = current_version(spark, table_path(warehouse, "user_daily"))
+    fingerprint = feature_spec_fingerprint(spec)
+    current = up_to_date_snapshots(spark, warehouse, daily_version, fingerprint) if skip_up_to_date else set()
+    to_compute = [d for d in snapshots if d not in current]
+    if current & set(snapshots):
+        log.info("user_features %s: up to date (user_daily version %s, same feature spec), not "
+                 "rewritten", sorted(str(d) for d in current & set(snapshots)), daily_version)
     daily = read_table(spark, warehouse, "user_daily")
+    features_version = None
+    no_user_record: dict = {}
+    if to_compute:
+        features_version, no_user_record = _write_features(spark, warehouse, daily, to_compute, spec, {
+            USER_DAILY_VERSION_KEY: daily_version, SPEC_KEY: fingerprint,
+            "snapshots": [str(d) for d in to_compute]})
+
+    complete = [d for d in snapshots
+                if not require_complete_labels
+                or label_window_complete(d, spec.label_window_days, last_event_date)]
+    skipped = sorted(set(snapshots) - set(complete))
+    if skipped:
+        log.warning("labels not written for %s yet: the %d-day label window reaches past the last "
+                    "event date %s; a later run writes them once it has closed",
+                    [str(d) for d in skipped], spec.label_window_days, last_event_date)
+    features_table = read_table(spark, warehouse, "user_features", version=features_version)
+    due = labels_due(snapshot_dates_of(features_table),
+                     snapshot_dates_of(read_optional_table(spark, warehouse, "labels")),
+                     to_compute, changed_event_dates, spec.label_window_days, last_event_date)
+    labelled = sorted(set(due) | {d for d in complete if d in to_compute})
+    labels_version = None
+    if labelled:
+        log.info("labels: writing snapshots %s", [str(d) for d in labelled])
+        population = (features_table.where(F.col("snapshot_date").isin(labelled))
+                      .select("user_key", "snapshot_date"))
+        table = labels(population, label_sums(daily, labelled, spec.label_window_days))
+        labels_version = write_table(table, warehouse, LABELS, "replace_partitions", labelled)
+    return {"snapshots": [str(d) for d in snapshots], "user_features_version": features_version,
+            "snapshots_up_to_date": [str(d) for d in sorted(current & set(snapshots))],
+            "labels_version": labels_version, "labels_written": [str(d) for d in labelled],
+            "labels_skipped": [str(d) for d in skipped], "rows_without_user_record": no_user_record}
+
+
+def _write_features(spark: SparkSession, warehouse: str, daily: DataFrame, snapshots: list[dt.date],
+                    spec: FeatureSpec, metadata: dict) -> tuple[int, dict]:
     users = read_optional_table(spark, warehouse, "users")
     if users is None:
         log.warning("user_features: no users table: region, age band and days since signup are null")
@@ -210,8 +294,8 @@ def write_snapshots(spark: SparkSession, warehouse: str, snapshots: Sequence[dt.
     before_last = daily.where(F.col("event_date") < F.lit(max(snapshots)))
     features = user_features(daily, users, snapshots, spec, distinct_devices(before_last, "last_device"),
                              without_user)
-    features_version = write_table(features, warehouse, user_features_spec(spec), "replace_partitions",
-                                   snapshots)
+    version = write_table(features, warehouse, user_features_spec(spec), "replace_partitions",
+                          snapshots, user_metadata=metadata)
     no_user_record = {d: int(n) for d, n in without_user.get.items()}
     if users is not None:
         for snapshot, n in no_user_record.items():
@@ -219,20 +303,4 @@ def write_snapshots(spark: SparkSession, warehouse: str, snapshots: Sequence[dt.
                 log.warning("user_features %s: %d rows have no users record valid before the "
                             "snapshot, so their user attributes (signup, region, age band) are null",
                             snapshot, n)
-
-    labelled = [d for d in snapshots
-                if not require_complete_labels
-                or label_window_complete(d, spec.label_window_days, last_event_date)]
-    skipped = sorted(set(snapshots) - set(labelled))
-    if skipped:
-        log.warning("labels not written for %s: the %d-day label window reaches past the last "
-                    "event date %s", [str(d) for d in skipped], spec.label_window_days, last_event_date)
-    labels_version = None
-    if labelled:
-        population = (read_table(spark, warehouse, "user_features", version=features_version)
-                      .where(F.col("snapshot_date").isin(labelled)).select("user_key", "snapshot_date"))
-        table = labels(population, label_sums(daily, labelled, spec.label_window_days))
-        labels_version = write_table(table, warehouse, LABELS, "replace_partitions", labelled)
-    return {"snapshots": [str(d) for d in snapshots], "user_features_version": features_version,
-            "labels_version": labels_version, "labels_skipped": [str(d) for d in skipped],
-            "rows_without_user_record": no_user_record}
+    return version, no_user_record

@@ -1,8 +1,10 @@
 """Which snapshot dates a `features` run computes: --set features.snapshot_date, else the range
-features.range_start..range_end every range_step_days, else the root `snapshot_dates`."""
+features.range_start..range_end every range_step_days, else as_of (a scheduled run), else the
+root `snapshot_dates`; and which snapshots' labels are due."""
 from __future__ import annotations
 
 import datetime as dt
+from typing import Iterable
 
 from demandcast.errors import ConfigError, DataQualityError
 
@@ -14,6 +16,8 @@ def resolve_snapshots(cfg) -> list[dt.date]:  # cfg: demandcast.config.PipelineC
     if s.range_start is not None and s.range_end is not None:
         days = (s.range_end - s.range_start).days
         return [s.range_start + dt.timedelta(days=i) for i in range(0, days + 1, s.range_step_days)]
+    if cfg.as_of is not None:
+        return [cfg.as_of]
     if cfg.snapshot_dates:
         return list(cfg.snapshot_dates)
     raise ConfigError("no snapshot date: set snapshot_dates, features.snapshot_date or "
@@ -27,7 +31,32 @@ def snapshot_source(cfg) -> str:
         return "features.snapshot_date"
     if s.range_start is not None:
         return "features.range_start/range_end"
+    if cfg.as_of is not None:
+        return "as_of"
     return "snapshot_dates"
+
+
+def label_window_complete(snapshot: dt.date, window_days: int, last_event_date: dt.date | None) -> bool:
+    return last_event_date is not None and snapshot + dt.timedelta(days=window_days - 1) <= last_event_date
+
+
+def labels_due(with_features: Iterable[dt.date], with_labels: Iterable[dt.date],
+               recomputed: Iterable[dt.date], changed_event_dates: Iterable[dt.date],
+               window_days: int, last_event_date: dt.date | None) -> list[dt.date]:
+    """Snapshots of user_features whose labels must be written now: their window has closed and
+    they have no labels yet (a snapshot's labels come days after its features, and a skipped
+    day's come with the next run), or their features were just recomputed, or an event date of
+    their window was re-aggregated (late events)."""
+    labelled, recomputed = set(with_labels), set(recomputed)
+    changed = sorted(set(changed_event_dates))
+
+    def window_changed(snapshot: dt.date) -> bool:
+        end = snapshot + dt.timedelta(days=window_days - 1)
+        return any(snapshot <= day <= end for day in changed)
+
+    return sorted(d for d in set(with_features)
+                  if label_window_complete(d, window_days, last_event_date)
+                  and (d not in labelled or d in recomputed or window_changed(d)))
 
 
 def check_snapshots_in_events(snapshots: list[dt.date], first_event: dt.date | None,

@@ -21,8 +21,14 @@ def run(cfg: PipelineConfig) -> dict:
         log.warning("stages not built yet, skipped: %s", ", ".join(missing))
     wanted = set(cfg.run_all.stages or STAGE_ORDER)
     stages = [s for s in built if s in wanted and (s != "generate" or cfg.env == "local")]
+    unscheduled = not_scheduled(cfg, stages)
+    stages = [s for s in stages if s not in unscheduled]
     spark = build_spark_session("run-all", cfg.spark)
     outcomes = run_pipeline(cfg, stages, run_stage, spark, force=cfg.run_all.force)
+    for stage in unscheduled:
+        index = next((i for i, o in enumerate(outcomes) if STAGE_ORDER.index(o.stage) > STAGE_ORDER.index(stage)),
+                     len(outcomes))
+        outcomes.insert(index, StageOutcome(stage, "not scheduled", 0.0, {}, unscheduled[stage]))
     report, figures = _run_report(spark, cfg, outcomes)
     locations = {**table_locations(cfg.warehouse), "run report": report or "not written (see log)"}
     print(render_summary(outcomes, figures, locations), flush=True)
@@ -34,6 +40,19 @@ def run(cfg: PipelineConfig) -> dict:
     if report:
         summary["report_html"] = report  # the CLI prints it as the last line
     return summary
+
+
+def not_scheduled(cfg: PipelineConfig, stages: list[str]) -> dict[str, str]:
+    """Stages a scheduled run (as_of) leaves out today, with the reason: train and evaluate
+    outside train.schedule."""
+    from training.window import retrain_due
+
+    if cfg.as_of is None or "train" not in stages or retrain_due(cfg.train, cfg.as_of):
+        return {}
+    why = (f"as of {cfg.as_of} ({cfg.as_of.strftime('%A')}): train.schedule is weekly on "
+           f"{cfg.train.schedule_weekday}")
+    log.info("train and evaluate not run today: %s", why)
+    return {s: why for s in ("train", "evaluate") if s in stages}
 
 
 def _run_report(spark, cfg: PipelineConfig, outcomes: list[StageOutcome]) -> tuple[str | None, dict]:

@@ -14,7 +14,14 @@ def run(cfg: PipelineConfig) -> dict:
     from training.scoring.stage import run_score
 
     spark = build_spark_session("score", cfg.spark)
-    return run_score(spark, cfg)
+    return run_score(spark, with_as_of_snapshot(cfg))
+
+
+def with_as_of_snapshot(cfg: PipelineConfig) -> PipelineConfig:
+    """A scheduled run (as_of) scores snapshot as_of unless score.snapshot_date pins another."""
+    if cfg.as_of is None or cfg.score.snapshot_date is not None:
+        return cfg
+    return cfg.model_copy(update={"score": cfg.score.model_copy(update={"snapshot_date": cfg.as_of})})
 
 
 if __name__ == "__main__":

@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from demandcast.cli import STAGES
-from demandcast.config import load_config
+from demandcast.cli import STAGES, parse
 
 pytestmark = pytest.mark.slow
 
@@ -135,8 +134,25 @@ def test_spark_tasks_submit_like_the_wrapper_yarn_profile(dags, tmp_path):
         differing = expected_conf - set(_pairs(argv, "--conf"))
         # Training turns dynamic allocation off: Horovod ranks must start together.
         assert differing == ({"spark.dynamicAllocation.enabled=true"} if stage == "train" else set())
-        # The job's own arguments form a valid config, with the run's logical date as snapshot.
+        # The job's own arguments form a valid command line, with the run's logical date as the
+        # day the stage works for.
         assert args[:2] == ["--conf", "cluster.yaml"]
-        cfg = load_config(PROJECT_ROOT / "conf" / "cluster.yaml", _pairs(args, "--set"))
-        assert cfg.snapshot_dates == [dt.date(2025, 6, 30)]
+        parsed_stage, cfg = parse([stage, "--conf", str(PROJECT_ROOT / "conf" / "cluster.yaml"), *args[2:]])
+        assert parsed_stage == stage
+        assert cfg.as_of == dt.date(2025, 6, 30)
         assert cfg.spark.python == "./environment/bin/python"
+        if stage == "train":
+            # The retrain takes the labelled snapshots up to the date, not [ds] (no labels yet).
+            assert cfg.train.snapshot_dates == [] and cfg.train.window_snapshots
+
+
+def test_weekly_retrain_trains_on_snapshots_with_labels(tmp_path):
+    """What the weekly task asks for, on Monday 2025-06-30 with 30-day labels and daily
+    snapshots: the newest labelled ones (labels reach 2025-05-31), a week apart."""
+    from training.window import window_for
+
+    cfg = parse(["train", "--conf", str(PROJECT_ROOT / "conf" / "cluster.yaml"), "--as-of", "2025-06-30"])[1]
+    labelled = [dt.date(2025, 3, 1) + dt.timedelta(days=i) for i in range(92)]  # 03-01 .. 05-31
+    dates = window_for(cfg.train, labelled, cfg.as_of)
+    assert dates[-1] == dt.date(2025, 5, 31) and len(dates) == cfg.train.window_snapshots == 8
+    assert all((b - a).days == 7 for a, b in zip(dates, dates[1:]))

@@ -11,6 +11,7 @@ from demandcast.config import PipelineConfig
 from demandcast.errors import StageFailed
 from demandcast.logs import get_logger
 from demandcast.run_folders import local_dir
+from demandcast.tables import read_optional_table
 from training.dataset import TrainingSet, build_training_set, pin_training_set
 from training.distributed import RESULT_FILE
 from training.launch import SPEC_FILE, launch
@@ -18,6 +19,7 @@ from training.lineage import model_row, record_model
 from training.model_directory import METRICS_JSON, code_version
 from training.model_status import CHAMPION, first_model_status
 from training.preprocessing import compute_state, save_state
+from training.window import window_for
 
 log = get_logger("training.run")
 
@@ -71,6 +73,20 @@ def resumed_spec(spark: SparkSession, run_dir: Path) -> dict:
     return spec
 
 
+def training_snapshots(spark: SparkSession, cfg: PipelineConfig) -> list:
+    """train.snapshot_dates; else, for a scheduled run (as_of), the rolling window of labelled
+    snapshots up to as_of (training.window); else the root snapshot_dates."""
+    settings = cfg.train
+    if settings.snapshot_dates or cfg.as_of is None:
+        return list(settings.snapshot_dates or cfg.snapshot_dates)
+    labels = read_optional_table(spark, cfg.warehouse, "labels")
+    labelled = set() if labels is None else {
+        r[0] for r in labels.select("snapshot_date").distinct().collect() if r[0] is not None}
+    dates = window_for(settings, labelled, cfg.as_of)
+    log.info("as of %s: training on the labelled snapshots %s", cfg.as_of, [str(d) for d in dates])
+    return dates
+
+
 def prepare_run(spark: SparkSession, cfg: PipelineConfig) -> dict:
     """Pins (or builds) the training set, computes the preprocessing state, writes the run spec."""
     settings = cfg.train
@@ -78,7 +94,7 @@ def prepare_run(spark: SparkSession, cfg: PipelineConfig) -> dict:
     if settings.training_set_version is not None:
         training_set = pin_training_set(spark, cfg.warehouse, settings.training_set_version, settings)
     else:
-        dates = list(settings.snapshot_dates or cfg.snapshot_dates)
+        dates = training_snapshots(spark, cfg)
         training_set = build_training_set(spark, cfg.warehouse, settings, dates)
     model_version = new_model_version(training_set)
     run_dir = runs_dir / "train_runs" / model_version

@@ -21,6 +21,20 @@ class SimulatorFlaws(Section):
     bad_row_fraction: float = Field(0.001, ge=0, le=0.2)
 
 
+class PlantedShift(Section):
+    """A change of the simulated world from a date on, for testing drift checks: prices scaled
+    and a share of sessions moved to one device. Purchase behaviour (and the ground truth) is
+    unchanged: only what the features observe moves."""
+
+    # First day of the changed world; None = no change.
+    from_date: dt.date | None = None
+    # Every price (list and promotion) multiplied by this from from_date on.
+    price_factor: float = Field(1.0, gt=0)
+    # This share of active days use `device` instead of the user's usual device choice.
+    device: Literal["mobile_app", "mobile_web", "desktop", "tablet"] = "tablet"
+    device_share: float = Field(0.0, ge=0, le=1)
+
+
 class GenerateSettings(Section):
     n_users: int = Field(20_000, ge=1)
     n_items: int = Field(5_000, ge=1)
@@ -55,6 +69,7 @@ class GenerateSettings(Section):
     # files_per_day user slices; each task writes whole date folders (output does not depend on it).
     partitions: int = Field(8, ge=1)
     flaws: SimulatorFlaws = SimulatorFlaws()
+    shift: PlantedShift = PlantedShift()
 
     @field_validator("formats")
     @classmethod

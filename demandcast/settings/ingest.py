@@ -110,6 +110,12 @@ class IngestSettings(Section):
     # Inclusive range of `event_date=YYYY-MM-DD` landing folders to read (None: no bound).
     date_from: dt.date | None = None
     date_to: dt.date | None = None
+    # With as_of (a scheduled run): the landing folders read are as_of - late_margin_days .. as_of
+    # (date_from/date_to, when set, win), and a file already ingested (same path and size, in the
+    # ingested_files table) is not read again, so a rerun of the day commits nothing and a bad
+    # row is quarantined once. The margin catches files landing late in an earlier day's folder;
+    # events dated earlier than their folder need none (user_daily re-aggregates their dates).
+    late_margin_days: int = Field(2, ge=0, le=366)
     # Reader options for CSV (Spark names); the header row names the source fields.
     csv_options: dict[str, str] = {"header": "true", "sep": ","}
     mapping: ColumnMapping = ColumnMapping()
@@ -132,7 +138,7 @@ class IngestSettings(Section):
     #      fixed date such as a signup date, or a changed value would correct the old version
     #      instead of starting a new one;
     #   2. the date of the file's landing folder `export_date=YYYY-MM-DD` (anywhere in its path);
-    #   3. dimensions_export_date, or, when that is null, the UTC date of the ingest run.
+    #   3. dimensions_export_date, or, when that is null, as_of, or the UTC date of the ingest run.
     # A version whose values equal the previous one's adds nothing, so re-ingesting an export
     # changes nothing. An export older than the current version (a late or replayed one) is put
     # into the history at its date: the versions around it are cut or merged, none is lost.

@@ -71,6 +71,11 @@ class RuntimeSettings(Section):
     # Every snapshot the pipeline materialises (features, labels, ground truth), ascending.
     snapshot_dates: list[dt.date] = Field(default_factory=list)
     label_window_days: int = Field(30, ge=1, le=366)
+    # The day a scheduled run works for (`--as-of DATE`, Airflow's {{ ds }}): ingest reads that
+    # day's landing folder and the late margin, features computes snapshot DATE and labels every
+    # snapshot whose window has closed, train takes its rolling window of labelled snapshots up
+    # to DATE, score scores snapshot DATE. None: the stages follow snapshot_dates and their keys.
+    as_of: dt.date | None = None
     spark: SparkSettings = SparkSettings()
 
     @field_validator("warehouse", "raw_dir", "runs_dir")

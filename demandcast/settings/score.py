@@ -32,6 +32,16 @@ class ScoreSettings(Section):
     # Population stability index: bins from the training snapshot's quantiles, warn above this.
     psi_bins: int = Field(10, ge=2, le=100)
     psi_warn_threshold: float = Field(0.2, gt=0.0)
+    # A numeric input above the PSI threshold alerts only when it also moved materially: the
+    # mean of its values by this relative amount, or its share of nulls by this much. PSI alone
+    # flags any move of a value many users share (a category's rate recomputed over a new window).
+    psi_min_relative_change: float = Field(0.1, ge=0.0)
+    psi_min_null_share_change: float = Field(0.05, ge=0.0, le=1.0)
+    # PSI compares the users with an event in the last N days of each snapshot (null: all). A
+    # snapshot's population is every user ever seen, so its share of long-dormant users grows
+    # with the age of the data (nobody can be dormant for 90 days 90 days after the data
+    # starts), and PSI read that as drift of every windowed feature; the shares are logged.
+    psi_active_days: int | None = Field(90, ge=1)
     # Most frequent categorical values kept as PSI bins; the rest fall into one "other" bin.
     psi_max_categories: int = Field(20, ge=1)
     # Reference snapshot for drift and occlusion; None = the model's training snapshot.

@@ -13,6 +13,18 @@ class TrainSettings(Section):
     # Snapshots the training set covers; empty means every snapshot of the top-level snapshot_dates
     # (or, if that is empty too, every snapshot present in both user_features and labels).
     snapshot_dates: list[dt.date] = Field(default_factory=list)
+    # With as_of and no snapshot_dates: a rolling window of labelled snapshots (in both
+    # user_features and labels) up to as_of: the newest, then going back at least
+    # window_step_days between two, at most window_snapshots of them (null: no count limit) and
+    # none older than window_days before the newest (null: no span limit).
+    window_snapshots: int | None = Field(8, ge=1)
+    window_days: int | None = Field(None, ge=1)
+    window_step_days: int = Field(7, ge=1)
+    # When run-all --as-of retrains: every day, or weekly on schedule_weekday (other days it
+    # skips train and evaluate and says so). `demandcast train` run by itself always trains.
+    schedule: Literal["daily", "weekly"] = "weekly"
+    schedule_weekday: Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday",
+                              "sunday"] = "monday"
     # holdout: users split by a stable hash at the same snapshots; out_of_time: the last snapshot
     # is the test set, earlier ones train (validation is a hash holdout of those users).
     protocol: Literal["holdout", "out_of_time"] = "holdout"
@@ -98,6 +110,9 @@ class TrainSettings(Section):
             raise ValueError("launcher 'inprocess' runs one process: set num_proc to 1")
         if self.validation_percent + self.test_percent >= 80:
             raise ValueError("validation_percent + test_percent leave too few training users")
+        if self.window_snapshots is None and self.window_days is None:
+            raise ValueError("set train.window_snapshots or train.window_days (the rolling window "
+                             "of labelled snapshots an --as-of run trains on)")
         for cross in self.crosses:
             if len(cross) < 2:
                 raise ValueError(f"a cross needs at least two features, got {cross}")

@@ -45,20 +45,21 @@ def files_of_version(spark: SparkSession, path: str, version: int) -> list[str]:
     return sorted(df.inputFiles())
 
 
-def metadata_of_current_state(spark: SparkSession, path: str, key: str) -> object | None:
-    """The value under `key` of the JSON user metadata (DataFrameWriter option `userMetadata`)
-    of the commit that produced the table's current content; None when there is none.
+def effective_commit_metadata(spark: SparkSession, path: str) -> list[tuple[int, dict]]:
+    """(version, JSON user metadata) of the commits behind the table's current content, newest
+    first; [] when there is no table.
 
-    Commits without it (OPTIMIZE, VACUUM) are passed over; a RESTORE sends the search to the
-    version it restored, so a rolled-back write's metadata is never taken for the table's.
+    Commits without metadata (OPTIMIZE, VACUUM) are passed over; a RESTORE sends the search to
+    the version it restored, so a rolled-back write's metadata is never taken for the table's.
     """
     from delta.tables import DeltaTable
 
     if not DeltaTable.isDeltaTable(spark, path):
-        return None
+        return []
     commits = (DeltaTable.forPath(spark, path).history()
                .select("version", "operation", "operationParameters", "userMetadata")
                .orderBy(F.col("version").desc()).collect())
+    found = []
     limit = None  # versions above it were undone by a RESTORE
     for commit in commits:
         if limit is not None and commit.version > limit:
@@ -68,9 +69,18 @@ def metadata_of_current_state(spark: SparkSession, path: str, key: str) -> objec
             continue
         if commit.userMetadata:
             try:
-                value = json.loads(commit.userMetadata).get(key)
-            except (ValueError, AttributeError):
-                value = None
-            if value is not None:
-                return value
+                metadata = json.loads(commit.userMetadata)
+            except ValueError:
+                continue
+            if isinstance(metadata, dict):
+                found.append((int(commit.version), metadata))
+    return found
+
+
+def metadata_of_current_state(spark: SparkSession, path: str, key: str) -> object | None:
+    """The value under `key` of the JSON user metadata (DataFrameWriter option `userMetadata`)
+    of the newest commit behind the table's current content that has one; None when none has."""
+    for _, metadata in effective_commit_metadata(spark, path):
+        if metadata.get(key) is not None:
+            return metadata[key]
     return None

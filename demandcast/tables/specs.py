@@ -21,6 +21,8 @@ TABLE_NAMES = (
     # The dimensions ingest pseudonymises, and the materialised training set whose pinned
     # version training reads.
     "users", "items", "training_set",
+    # The raw files ingest committed, so a scheduled run reads each file of its late margin once.
+    "ingested_files",
     # Written only by deploy/cluster_probe.py, the smoke test of a cluster's packaging.
     "cluster_check",
 )

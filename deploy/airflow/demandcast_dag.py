@@ -13,8 +13,11 @@ copied to DEMANDCAST_RELEASE_URI with deploy/stage_launcher.py and conf/{base,cl
 conf/log4j2.properties; the Spark connection `spark_demandcast` holds the master (yarn) and the
 queue.
 
-The logical date is the snapshot: each run processes `snapshot_dates=[{{ ds }}]`, so a backfill
-or a rerun of one day replaces exactly that day's partitions (every stage is idempotent).
+Every stage gets the logical date as `--as-of {{ ds }}` and does that day's work: ingest reads
+the day's landing folder and the late margin (files already ingested are skipped), features
+writes snapshot ds and the labels of every snapshot whose window has closed, train takes the
+rolling window of labelled snapshots up to ds (train.window_*), score scores snapshot ds. A
+rerun of a day commits nothing new; a day skipped is caught up by the next run.
 """
 from __future__ import annotations
 
@@ -67,7 +70,7 @@ DEFAULT_ARGS = {
 def stage_task(stage: str, extra_sets: tuple[str, ...] = (), **spark_overrides: str) -> SparkSubmitOperator:
     """One pipeline stage as spark-submit of stage_launcher.py with the release's packaging."""
     conf = {**SPARK_CONF, **spark_overrides}
-    args = [stage, "--conf", "cluster.yaml", "--set", "snapshot_dates=[{{ ds }}]",
+    args = [stage, "--conf", "cluster.yaml", "--as-of", "{{ ds }}",
             "--set", "spark.python=./environment/bin/python"]
     for assignment in extra_sets:
         args += ["--set", assignment]

@@ -17,7 +17,7 @@ from demandcast.errors import DataQualityError
 from demandcast.logs import get_logger
 from demandcast.settings.ingest import IngestSettings
 from demandcast.tables import TableSpec, commit_info, current_version, merge_table, table_path, write_table
-from features.ingest import raw_reader
+from features.ingest import landed_files, raw_reader
 from features.ingest.column_mapping import copy_number, map_to_contract, source_field
 from features.ingest.event_contract import REQUIRED, Reason
 from features.ingest.pseudonymise import HashKey, with_user_key
@@ -69,6 +69,7 @@ class IngestBatch:
     events: DataFrame
     quarantine: DataFrame
     event_dates: list[dt.date]
+    now: dt.datetime
     counts: dict = field(default_factory=dict)
     _cached: list[DataFrame] = field(default_factory=list)
 
@@ -124,9 +125,30 @@ def _file_problem_rows(spark: SparkSession, problems: list[FileProblem]) -> Data
                                  "reason string, detail string, raw_record string, source_file string")
 
 
-def prepare_batch(spark: SparkSession, cfg: PipelineConfig, key: HashKey, now: dt.datetime) -> IngestBatch:
+def landing_bounds(cfg: PipelineConfig) -> tuple[dt.date | None, dt.date | None]:
+    """The landing folders to read: ingest.date_from/date_to, else with as_of the day and its
+    late margin (as_of - ingest.late_margin_days .. as_of), else all."""
     s = cfg.ingest
-    files = raw_reader.list_files(spark, input_paths(cfg), s.date_from, s.date_to)
+    if cfg.as_of is None:
+        return s.date_from, s.date_to
+    return (s.date_from or cfg.as_of - dt.timedelta(days=s.late_margin_days), s.date_to or cfg.as_of)
+
+
+def files_to_read(spark: SparkSession, cfg: PipelineConfig) -> tuple[list[InputFile], int]:
+    """The batch's input files and how many listed ones were left out as already ingested (a
+    scheduled run, with as_of, only; an explicit run reads what it names, the same batch again)."""
+    files = raw_reader.list_files(spark, input_paths(cfg), *landing_bounds(cfg))
+    if cfg.as_of is None:
+        return files, 0
+    fresh = landed_files.new_files(spark, cfg.warehouse, files)
+    return fresh, len(files) - len(fresh)
+
+
+def prepare_batch(spark: SparkSession, cfg: PipelineConfig, key: HashKey, now: dt.datetime,
+                  files: list[InputFile] | None = None) -> IngestBatch:
+    s = cfg.ingest
+    if files is None:
+        files = files_to_read(spark, cfg)[0]
     batch_id = s.batch_id or raw_reader.batch_id_of(files)
     log.info("batch %s: %d input files (%s)", batch_id, len(files), s.format)
     raw = raw_reader.read_records(spark, files, s.format, s.csv_options)
@@ -185,7 +207,7 @@ def prepare_batch(spark: SparkSession, cfg: PipelineConfig, key: HashKey, now: d
                   .withColumn("batch_id", F.lit(batch_id))
                   .withColumn("quarantined_at", F.lit(now)))
     return IngestBatch(batch_id=batch_id, files=files, problems=problems, events=events,
-                       quarantine=quarantine, event_dates=sorted(totals.dates), counts=counts,
+                       quarantine=quarantine, event_dates=sorted(totals.dates), now=now, counts=counts,
                        _cached=[keyed])
 
 
@@ -249,6 +271,8 @@ def commit_batch(batch: IngestBatch, warehouse: str) -> dict:
     version = write_table(batch.quarantine, warehouse, QUARANTINE, "replace_partitions",
                           replace_values=[batch.batch_id])
     result["quarantine"] = {"version": version}
+    landed = landed_files.record_files(spark, warehouse, batch.files, batch.batch_id, batch.now)
+    result["ingested_files"] = {"version": landed}
     return result
 
 

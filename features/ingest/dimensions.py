@@ -253,7 +253,8 @@ def ingest_dimensions(spark: SparkSession, cfg: PipelineConfig, key: HashKey) ->
     dimension without an export, or whose export has no row with a key, is skipped: no table
     is created for it."""
     s = cfg.ingest
-    export_date = s.dimensions_export_date or dt.datetime.now(dt.timezone.utc).date()
+    # A scheduled run's export is the one of the day it works for.
+    export_date = s.dimensions_export_date or cfg.as_of or dt.datetime.now(dt.timezone.utc).date()
     dims = (USERS_DIMENSION, ITEMS_DIMENSION)
     require_history_tables(spark, cfg.warehouse, dims)
     result = {}

@@ -164,6 +164,15 @@ def events(users_df: DataFrame, items_df: DataFrame, stats: CategoryStats,
                                                                  "_h_channel"))
     device = F.when(u(h_session, 1, 3) < 0.85, F.col("primary_device")) \
         .otherwise(pick_from(list(DEVICES), [1.0] * len(DEVICES), u(h_session, 2, 3)))
+    shift = s.shift
+    shifted = (F.lit(False) if shift.from_date is None
+               else day_date(s.start_date, day) >= F.lit(shift.from_date))
+    if shift.device_share > 0:
+        device = F.when(shifted & (uniform(seed, "shift_device", uid, day) < shift.device_share),
+                        F.lit(shift.device)).otherwise(device)
+    price = F.when(F.col("is_promo"), F.col("promo_price")).otherwise(F.col("list_price"))
+    if shift.price_factor != 1.0:
+        price = F.when(shifted, F.round(price * F.lit(shift.price_factor), 2)).otherwise(price)
     channel = F.when(F.col("is_promo") & (u(h_channel, 0, 2) < 0.4), F.lit("email")) \
         .otherwise(pick_from(list(CHANNELS), list(CHANNEL_WEIGHTS), u(h_channel, 1, 2)))
     date = day_date(s.start_date, day)
@@ -243,7 +252,7 @@ def events(users_df: DataFrame, items_df: DataFrame, stats: CategoryStats,
         "event_type",
         "item_id",
         F.element_at(F.array(*[F.lit(n) for n in stats.names]), F.col("category_idx") + 1).alias("category_id"),
-        F.when(F.col("is_promo"), F.col("promo_price")).otherwise(F.col("list_price")).alias("price"),
+        price.alias("price"),
         quantity.cast("int").alias("quantity"),
         "device",
         "channel",

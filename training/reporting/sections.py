@@ -108,7 +108,8 @@ def features_section(report: HtmlReport, inputs: RunInputs) -> None:
     if _absent(section, inputs, inputs.drift, "drift"):
         return
     threshold = inputs.psi_threshold
-    drifted = [d for d in inputs.drift if _finite(d["psi"]) and d["psi"] > threshold]
+    # "alert" (PSI above the threshold and a material move) where the scoring report has it.
+    drifted = [d for d in inputs.drift if _finite(d["psi"]) and d["psi"] > threshold and d.get("alert", True)]
     if inputs.reference_snapshot_date == inputs.snapshot_date:
         section.note("The reference snapshot is the scored snapshot (the model was trained on it): "
                      "PSI is 0 by construction and says nothing about drift.")

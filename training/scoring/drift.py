@@ -1,9 +1,18 @@
 """Population stability of every model input between the training snapshot and a scored snapshot.
 
 The reference profile (bin edges from the training snapshot's quantiles, the most frequent
-categorical values, medians and modes) is computed in Spark with one quantile pass and one
-grouped count; binning and counting of both snapshots run in Spark too. Only the per-feature bin
-counts (features x bins rows) reach the driver, where the PSI sums are taken.
+categorical values, medians and modes) is computed in Spark with one quantile pass, one pass
+that moves each edge off the value it sits on, and one grouped count; binning and counting of
+both snapshots run in Spark too. Only the per-feature bin counts (features x bins rows) reach
+the driver, where the PSI sums are taken.
+
+Why the edges move: a quantile edge is a value of the reference, and many inputs are masses on a
+few values (zero counts, a category's conversion rate shared by all its users). An edge on such
+a value puts the whole mass on one side of it, and the next snapshot's value of the same thing
+(a rate recomputed over a new window, 0.1201 instead of 0.1200) on the other: a large PSI for
+no change. Each edge is moved halfway to the next larger value of the reference, so every
+repeated value lies inside a bin. Shares are smoothed (half a row per bin) instead of floored,
+so a bin empty on one side gives a PSI that grows with the evidence, not a fixed large one.
 """
 from __future__ import annotations
 
@@ -20,8 +29,8 @@ log = get_logger("drift")
 
 NULL_BIN = "null"
 OTHER_BIN = "other"
-# Proportions are floored here so an empty bin on one side gives a large but finite PSI.
-MIN_SHARE = 1e-4
+# Pseudo-count added to every bin of both sides (Laplace / Jeffreys smoothing of the shares).
+SMOOTHING = 0.5
 
 
 @dataclass(frozen=True)
@@ -40,9 +49,18 @@ class FeatureDrift:
     kind: str
     psi: float
     bins: int
+    # Numeric inputs: relative change of the mean of the non-null values, and change of the
+    # share of nulls (None for categorical inputs).
+    mean_change: float | None = None
+    null_share_change: float | None = None
+    # PSI above the threshold and, for a numeric input, a material move (see feature_drift).
+    alert: bool = False
 
     def as_dict(self) -> dict[str, object]:
-        return {"feature": self.feature, "kind": self.kind, "psi": round(self.psi, 6), "bins": self.bins}
+        return {"feature": self.feature, "kind": self.kind, "psi": round(self.psi, 6), "bins": self.bins,
+                "mean_change": None if self.mean_change is None else round(self.mean_change, 6),
+                "null_share_change": None if self.null_share_change is None else round(self.null_share_change, 6),
+                "alert": self.alert}
 
 
 def reference_profile(reference: DataFrame, kinds: Mapping[str, str], bins: int,
@@ -62,6 +80,7 @@ def reference_profile(reference: DataFrame, kinds: Mapping[str, str], bins: int,
             # Repeated quantiles (a mass at one value, e.g. zero counts) collapse into one edge.
             edges[column] = tuple(sorted({by_prob[p] for p in edge_probs if p in by_prob}))
             typical[column] = by_prob.get(0.5)
+        edges = edges_between_values(reference, edges, kinds)
     top_values: dict[str, tuple[str, ...]] = {}
     if categorical:
         counts = (reference
@@ -81,6 +100,32 @@ def reference_profile(reference: DataFrame, kinds: Mapping[str, str], bins: int,
             top_values[column] = tuple(values)
             typical[column] = values[0] if values else None
     return ReferenceProfile(kinds=dict(kinds), edges=edges, top_values=top_values, typical=typical)
+
+
+def edges_between_values(reference: DataFrame, edges: Mapping[str, tuple[float, ...]],
+                         kinds: Mapping[str, str]) -> dict[str, tuple[float, ...]]:
+    """Each edge moved halfway to the next larger value of its feature in `reference` (one
+    aggregation: per feature, the smallest value above each edge); an edge with no larger value
+    stays. A value the reference repeats then never sits on a bin boundary."""
+    if not any(edges.values()):
+        return dict(edges)
+    profile = ReferenceProfile(kinds={c: "numeric" for c in edges if edges[c]}, edges=edges)
+    most = max(len(e) for e in edges.values())
+    number = F.col("number")
+    per_edge = _lookup(profile.edges, "double")
+    rows = (unpivoted_inputs(reference.select(*profile.kinds), profile)
+            .groupBy("feature")
+            .agg(*[F.min(F.when(number > F.try_element_at(per_edge, F.lit(k + 1)), number)).alias(f"next_{k}")
+                   for k in range(most)])
+            .collect())
+    above = {r["feature"]: [r[f"next_{k}"] for k in range(most)] for r in rows}
+    moved = dict(edges)
+    for column, column_edges in edges.items():
+        nexts = above.get(column)
+        if nexts is not None:
+            moved[column] = tuple(edge if nxt is None else (edge + nxt) / 2
+                                  for edge, nxt in zip(column_edges, nexts))
+    return moved
 
 
 def _as_double(column: str) -> Column:
@@ -128,37 +173,79 @@ def bin_of_unpivoted(profile: ReferenceProfile) -> Column:
 
 def bin_counts(df: DataFrame, profile: ReferenceProfile) -> dict[tuple[str, str], int]:
     """Rows per (feature, bin), computed in one Spark aggregation."""
+    return {key: n for key, (n, _) in bin_sums(df, profile).items()}
+
+
+def bin_sums(df: DataFrame, profile: ReferenceProfile) -> dict[tuple[str, str], tuple[int, float]]:
+    """Rows and the sum of the numeric values per (feature, bin), in one Spark aggregation."""
     rows = (unpivoted_inputs(df, profile)
-            .groupBy("feature", bin_of_unpivoted(profile).alias("bin")).count().collect())
-    return {(r["feature"], r["bin"]): int(r["count"]) for r in rows}
+            .groupBy("feature", bin_of_unpivoted(profile).alias("bin"))
+            .agg(F.count(F.lit(1)).alias("count"), F.sum("number").alias("total")).collect())
+    return {(r["feature"], r["bin"]): (int(r["count"]), float(r["total"] or 0.0)) for r in rows}
+
+
+def _mean_and_null_share(sums: Mapping[str, tuple[int, float]]) -> tuple[float | None, float]:
+    rows = sum(n for n, _ in sums.values())
+    nulls = sums.get(NULL_BIN, (0, 0.0))[0]
+    valued = rows - nulls
+    mean = sum(t for b, (_, t) in sums.items() if b != NULL_BIN) / valued if valued else None
+    return mean, (nulls / rows if rows else 0.0)
 
 
 def psi(expected: Mapping[str, int], actual: Mapping[str, int]) -> float:
-    """Population stability index of two bin-count maps: sum (a - e) * ln(a / e) over bins."""
+    """Population stability index of two bin-count maps: sum (a - e) * ln(a / e) over the bins
+    of either side, each share smoothed by SMOOTHING rows per bin."""
     n_expected, n_actual = sum(expected.values()), sum(actual.values())
     if n_expected == 0 or n_actual == 0:
         return float("nan")
+    bins = set(expected) | set(actual)
     total = 0.0
-    for b in set(expected) | set(actual):
-        e = max(expected.get(b, 0) / n_expected, MIN_SHARE)
-        a = max(actual.get(b, 0) / n_actual, MIN_SHARE)
+    for b in bins:
+        e = (expected.get(b, 0) + SMOOTHING) / (n_expected + SMOOTHING * len(bins))
+        a = (actual.get(b, 0) + SMOOTHING) / (n_actual + SMOOTHING * len(bins))
         total += (a - e) * math.log(a / e)
     return total
 
 
+def relative_change(before: float | None, after: float | None) -> float | None:
+    if before is None or after is None:
+        return None
+    if before == 0:
+        return 0.0 if after == 0 else math.inf
+    return abs(after - before) / abs(before)
+
+
 def feature_drift(reference: DataFrame, current: DataFrame, profile: ReferenceProfile,
-                  warn_threshold: float) -> list[FeatureDrift]:
-    """PSI of every profiled feature, highest first; features above the threshold are logged."""
-    ref_counts, cur_counts = bin_counts(reference, profile), bin_counts(current, profile)
+                  warn_threshold: float, min_relative_change: float = 0.0,
+                  min_null_share_change: float = 0.0) -> list[FeatureDrift]:
+    """PSI of every profiled feature, highest first; alerts are logged.
+
+    A numeric input alerts when its PSI is above `warn_threshold` and it moved materially: the
+    mean of its values by at least `min_relative_change` (relative), or its share of nulls by at
+    least `min_null_share_change`. PSI alone reads any move of a value many rows share (a
+    category's conversion rate recomputed over a new window, 0.035 -> 0.036) as a different
+    population, however small the move; the mean says how far the values went.
+    """
+    ref_sums, cur_sums = bin_sums(reference, profile), bin_sums(current, profile)
     results = []
     for feature, kind in profile.kinds.items():
-        expected = {b: n for (f, b), n in ref_counts.items() if f == feature}
-        actual = {b: n for (f, b), n in cur_counts.items() if f == feature}
-        results.append(FeatureDrift(feature, kind, psi(expected, actual),
-                                    len(set(expected) | set(actual))))
+        expected = {b: v for (f, b), v in ref_sums.items() if f == feature}
+        actual = {b: v for (f, b), v in cur_sums.items() if f == feature}
+        value = psi({b: n for b, (n, _) in expected.items()}, {b: n for b, (n, _) in actual.items()})
+        mean_change = null_change = None
+        material = True
+        if kind == "numeric":
+            (ref_mean, ref_nulls), (cur_mean, cur_nulls) = _mean_and_null_share(expected), _mean_and_null_share(actual)
+            mean_change, null_change = relative_change(ref_mean, cur_mean), abs(cur_nulls - ref_nulls)
+            material = (null_change >= min_null_share_change
+                        or (mean_change is not None and mean_change >= min_relative_change))
+        results.append(FeatureDrift(feature, kind, value, len(set(expected) | set(actual)), mean_change,
+                                    null_change, bool(value > warn_threshold and material)))
     results.sort(key=lambda d: (-d.psi if not math.isnan(d.psi) else 0.0, d.feature))
     for drift in results:
-        if drift.psi > warn_threshold:
-            log.warning("feature drift: %s has PSI %.3f > %.3f between the training and the "
-                        "scored snapshot", drift.feature, drift.psi, warn_threshold)
+        if drift.alert:
+            log.warning("feature drift: %s has PSI %.3f > %.3f between the training and the scored "
+                        "snapshot (mean moved %s, null share %s)", drift.feature, drift.psi, warn_threshold,
+                        "n/a" if drift.mean_change is None else f"{drift.mean_change:.1%}",
+                        "n/a" if drift.null_share_change is None else f"{drift.null_share_change:+.1%}")
     return results

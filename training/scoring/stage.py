@@ -148,7 +148,7 @@ def run_score(spark: SparkSession, cfg: PipelineConfig,
         "users_scored": scored.n_users, "users_explained": scored.n_explained,
         "predictions_version": predictions_version, "category_demand_version": demand_version,
         "arrow_batch_size": batch_size, "reference_snapshot_date": str(reference_date),
-        "drift_warnings": [d.feature for d in drift if d.psi > settings.psi_warn_threshold],
+        "drift_warnings": [d.feature for d in drift if d.alert],
     })
     report = {**summary, "scored_at": scored_at.isoformat(),
               "psi_warn_threshold": settings.psi_warn_threshold,
@@ -175,7 +175,31 @@ def _drift(features: DataFrame, current: DataFrame, reference_date: dt.date | No
                                 settings.psi_max_categories)
     if reference is None:
         return [], profile
-    return feature_drift(reference, current, profile, settings.psi_warn_threshold), profile
+    if settings.psi_active_days is None or "days_since_last_event" not in reference.columns:
+        drift_profile = profile
+    else:
+        reference, current, drift_profile = active_populations(reference, current, model.input_columns, settings)
+    return feature_drift(reference, current, drift_profile, settings.psi_warn_threshold,
+                         settings.psi_min_relative_change, settings.psi_min_null_share_change), profile
+
+
+def active_populations(reference: DataFrame, current: DataFrame, input_columns, settings: ScoreSettings):
+    """Both snapshots restricted to the users active in their last score.psi_active_days days,
+    and the reference profile of those users (drift only: occlusion keeps the whole snapshot's);
+    all users when the key is null or user_features has no days_since_last_event. The dormant
+    shares of both sides are logged."""
+    days = settings.psi_active_days
+    if days is None or "days_since_last_event" not in reference.columns:
+        return reference, current, reference_profile(reference, input_columns, settings.psi_bins,
+                                                     settings.psi_max_categories)
+    active = F.col("days_since_last_event") <= F.lit(days)
+    shares = [df.agg(F.avg(F.when(active, 0.0).otherwise(1.0))).first()[0] for df in (reference, current)]
+    log.info("drift: users dormant for more than %d days: %.1f%% of the reference snapshot, %.1f%% of "
+             "the scored one; PSI compares the active ones (score.psi_active_days)", days,
+             100 * (shares[0] or 0.0), 100 * (shares[1] or 0.0))
+    reference, current = reference.where(active), current.where(active)
+    return reference, current, reference_profile(reference, input_columns, settings.psi_bins,
+                                                 settings.psi_max_categories)
 
 
 def write_report(runs_dir: str, snapshot: dt.date, model_version: str, report: dict) -> str:
@@ -197,7 +221,7 @@ def render_report(report: dict) -> str:
              f"## Feature drift (PSI, warning above {threshold})", "",
              "| feature | kind | PSI | |", "|---|---|---|---|"]
     for d in report["drift"]:
-        flag = "WARNING" if not math.isnan(d["psi"]) and d["psi"] > threshold else ""
+        flag = "WARNING" if d.get("alert", not math.isnan(d["psi"]) and d["psi"] > threshold) else ""
         lines.append(f"| {d['feature']} | {d['kind']} | {d['psi']:.4f} | {flag} |")
     lines += ["", "## Global importance (occlusion, explained users)", "",
               "| feature group | mean abs contribution | mean contribution |", "|---|---|---|"]
