@@ -352,7 +352,7 @@ def pin_training_set(spark: SparkSession, warehouse: str, version: int,
     n_categories = sum(1 for f in df.schema.fields if f.name.startswith("label_cat_"))
     categories = tuple(df.schema[category_label_column(i)].metadata["category_id"]
                        for i in range(n_categories))
-    by_class, _ = split_class_counts(df)
+    by_class, _, _ = split_class_counts(df)
     check_splits(by_class, f"training_set version {version} cannot be trained on",
                  "pin another version (train.training_set_version) or build a new one")
     counts = rows_per_split(by_class)
