@@ -18,7 +18,7 @@ def run(cfg: PipelineConfig) -> dict:
     daily = update_user_daily(spark, cfg.warehouse, spec)
     written = write_snapshots(spark, cfg.warehouse, snapshots, spec, daily.last_event_date,
                               cfg.features.require_complete_label_window, daily.processed_dates,
-                              skip_up_to_date=True)
+                              skip_up_to_date=not cfg.features.rewrite_up_to_date)
     return {"user_daily_dates_processed": len(daily.processed_dates),
             "user_daily_version": daily.version, **written}
 

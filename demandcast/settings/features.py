@@ -40,6 +40,9 @@ class FeaturesSettings(Section):
     max_days_after_last_event: int = Field(1, ge=1, le=366)
     # Write labels only for snapshots whose whole label window lies inside the ingested events.
     require_complete_label_window: bool = True
+    # Rewrite snapshots even when they were computed from the current user_daily version with
+    # the same feature spec (a rerun normally leaves those untouched and commits nothing).
+    rewrite_up_to_date: bool = False
 
     @model_validator(mode="after")
     def _check(self) -> "FeaturesSettings":
