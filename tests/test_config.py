@@ -150,7 +150,10 @@ def test_set_reaches_map_entries_whose_keys_hold_dots(project_root):
     cfg = load_config(project_root / "conf" / "local.yaml",
                       ["spark.conf.spark.sql.ansi.enabled=true", "spark.conf.spark.sql.files.maxPartitionBytes=1024",
                        "ingest.mapping.values.event_type.cart=add_to_cart", "ingest.csv_options.sep=;"])
-    assert cfg.spark.conf == {"spark.sql.ansi.enabled": "true", "spark.sql.files.maxPartitionBytes": "1024"}
+    conf = cfg.spark.conf
+    assert conf["spark.sql.ansi.enabled"] == "true" and conf["spark.sql.files.maxPartitionBytes"] == "1024"
+    assert str(conf["spark.sql.sources.parallelPartitionDiscovery.parallelism"]) == "8"  # local.yaml's stays
+    assert len(conf) == 3
     assert cfg.ingest.mapping.values == {"event_type": {"cart": "add_to_cart"}}
     assert cfg.ingest.csv_options == {"header": "true", "sep": ";"}  # the other entries stay
     with pytest.raises(ConfigError, match=r"unknown key 'spark\.nope'"):
