@@ -6,19 +6,7 @@
 # skips the install on a second run. About a minute the first time (mostly downloads).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-python3.11}
-command -v "$PY" >/dev/null || PY=python3
+source scripts/pinned_venv.sh
 VENV=${MLFLOW_VENV:-$PWD/.venv-mlflow}
-PINS=deploy/mlflow/constraints.txt
-STAMP=$VENV/.installed-$(cat "$PINS" "$0" | sha256sum | cut -c1-16)
-
-if [ -f "$STAMP" ]; then
-  echo "[mlflow-venv] up to date ($STAMP)"
-  exit 0
-fi
-t0=$(date +%s)
-rm -rf "$VENV"
-"$PY" -m venv "$VENV"
-"$VENV/bin/python" -m pip install --disable-pip-version-check -q -c "$PINS" mlflow
-touch "$STAMP"
-echo "[mlflow-venv] $("$VENV/bin/mlflow" --version) in $VENV, built in $(( $(date +%s) - t0 )) s"
+pinned_venv mlflow-venv "$VENV" deploy/mlflow/constraints.txt mlflow
+echo "[mlflow-venv] $("$VENV/bin/mlflow" --version)"
