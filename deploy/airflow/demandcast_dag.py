@@ -103,6 +103,18 @@ with DAG(
     stage_task("ingest") >> stage_task("features") >> stage_task("score")
 
 
+def wait_for_daily(task: str, timeout_hours: int) -> ExternalTaskSensor:
+    """Waits for `task` of the daily DAG run with the same logical date, without holding a slot."""
+    return ExternalTaskSensor(
+        task_id=f"wait_for_daily_{task}",
+        external_dag_id="demandcast_daily",
+        external_task_id=task,
+        mode="reschedule",
+        poke_interval=300,
+        timeout=timeout_hours * 3600,
+    )
+
+
 with DAG(
     dag_id="demandcast_weekly_retrain",
     description="Weekly: retrain the Wide & Deep model on the newest features and evaluate it.",
@@ -113,14 +125,7 @@ with DAG(
     default_args={**DEFAULT_ARGS, "retries": 0},  # a failed training run is looked at, not retried
     tags=["demandcast"],
 ) as weekly:
-    features_done = ExternalTaskSensor(
-        task_id="wait_for_daily_features",
-        external_dag_id="demandcast_daily",
-        external_task_id="features",
-        mode="reschedule",
-        poke_interval=300,
-        timeout=6 * 3600,
-    )
+    features_done = wait_for_daily("features", timeout_hours=6)
     # Horovod runs one rank per executor task (training/launch.py); deploy/GPU.md has the
     # resources for GPU nodes. Dynamic allocation is off so every rank starts together.
     train = stage_task(
@@ -143,12 +148,5 @@ with DAG(
 ) as maintenance:
     # After the day's score: OPTIMIZE rewrites the files the daily stages append to, and two
     # writers of one table would make one of them retry or fail on Delta's conflict check.
-    score_done = ExternalTaskSensor(
-        task_id="wait_for_daily_score",
-        external_dag_id="demandcast_daily",
-        external_task_id="score",
-        mode="reschedule",
-        poke_interval=300,
-        timeout=12 * 3600,
-    )
+    score_done = wait_for_daily("score", timeout_hours=12)
     score_done >> stage_task("maintain")
